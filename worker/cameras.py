@@ -1,0 +1,138 @@
+"""Per-camera settings from configs/zones.yaml: ROI, CLAHE, threshold, class filter, enabled.
+
+Unknown cameras get the `default` block. Every key is checked on load and a bad one is named by its
+full path (e.g. `cameras.10cea9e4511f.roi.width`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from worker.constants import DEFAULT_CONFIDENCE
+from worker.errors import ConfigError
+from worker.preprocess import Roi
+
+UNKNOWN_CAMERA_LABEL = "other"  # metric label for cameras not in the file, so label sets stay bounded
+_SETTING_KEYS = {"name", "enabled", "clahe", "confidence", "classes", "roi"}
+_ROI_KEYS = {"x", "y", "width", "height", "normalized"}
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    camera_id: str = ""
+    label: str = UNKNOWN_CAMERA_LABEL  # what metrics call this camera
+    enabled: bool = True
+    clahe: bool = False
+    confidence: float = DEFAULT_CONFIDENCE
+    classes: tuple[str, ...] | None = None  # class names to keep; None keeps all
+    roi: Roi | None = None
+
+
+@dataclass(frozen=True)
+class CameraBook:
+    default: CameraSettings
+    cameras: dict[str, CameraSettings]
+
+    def get(self, camera_id: str) -> CameraSettings:
+        known = self.cameras.get(camera_id)
+        return known if known is not None else replace(self.default, camera_id=camera_id)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({s.label for s in self.cameras.values()} | {UNKNOWN_CAMERA_LABEL})
+
+
+def _check_keys(block: dict, allowed: set[str], where: str) -> None:
+    for key in block:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _parse_roi(raw: Any, where: str) -> Roi | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with x, y, width, height")
+    _check_keys(raw, _ROI_KEYS, where)
+    values = {}
+    for key in ("x", "y", "width", "height"):
+        value = raw.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+        values[key] = float(value)
+    normalized = raw.get("normalized", False)
+    if not isinstance(normalized, bool):
+        raise ConfigError(f"{where}.normalized: expected true or false")
+    if values["width"] <= 0 or values["height"] <= 0 or values["x"] < 0 or values["y"] < 0:
+        raise ConfigError(f"{where}: x and y must be >= 0, width and height > 0")
+    if normalized and (values["x"] + values["width"] > 1.0 + 1e-9 or values["y"] + values["height"] > 1.0 + 1e-9):
+        raise ConfigError(f"{where}: a normalized ROI must lie within 0..1")
+    return Roi(normalized=normalized, **values)
+
+
+def _parse_settings(raw: Any, where: str, base: CameraSettings, camera_id: str) -> CameraSettings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    _check_keys(raw, _SETTING_KEYS, where)
+    settings = replace(base, camera_id=camera_id)
+    if "name" in raw:
+        if not isinstance(raw["name"], str) or not raw["name"]:
+            raise ConfigError(f"{where}.name: expected a non-empty string")
+        settings = replace(settings, label=raw["name"])
+    for key in ("enabled", "clahe"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise ConfigError(f"{where}.{key}: expected true or false, got {raw[key]!r}")
+            settings = replace(settings, **{key: raw[key]})
+    if "confidence" in raw:
+        value = raw["confidence"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}.confidence: expected a number in 0..1, got {value!r}")
+        settings = replace(settings, confidence=float(value))
+    if "classes" in raw:
+        value = raw["classes"]
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{where}.classes: expected a list of class names or null")
+        settings = replace(settings, classes=tuple(value) if value is not None else None)
+    if "roi" in raw:
+        settings = replace(settings, roi=_parse_roi(raw["roi"], f"{where}.roi"))
+    return settings
+
+
+def parse_camera_book(data: Any, source: str = "zones.yaml") -> CameraBook:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'default' and 'cameras'")
+    _check_keys(data, {"default", "cameras"}, source)
+    default = _parse_settings(data.get("default"), f"{source}: default", CameraSettings(), "")
+    cameras_raw = data.get("cameras") or {}
+    if not isinstance(cameras_raw, dict):
+        raise ConfigError(f"{source}: cameras: expected a mapping of camera id -> settings")
+    cameras = {}
+    for camera_id, raw in cameras_raw.items():
+        camera_id = str(camera_id)
+        settings = _parse_settings(raw, f"{source}: cameras.{camera_id}", default, camera_id)
+        if "name" not in (raw or {}):
+            settings = replace(settings, label=camera_id)
+        cameras[camera_id] = settings
+    return CameraBook(default, cameras)
+
+
+def load_camera_book(path: str | Path | None) -> CameraBook:
+    if path is None:
+        return parse_camera_book({})
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: camera settings file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return parse_camera_book(data, str(path))

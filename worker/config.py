@@ -1,0 +1,151 @@
+"""configs/worker.yaml -> WorkerConfig, with DEER_WORKER_<KEY> environment overrides.
+
+Every key is typed and checked; a bad one is named (`worker.yaml: batch: ...`). Relative paths
+are resolved against the repository/install root first, so the shipped defaults work from any cwd.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from worker import constants as C
+from worker.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "models/demo/deer-yolo26n_int8_openvino_model"
+DEFAULT_ZONES = "configs/zones.yaml"
+ENV_PREFIX = "DEER_WORKER_"
+
+
+@dataclass
+class WorkerConfig:
+    redis_url: str = C.DEFAULT_REDIS_URL
+    queue: str = C.DEFAULT_QUEUE
+    results_channel: str = C.DEFAULT_RESULTS_CHANNEL
+    results_stream: str = C.DEFAULT_RESULTS_STREAM
+    results_stream_maxlen: int = C.DEFAULT_RESULTS_STREAM_MAXLEN
+    model: str = DEFAULT_MODEL
+    precision: str = "f32"
+    threads: int = 0
+    pin_threads: bool = True
+    cache_dir: str = "~/.cache/deer-worker/ov-cache"
+    batch: str = "auto"
+    workers: int = 1
+    zones: str = DEFAULT_ZONES
+    max_age: float = C.DEFAULT_MAX_AGE
+    latest_only: bool = False
+    job_timeout: int = C.DEFAULT_JOB_TIMEOUT
+    result_ttl: int = C.DEFAULT_RESULT_TTL
+    failure_ttl: int = C.DEFAULT_FAILURE_TTL
+    queued_ttl: int = C.DEFAULT_QUEUED_TTL
+    retries: int = C.DEFAULT_RETRIES
+    max_snapshot_bytes: int = C.DEFAULT_MAX_SNAPSHOT_BYTES
+    max_pixels: int = C.DEFAULT_MAX_PIXELS
+    snapshot_dirs: list[str] = field(default_factory=list)
+    reduced_decode: bool = True
+    iou: float = C.DEFAULT_IOU
+    metrics_host: str = C.DEFAULT_METRICS_HOST
+    metrics_port: int = C.DEFAULT_METRICS_PORT  # worker i of a pool serves on metrics_port + i; 0 = off
+
+    def validate(self, source: str = "worker.yaml") -> WorkerConfig:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"{source}: {key}: {why}")
+
+        if self.batch not in ("1", "4", "auto"):
+            raise bad("batch", f"must be 1, 4 or auto, got {self.batch!r}")
+        if self.precision not in ("f32", "bf16", "f16", "default"):
+            raise bad("precision", f"must be f32, bf16, f16 or default, got {self.precision!r}")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise bad("redis_url", f"must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
+        for key in ("workers", "job_timeout", "result_ttl", "failure_ttl", "queued_ttl",
+                    "max_snapshot_bytes", "max_pixels", "results_stream_maxlen"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        for key in ("threads", "retries", "metrics_port"):
+            if getattr(self, key) < 0:
+                raise bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.max_age <= 0:
+            raise bad("max_age", f"must be > 0 seconds, got {self.max_age}")
+        if not 0 < self.iou <= 1:
+            raise bad("iou", f"must be in (0, 1], got {self.iou}")
+        return self
+
+    def resolve(self, path: str) -> Path:
+        return resolve_path(path)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Expand ~; a relative path that does not exist from the cwd is taken from the project root."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return PROJECT_ROOT / p
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [v for v in value.split(os.pathsep) if v]
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return [str(v) for v in value]
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key}: expected {type(default).__name__}, got {value!r}") from None
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> WorkerConfig:
+    """Defaults <- YAML file <- DEER_WORKER_* environment <- explicit overrides (CLI flags)."""
+    env = os.environ if env is None else env
+    config = WorkerConfig()
+    defaults = {f.name: getattr(config, f.name) for f in fields(config)}
+    source = "worker.yaml"
+    if path is not None:
+        path = resolve_path(path)
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        for key, value in data.items():
+            if key not in defaults:
+                raise ConfigError(f"{path}: {key}: unknown setting")
+            setattr(config, key, _coerce(key, value, defaults[key], source))
+    for key, default in defaults.items():
+        env_key = ENV_PREFIX + key.upper()
+        if env_key in env:
+            setattr(config, key, _coerce(key, env[env_key], default, f"environment {env_key}"))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            setattr(config, key, _coerce(key, value, defaults[key], f"option --{key.replace('_', '-')}"))
+    return config.validate(source)

@@ -1,0 +1,41 @@
+"""Defaults and Redis names in one place, so producers, workers and docs agree."""
+
+from __future__ import annotations
+
+# --- payload contract -------------------------------------------------------------------------
+PAYLOAD_VERSION = 1
+DEFAULT_MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024  # a Ring 1080p JPEG is ~150-400 kB
+DEFAULT_MAX_PIXELS = 40_000_000  # 8K is 33 Mpx; anything larger is a bomb, not a camera
+
+# --- detection defaults (the user's production settings) ---------------------------------------
+DEFAULT_CONFIDENCE = 0.55
+DEFAULT_IOU = 0.65
+DEFAULT_MAX_DETECTIONS = 300
+LETTERBOX_PAD_VALUE = 114
+CLAHE_CLIP_LIMIT = 2.0
+CLAHE_TILE_GRID = (8, 8)
+DEER_CLASS_NAMES = ("deer",)
+
+# --- Redis / RQ names ---------------------------------------------------------------------------
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_QUEUE = "deer-snapshots"
+DEFAULT_RESULTS_CHANNEL = "deer:results"
+DEFAULT_RESULTS_STREAM = "deer:results:stream"
+DEFAULT_RESULTS_STREAM_MAXLEN = 10_000
+JOB_FUNCTION = "worker.tasks.detect_snapshot"  # the only function a worker runs
+
+# --- job lifetimes (seconds) --------------------------------------------------------------------
+DEFAULT_JOB_TIMEOUT = 30  # one snapshot takes tens of ms; 30 s means something is stuck
+DEFAULT_MAX_AGE = 10.0  # a snapshot older than this when taken is worthless to a sprinkler
+DEFAULT_QUEUED_TTL = 60  # RQ drops a job never started within this (ttl=)
+DEFAULT_RESULT_TTL = 3600
+DEFAULT_FAILURE_TTL = 7 * 24 * 3600
+DEFAULT_RETRIES = 2
+
+# --- metrics ------------------------------------------------------------------------------------
+METRICS_PREFIX = "deer_worker"
+DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_METRICS_PORT = 9810
+# Seconds; dense around the 40 ms target because a percentile is only as exact as its bucket.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.075,
+                   0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -1,0 +1,61 @@
+"""Typed errors. Each has a stable `kind` that becomes a metric label and the result's error field."""
+
+from __future__ import annotations
+
+
+class DeerWorkerError(Exception):
+    """Base class: something about one input or one setting is wrong; the process goes on."""
+
+    kind = "error"
+
+
+class ConfigError(DeerWorkerError):
+    kind = "config"
+
+
+class ModelLoadError(DeerWorkerError):
+    kind = "model_load"
+
+
+class InputError(DeerWorkerError):
+    """A snapshot that cannot be turned into a tensor."""
+
+    kind = "bad_input"
+
+
+class EmptyInputError(InputError):
+    kind = "empty_input"
+
+
+class UnsupportedFormatError(InputError):
+    kind = "unsupported_format"
+
+
+class CorruptImageError(InputError):
+    kind = "corrupt_image"
+
+
+class ImageTooLargeError(InputError):
+    kind = "image_too_large"
+
+
+class RoiError(InputError):
+    kind = "roi_outside_image"
+
+
+class PayloadError(DeerWorkerError):
+    """A job payload that breaks the contract (schema, version, size, path)."""
+
+    kind = "bad_payload"
+
+
+class PayloadTooLargeError(PayloadError):
+    kind = "payload_too_large"
+
+
+class SnapshotFileError(PayloadError):
+    kind = "snapshot_file"
+
+
+class ForbiddenFunctionError(DeerWorkerError):
+    kind = "forbidden_function"

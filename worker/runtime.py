@@ -1,0 +1,214 @@
+"""OpenVINO IR -> compiled single-stream model: tensor in, raw output out. Knows nothing of boxes.
+
+A model is a directory as ultralytics exports it (`*.xml`, `*.bin`, `metadata.yaml`) or a bare
+`.xml` with explicit settings. The uint8 HWC BGR input is converted to what the network wants
+(float, RGB, /255, NCHW) by a PrePostProcessor compiled into the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import yaml
+
+from worker.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("f32", "bf16", "f16", "default")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    xml: Path
+    name: str
+    names: tuple[str, ...]
+    imgsz: tuple[int, int]  # (height, width)
+    end2end: bool
+    weights: str  # "fp32" | "int8" (what the IR stores; inference precision is separate)
+    version: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+
+def _find_xml(path: Path) -> Path:
+    if path.is_file():
+        if path.suffix != ".xml":
+            raise ModelLoadError(f"{path}: a model is an OpenVINO IR directory or its .xml file")
+        return path
+    if not path.exists():
+        raise ModelLoadError(f"{path}: model path does not exist")
+    xmls = sorted(path.glob("*.xml"))
+    if len(xmls) != 1:
+        raise ModelLoadError(f"{path}: expected exactly one .xml in the model directory, found {len(xmls)}")
+    return xmls[0]
+
+
+def _read_metadata(xml: Path) -> dict:
+    meta_path = xml.parent / "metadata.yaml"
+    if not meta_path.exists():
+        return {}
+    try:
+        meta = yaml.safe_load(meta_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ModelLoadError(f"{meta_path}: not valid YAML ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{meta_path}: expected a mapping of keys")
+    return meta
+
+
+def _is_quantized(model: ov.Model) -> bool:
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+
+
+def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: int | None = None,
+              end2end: bool | None = None) -> tuple[ModelSpec, ov.Model]:
+    """Read and check a model; explicit arguments fill in (or must agree with) metadata.yaml."""
+    xml = _find_xml(Path(path))
+    bin_path = xml.with_suffix(".bin")
+    if not bin_path.exists():
+        raise ModelLoadError(f"{bin_path}: weights file missing beside {xml.name}")
+    meta = _read_metadata(xml)
+    try:
+        model = ov.Core().read_model(xml)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{xml}: OpenVINO cannot read it ({str(exc).splitlines()[0]})") from exc
+    if len(model.inputs) != 1 or len(model.outputs) < 1:
+        raise ModelLoadError(f"{xml}: expected one image input, got {len(model.inputs)} inputs")
+    in_shape = model.input(0).get_partial_shape()
+    out_shape = model.output(0).get_partial_shape()
+    if in_shape.rank.get_length() != 4:
+        raise ModelLoadError(f"{xml}: input must be NCHW, got {in_shape}")
+    meta_path = xml.parent / "metadata.yaml"
+
+    if names is None:
+        raw_names = meta.get("names")
+        if isinstance(raw_names, dict):
+            names = tuple(str(raw_names[k]) for k in sorted(raw_names))
+        elif isinstance(raw_names, list):
+            names = tuple(str(n) for n in raw_names)
+    if imgsz is None:
+        meta_imgsz = meta.get("imgsz")
+        if isinstance(meta_imgsz, (list, tuple)) and len(meta_imgsz) == 2:
+            imgsz_hw = (int(meta_imgsz[0]), int(meta_imgsz[1]))
+        elif in_shape[2].is_static and in_shape[3].is_static:
+            imgsz_hw = (in_shape[2].get_length(), in_shape[3].get_length())
+        else:
+            raise ModelLoadError(f"{xml}: dynamic input size and no imgsz in {meta_path.name}; pass imgsz")
+    else:
+        imgsz_hw = (imgsz, imgsz)
+    if in_shape[2].is_static and (in_shape[2].get_length(), in_shape[3].get_length()) != imgsz_hw:
+        raise ModelLoadError(
+            f"{meta_path}: imgsz {list(imgsz_hw)} disagrees with the IR input {in_shape} of {xml.name}"
+        )
+
+    detected_end2end = out_shape.rank.get_length() == 3 and out_shape[2].is_static and out_shape[2].get_length() == 6
+    if end2end is None:
+        end2end = bool(meta.get("end2end", detected_end2end))
+    if end2end != detected_end2end:
+        raise ModelLoadError(
+            f"{meta_path}: end2end={end2end} but {xml.name} outputs {out_shape} "
+            f"({'(B,300,6)' if end2end else '(B,4+nc,A)'} expected)"
+        )
+    if not end2end:
+        channels = out_shape[1].get_length() if out_shape[1].is_static else None
+        if names is None and channels:
+            names = tuple(str(i) for i in range(channels - 4))
+        if channels is not None and names is not None and channels != 4 + len(names):
+            raise ModelLoadError(
+                f"{meta_path}: {len(names)} class names but {xml.name} outputs {channels - 4} class scores"
+            )
+    if not names:
+        raise ModelLoadError(f"{xml}: no class names ({meta_path.name} missing or has no 'names'); pass names")
+
+    spec = ModelSpec(
+        xml=xml,
+        name=str(meta.get("name") or xml.parent.name.removesuffix("_openvino_model") or xml.stem),
+        names=names,
+        imgsz=imgsz_hw,
+        end2end=end2end,
+        weights="int8" if _is_quantized(model) else "fp32",
+        version=str(meta.get("model_version") or meta.get("date") or ""),
+    )
+    return spec, model
+
+
+@dataclass
+class CompileOptions:
+    threads: int = 0  # 0 = let OpenVINO choose (all physical cores)
+    pin_threads: bool = True
+    precision: str = "f32"  # inference precision; "default" lets the CPU pick (bf16 where it has it)
+    cache_dir: str | None = None
+
+
+@dataclass
+class CompiledRunner:
+    """One compiled model for one static batch size, with its own infer request."""
+
+    batch: int
+    compiled: ov.CompiledModel
+    request: ov.InferRequest = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.request = self.compiled.create_infer_request()
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """(B,H,W,3) uint8 -> first output as a float32 array (a copy: the request reuses its memory)."""
+        self.request.infer({0: tensor}, share_inputs=True)
+        return self.request.get_output_tensor(0).data.copy()
+
+
+def compile_model(model: ov.Model, spec: ModelSpec, batch: int, options: CompileOptions,
+                  core: ov.Core | None = None) -> CompiledRunner:
+    if options.precision not in PRECISIONS:
+        raise ModelLoadError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
+    core = core or ov.Core()
+    if options.cache_dir:
+        Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(options.cache_dir)})
+    model = model.clone()
+    height, width = spec.imgsz
+    model.reshape({model.input(0): ov.PartialShape([batch, 3, height, width])})
+    ppp = ov.preprocess.PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
+        ov.preprocess.ColorFormat.BGR)
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_color(
+        ov.preprocess.ColorFormat.RGB).scale(255.0)
+    ppp.output(0).tensor().set_element_type(ov.Type.f32)
+    model = ppp.build()
+    config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+                                 "ENABLE_CPU_PINNING": bool(options.pin_threads)}
+    if options.threads:
+        config["INFERENCE_NUM_THREADS"] = int(options.threads)
+    if options.precision != "default":
+        config["INFERENCE_PRECISION_HINT"] = options.precision
+    try:
+        compiled = core.compile_model(model, "CPU", config)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{spec.xml}: compile failed ({str(exc).splitlines()[0]})") from exc
+    return CompiledRunner(batch, compiled)
+
+
+def inference_precision(runner: CompiledRunner) -> str:
+    """What the CPU actually runs non-quantized ops in: "f32", "bf16" or "f16"."""
+    return runner.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+
+def time_runner(runner: CompiledRunner, spec: ModelSpec, repeats: int) -> float:
+    """Median seconds of `repeats` inferences on a grey tensor (also serves as the warm-up)."""
+    tensor = np.full((runner.batch, spec.imgsz[0], spec.imgsz[1], 3), 114, np.uint8)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        runner.infer(tensor)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
