@@ -1,0 +1,147 @@
+"""Prometheus metrics for ONE worker process, in its own CollectorRegistry.
+
+One exporter port per worker process, not prometheus_client's multiprocess mode: worker i of a pool
+serves on `metrics_port + i`, a systemd instance deer-worker@i likewise. Multiprocess mode would need
+PROMETHEUS_MULTIPROC_DIR set before import and wiped at every start, a multiprocess_mode on every
+gauge, no custom collectors, and scrapes that slow down as pid files pile up. With a port each,
+Prometheus' `instance` label already tells the workers apart, a dead worker shows as `up == 0`
+instead of silently dropping out of a merged sum, and each registry is plain in-process state.
+
+Every label is bounded: stages, outcomes and error kinds are fixed in code, cameras and classes are
+fixed when the registry is built (anything else counts as "other"), queues are the configured ones.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+from worker import __version__
+from worker.constants import LATENCY_BUCKETS, METRICS_PREFIX
+from worker.errors import DeerWorkerError
+
+STAGES = ("queue_wait", "decode", "preprocess", "inference", "postprocess")
+OUTCOMES = ("ok", "failed", "expired", "refused")
+OTHER = "other"
+BATCH_BUCKETS = (1, 2, 3, 4)
+# Kinds that are not a DeerWorkerError subclass's `kind` but are still legitimate labels.
+EXTRA_ERROR_KINDS = frozenset({"none", "expired", "timeout", "internal", OTHER})
+_LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+
+def known_error_kinds() -> frozenset[str]:
+    """The `kind` of every DeerWorkerError subclass defined so far, plus EXTRA_ERROR_KINDS."""
+    kinds, todo = set(EXTRA_ERROR_KINDS), [DeerWorkerError]
+    while todo:
+        cls = todo.pop()
+        kinds.add(cls.kind)
+        todo.extend(cls.__subclasses__())
+    return frozenset(kinds)
+
+
+class WorkerMetrics:
+    def __init__(self, *, camera_labels: Iterable[str], class_names: Iterable[str], queues: Iterable[str],
+                 worker_name: str = "") -> None:
+        self.registry = CollectorRegistry()
+        self.cameras = frozenset(camera_labels) | {OTHER}
+        self.classes = frozenset(class_names) | {OTHER}
+        self.queues = frozenset(queues)
+        self._error_kinds = known_error_kinds()
+        ns, reg = METRICS_PREFIX, self.registry
+
+        self.stage_duration = Histogram(
+            "stage_duration_seconds", "Time one job spent in each stage; inference of a batch counts for every job in it.",
+            ["stage"], namespace=ns, registry=reg, buckets=LATENCY_BUCKETS)
+        self.job_duration = Histogram(
+            "job_duration_seconds", "Service time of one job, from taking it off the queue to its result.",
+            namespace=ns, registry=reg, buckets=LATENCY_BUCKETS)
+        # Observed once per job, so this is the batch size a job ran in, not a count of batch runs.
+        self.batch_size = Histogram(
+            "batch_size", "Size of the inference batch each job ran in.",
+            namespace=ns, registry=reg, buckets=BATCH_BUCKETS)
+        self.jobs = Counter(
+            "jobs", "Jobs finished, by outcome and error kind.", ["outcome", "error_kind"],
+            namespace=ns, registry=reg)
+        self.detections = Counter(
+            "detections", "Detections published, by camera and class.", ["camera", "class_name"],
+            namespace=ns, registry=reg)
+        self.queue_depth = Gauge(
+            "queue_depth", "Jobs waiting in the queue, as last seen by this worker.", ["queue"],
+            namespace=ns, registry=reg)
+        self.in_progress = Gauge(
+            "jobs_in_progress", "Jobs taken and not yet finished.", namespace=ns, registry=reg)
+        self.model_loaded = Gauge(
+            "model_loaded", "1 for the model this worker has loaded.", ["model", "version", "precision", "batch"],
+            namespace=ns, registry=reg)
+        self.ready = Gauge(
+            "ready", "1 when the model is warm and the worker takes jobs.", namespace=ns, registry=reg)
+        self.start_time = Gauge(
+            "start_time_seconds", "Unix time this worker's metrics were created.", namespace=ns, registry=reg)
+        self.info = Gauge(
+            "info", "Always 1; labels name the worker and the package version.", ["worker_name", "version"],
+            namespace=ns, registry=reg)
+        ProcessCollector(registry=reg)  # process_resident_memory_bytes etc. per worker
+
+        # Series that exist from the first scrape, so rate() and the dashboard start at 0, not "no data".
+        for stage in STAGES:
+            self.stage_duration.labels(stage)
+        self.jobs.labels("ok", "none")
+        for camera in self.cameras:
+            for name in self.classes:
+                self.detections.labels(camera, name)
+        for queue in self.queues:
+            self.queue_depth.labels(queue)
+        self.start_time.set(time.time())
+        self.info.labels(worker_name, __version__).set(1)
+
+    # --- per job ---------------------------------------------------------------------------------
+    def observe_job(self, *, stages: dict[str, float], total: float, batch_size: int) -> None:
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; expected some of {STAGES}")
+        for stage, seconds in stages.items():
+            # queue_wait compares clocks of two hosts; skew must not push the sum negative.
+            self.stage_duration.labels(stage).observe(max(seconds, 0.0))
+        self.job_duration.observe(max(total, 0.0))
+        self.batch_size.observe(batch_size)
+
+    def count_job(self, outcome: str, error_kind: str = "none") -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
+        self.jobs.labels(outcome, self._error_kind(error_kind)).inc()
+
+    def count_detections(self, camera_label: str, class_names: list[str]) -> None:
+        camera = camera_label if camera_label in self.cameras else OTHER
+        for name, n in Tally(c if c in self.classes else OTHER for c in class_names).items():
+            self.detections.labels(camera, name).inc(n)
+
+    def _error_kind(self, kind: str) -> str:
+        if kind not in self._error_kinds:
+            self._error_kinds = known_error_kinds()  # a subclass may have been defined since
+        return kind if kind in self._error_kinds and _LABEL_VALUE.match(kind) else OTHER
+
+    # --- state -----------------------------------------------------------------------------------
+    def set_queue_depth(self, queue: str, depth: int) -> None:
+        if queue not in self.queues:
+            raise ValueError(f"queue {queue!r} was not declared; known: {sorted(self.queues)}")
+        self.queue_depth.labels(queue).set(depth)
+
+    def job_started(self, n: int = 1) -> None:
+        self.in_progress.inc(n)
+
+    def job_finished(self, n: int = 1) -> None:
+        self.in_progress.dec(n)
+
+    def set_model(self, *, model: str, version: str, precision: str, batch: int) -> None:
+        self.model_loaded.clear()  # one model at a time: the old label set must not linger at 1
+        self.model_loaded.labels(model, version, precision, str(batch)).set(1)
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready.set(1 if ready else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
