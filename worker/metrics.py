@@ -7,8 +7,10 @@ gauge, no custom collectors, and scrapes that slow down as pid files pile up. Wi
 Prometheus' `instance` label already tells the workers apart, a dead worker shows as `up == 0`
 instead of silently dropping out of a merged sum, and each registry is plain in-process state.
 
-Every label is bounded: stages, outcomes and error kinds are fixed in code, cameras and classes are
-fixed when the registry is built (anything else counts as "other"), queues are the configured ones.
+Every label is bounded: stages and outcomes are fixed here; error kinds are identifiers from code
+(an errors.py `kind`, an expiry reason, an exception class name), capped at MAX_ERROR_KINDS; cameras
+and classes are fixed when the registry is built (anything else counts as "other"); queues are the
+configured ones.
 """
 
 from __future__ import annotations
@@ -22,25 +24,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from worker import __version__
 from worker.constants import LATENCY_BUCKETS, METRICS_PREFIX
-from worker.errors import DeerWorkerError
 
 STAGES = ("queue_wait", "decode", "preprocess", "inference", "postprocess")
 OUTCOMES = ("ok", "failed", "expired", "refused")
 OTHER = "other"
 BATCH_BUCKETS = (1, 2, 3, 4)
-# Kinds that are not a DeerWorkerError subclass's `kind` but are still legitimate labels.
-EXTRA_ERROR_KINDS = frozenset({"none", "expired", "timeout", "internal", OTHER})
+MAX_ERROR_KINDS = 40  # distinct error_kind values per process; later new ones count as "other"
 _LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
-def known_error_kinds() -> frozenset[str]:
-    """The `kind` of every DeerWorkerError subclass defined so far, plus EXTRA_ERROR_KINDS."""
-    kinds, todo = set(EXTRA_ERROR_KINDS), [DeerWorkerError]
-    while todo:
-        cls = todo.pop()
-        kinds.add(cls.kind)
-        todo.extend(cls.__subclasses__())
-    return frozenset(kinds)
+def error_kind_label(kind: str) -> str:
+    """A code-defined kind as a label: `corrupt_image` stays, `JobTimeoutException` -> `job_timeout_exception`,
+    anything that is not an identifier (e.g. text from a message) -> "other"."""
+    kind = _CAMEL_HUMP.sub("_", kind).lower()
+    return kind if _LABEL_VALUE.match(kind) else OTHER
 
 
 class WorkerMetrics:
@@ -50,7 +48,7 @@ class WorkerMetrics:
         self.cameras = frozenset(camera_labels) | {OTHER}
         self.classes = frozenset(class_names) | {OTHER}
         self.queues = frozenset(queues)
-        self._error_kinds = known_error_kinds()
+        self._error_kinds = {"none"}
         ns, reg = METRICS_PREFIX, self.registry
 
         self.stage_duration = Histogram(
@@ -120,9 +118,12 @@ class WorkerMetrics:
             self.detections.labels(camera, name).inc(n)
 
     def _error_kind(self, kind: str) -> str:
-        if kind not in self._error_kinds:
-            self._error_kinds = known_error_kinds()  # a subclass may have been defined since
-        return kind if kind in self._error_kinds and _LABEL_VALUE.match(kind) else OTHER
+        label = error_kind_label(kind)
+        if label not in self._error_kinds:
+            if len(self._error_kinds) >= MAX_ERROR_KINDS:
+                return OTHER  # a runaway source of kinds must not grow the series without bound
+            self._error_kinds.add(label)
+        return label
 
     # --- state -----------------------------------------------------------------------------------
     def set_queue_depth(self, queue: str, depth: int) -> None:
