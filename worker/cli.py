@@ -80,9 +80,68 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+_OVERRIDE_KEYS = ("redis_url", "model", "precision", "threads", "batch", "queue")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, key, None) for key in _OVERRIDE_KEYS if getattr(args, key, None) is not None}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args, redis_url=args.redis_url, batch=args.batch, queue=args.queue)
+    if args.workers == 1:
+        from worker.service import run_worker
+
+        return run_worker(config, args.worker_index, burst=args.burst)
+    from worker.pool import WorkerPool
+
+    return WorkerPool(config, args.config, _overrides(args), args.workers, log_level=args.log_level).run_forever()
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from worker.connections import connect
+    from worker.producer import enqueue_snapshot
+
+    config = _config(args, redis_url=args.redis_url, queue=args.queue)
+    connection = connect(config.redis_url)
+    pubsub = None
+    if args.wait:
+        pubsub = connection.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(config.results_channel)
+    ids = []
+    for image in args.images:
+        job = enqueue_snapshot(connection, image, args.camera, queue=config.queue, by_path=args.by_path,
+                               max_snapshot_bytes=config.max_snapshot_bytes, job_timeout=config.job_timeout,
+                               result_ttl=config.result_ttl, failure_ttl=config.failure_ttl,
+                               queued_ttl=config.queued_ttl, retries=config.retries)
+        ids.append(job.id)
+        print(f"{image}: enqueued job {job.id} on {config.queue}")
+    if pubsub is None:
+        return 0
+    import time
+
+    pending, deadline = set(ids), time.monotonic() + args.wait
+    while pending and time.monotonic() < deadline:
+        raw = pubsub.get_message(timeout=0.5)
+        if raw and json.loads(raw["data"])["job_id"] in pending:
+            print(raw["data"].decode())
+            pending.discard(json.loads(raw["data"])["job_id"])
+    return 1 if pending else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    config = _config(args)
+    images = [Path(p) for p in args.images] if args.images else None
+    return run_demo(config, args.config, redis_url=args.redis_url, workers=args.workers, images=images,
+                    repeat=args.repeat, embedded=args.embedded, log_level="INFO" if args.verbose else "WARNING")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deer-worker", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO; -v = DEBUG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("detect", help="run the detector on image files")
@@ -94,12 +153,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--save-dir", help="write annotated images here")
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("run", help="consume snapshot jobs: one worker, or a pool with --workers N")
+    _add_model_args(p)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (1 = this process, as systemd runs)")
+    p.add_argument("--worker-index", type=int, default=0, help="index of this worker (metrics port offset, name)")
+    p.add_argument("--batch", choices=["1", "4", "auto"], default=None, help="drain up to 4 queued jobs per run")
+    p.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://)")
+    p.add_argument("--queue", help="queue name")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("enqueue", help="enqueue snapshot files as jobs")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--camera", required=True, help="camera id, e.g. 10cea9e4511f")
+    p.add_argument("--redis", dest="redis_url", help="Redis URL")
+    p.add_argument("--queue", help="queue name")
+    p.add_argument("--config", help="worker.yaml (limits and TTLs)")
+    p.add_argument("--by-path", action="store_true", help="send the file path, not the bytes (same host only)")
+    p.add_argument("--wait", type=float, default=0, help="wait this many seconds for the results and print them")
+    p.set_defaults(func=cmd_enqueue)
+
+    p = sub.add_parser("demo", help="embedded Redis + workers + the sample snapshots, end to end")
+    _add_model_args(p)
+    p.add_argument("--redis", dest="redis_url", help="use this Redis instead of an embedded one")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--images", nargs="*", help="snapshots to send (default: models/demo/samples)")
+    p.add_argument("--repeat", type=int, default=1, help="send the images this many times")
+    p.add_argument("--embedded", choices=["auto", "redis-server", "fakeredis"], default="auto",
+                   help="embedded server kind (auto: redis-server if on PATH, else in-process)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    level = args.log_level or ("DEBUG" if args.verbose else "INFO")
+    args.log_level = level
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

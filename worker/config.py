@@ -47,6 +47,7 @@ class WorkerConfig:
     max_snapshot_bytes: int = C.DEFAULT_MAX_SNAPSHOT_BYTES
     max_pixels: int = C.DEFAULT_MAX_PIXELS
     snapshot_dirs: list[str] = field(default_factory=list)
+    cpus: str = ""  # CPU ids for this worker process, e.g. "0,1" or "2-3"; the pool sets it per worker
     reduced_decode: bool = True
     iou: float = C.DEFAULT_IOU
     metrics_host: str = C.DEFAULT_METRICS_HOST
@@ -69,6 +70,10 @@ class WorkerConfig:
         for key in ("threads", "retries", "metrics_port"):
             if getattr(self, key) < 0:
                 raise bad(key, f"must be >= 0, got {getattr(self, key)}")
+        try:
+            parse_cpus(self.cpus)
+        except ValueError:
+            raise bad("cpus", f"expected CPU ids like '0,1' or '0-3', got {self.cpus!r}") from None
         if self.max_age <= 0:
             raise bad("max_age", f"must be > 0 seconds, got {self.max_age}")
         if not 0 < self.iou <= 1:
@@ -77,6 +82,17 @@ class WorkerConfig:
 
     def resolve(self, path: str) -> Path:
         return resolve_path(path)
+
+
+def parse_cpus(text: str) -> list[int]:
+    """'0,2-3' -> [0, 2, 3]; '' -> []."""
+    cpus: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, _, last = part.partition("-")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    if any(c < 0 for c in cpus):
+        raise ValueError(text)
+    return cpus
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -1,0 +1,144 @@
+"""The job contract: a versioned JSON payload, parsed and checked the same way by producer and worker.
+
+    {"v": 1,
+     "camera_id": "10cea9e4511f",
+     "captured_at": 1764201600.25,           # unix seconds (float) or ISO 8601; optional
+     "snapshot": {"b64": "<base64 JPEG/PNG>"} # or {"path": "/var/lib/ring/snaps/x.jpg"}
+     "job_id": "optional-caller-id",
+     "model": "optional model name the job requires"}
+
+A path snapshot is for same-host producers and must lie inside one of the configured snapshot
+directories (after resolving symlinks), so a job cannot make the worker read arbitrary files.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, PAYLOAD_VERSION
+from worker.errors import PayloadError, PayloadTooLargeError, SnapshotFileError
+
+_CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # no ":": RQ splits registry keys on it
+_KEYS = {"v", "camera_id", "captured_at", "snapshot", "job_id", "model"}
+
+
+@dataclass(frozen=True)
+class SnapshotJob:
+    camera_id: str
+    captured_at: float | None  # unix seconds
+    snapshot_b64: str | None
+    snapshot_path: str | None
+    job_id: str | None = None
+    model: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"v": PAYLOAD_VERSION, "camera_id": self.camera_id}
+        if self.captured_at is not None:
+            payload["captured_at"] = self.captured_at
+        payload["snapshot"] = {"b64": self.snapshot_b64} if self.snapshot_b64 is not None else {
+            "path": self.snapshot_path}
+        if self.job_id:
+            payload["job_id"] = self.job_id
+        if self.model:
+            payload["model"] = self.model
+        return payload
+
+
+def _parse_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise PayloadError("captured_at: expected unix seconds or an ISO 8601 string, got a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise PayloadError(f"captured_at: {value!r} is not a valid unix time")
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise PayloadError(f"captured_at: {value[:40]!r} is not ISO 8601") from None
+        if parsed.tzinfo is None:
+            raise PayloadError("captured_at: an ISO 8601 time needs a timezone (e.g. Z or +00:00)")
+        return parsed.timestamp()
+    raise PayloadError(f"captured_at: expected unix seconds or an ISO 8601 string, got {type(value).__name__}")
+
+
+def parse_payload(payload: Any, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES) -> SnapshotJob:
+    """Check a payload against the contract; raise PayloadError naming the bad field."""
+    if not isinstance(payload, dict):
+        raise PayloadError(f"payload must be a JSON object, got {type(payload).__name__}")
+    version = payload.get("v")
+    if version != PAYLOAD_VERSION:
+        raise PayloadError(f"v: unsupported payload version {version!r} (this worker speaks {PAYLOAD_VERSION})")
+    unknown = sorted(set(payload) - _KEYS)
+    if unknown:
+        raise PayloadError(f"unknown keys {unknown}")
+    camera_id = payload.get("camera_id")
+    if not isinstance(camera_id, str) or not _CAMERA_ID.match(camera_id):
+        raise PayloadError(f"camera_id: expected 1-64 characters of [A-Za-z0-9_.:-], got {camera_id!r:.80}")
+    job_id = payload.get("job_id")
+    if job_id is not None and (not isinstance(job_id, str) or not _JOB_ID.match(job_id)):
+        raise PayloadError(f"job_id: expected 1-128 characters of [A-Za-z0-9_.-], got {job_id!r:.80}")
+    model = payload.get("model")
+    if model is not None and not isinstance(model, str):
+        raise PayloadError("model: expected a model name string")
+    snapshot = payload.get("snapshot")
+    if not isinstance(snapshot, dict) or len(snapshot) != 1 or not ({"b64", "path"} & set(snapshot)):
+        raise PayloadError('snapshot: expected {"b64": "..."} or {"path": "..."}')
+    b64, path = snapshot.get("b64"), snapshot.get("path")
+    if b64 is not None:
+        if not isinstance(b64, str):
+            raise PayloadError("snapshot.b64: expected a base64 string")
+        # base64 is 4/3 of the bytes: refuse before decoding anything oversized.
+        if len(b64) > 4 * math.ceil(max_snapshot_bytes / 3) + 4:
+            raise PayloadTooLargeError(
+                f"snapshot.b64: {len(b64)} base64 characters exceed the {max_snapshot_bytes}-byte snapshot limit")
+    elif not isinstance(path, str) or not path or "\x00" in path:
+        raise PayloadError("snapshot.path: expected a non-empty file path")
+    return SnapshotJob(camera_id, _parse_time(payload.get("captured_at")), b64, path, job_id, model)
+
+
+def snapshot_bytes(job: SnapshotJob, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
+                   snapshot_dirs: list[str] | tuple[str, ...] = ()) -> bytes:
+    """The snapshot's encoded bytes (base64-decoded, or read from an allowed directory)."""
+    if job.snapshot_b64 is not None:
+        try:
+            data = base64.b64decode(job.snapshot_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise PayloadError("snapshot.b64: not valid base64") from None
+        if len(data) > max_snapshot_bytes:
+            raise PayloadTooLargeError(f"snapshot is {len(data)} bytes, over the {max_snapshot_bytes}-byte limit")
+        return data
+    return read_confined(job.snapshot_path or "", snapshot_dirs, max_snapshot_bytes)
+
+
+def read_confined(path: str, allowed_dirs: list[str] | tuple[str, ...], max_bytes: int) -> bytes:
+    """Read `path` only if, with symlinks resolved, it lies inside an allowed directory."""
+    if not allowed_dirs:
+        raise SnapshotFileError("snapshot.path: this worker accepts no file snapshots (snapshot_dirs is empty)")
+    real = Path(os.path.realpath(path))
+    roots = [Path(os.path.realpath(d)) for d in allowed_dirs]
+    if not any(real == root or root in real.parents for root in roots):
+        raise SnapshotFileError(f"snapshot.path: {path!r} is outside the allowed snapshot directories")
+    try:
+        size = real.stat().st_size
+        if size > max_bytes:
+            raise PayloadTooLargeError(f"snapshot file is {size} bytes, over the {max_bytes}-byte limit")
+        with open(real, "rb") as fh:
+            return fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise SnapshotFileError(f"snapshot.path: {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise SnapshotFileError(f"snapshot.path: {path!r} is a directory") from None
+    except PermissionError:
+        raise SnapshotFileError(f"snapshot.path: {path!r} is not readable by the worker") from None

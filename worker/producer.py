@@ -1,0 +1,45 @@
+"""The producer side: enqueue snapshot jobs, refusing before Redis what a worker would refuse."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import redis
+from rq import Queue, Retry
+from rq.job import Job
+
+from worker import constants as C
+from worker.imagecodec import read_header
+from worker.jobs import SnapshotJob, parse_payload, snapshot_bytes
+from worker.connections import SERIALIZER
+
+LATEST_KEY = "deer:latest"  # hash camera_id -> "captured_at|job_id" of the newest enqueued snapshot
+
+
+def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, camera_id: str, *,
+                     captured_at: float | None = None, queue: str = C.DEFAULT_QUEUE, job_id: str | None = None,
+                     model: str | None = None, by_path: bool = False,
+                     max_snapshot_bytes: int = C.DEFAULT_MAX_SNAPSHOT_BYTES,
+                     job_timeout: int = C.DEFAULT_JOB_TIMEOUT, result_ttl: int = C.DEFAULT_RESULT_TTL,
+                     failure_ttl: int = C.DEFAULT_FAILURE_TTL, queued_ttl: int = C.DEFAULT_QUEUED_TTL,
+                     retries: int = C.DEFAULT_RETRIES) -> Job:
+    """Enqueue one snapshot (bytes, or a file path sent inline, or by reference with by_path=True)."""
+    captured_at = time.time() if captured_at is None else captured_at
+    if by_path:
+        job = SnapshotJob(camera_id, captured_at, None, str(Path(snapshot).resolve()), job_id, model)
+    else:
+        data = snapshot if isinstance(snapshot, bytes) else Path(snapshot).read_bytes()
+        job = SnapshotJob(camera_id, captured_at, base64.b64encode(data).decode("ascii"), None, job_id, model)
+    payload = job.to_payload()
+    parsed = parse_payload(payload, max_snapshot_bytes=max_snapshot_bytes)  # the worker's own checks
+    if not by_path:
+        read_header(snapshot_bytes(parsed, max_snapshot_bytes=max_snapshot_bytes))  # format + size sniff
+    rq_queue = Queue(queue, connection=connection, serializer=SERIALIZER)
+    rq_job = rq_queue.enqueue(
+        C.JOB_FUNCTION, payload, job_id=job_id, job_timeout=job_timeout, result_ttl=result_ttl,
+        failure_ttl=failure_ttl, ttl=queued_ttl, retry=Retry(max=retries) if retries else None,
+        description=f"snapshot {camera_id}")
+    connection.hset(LATEST_KEY, camera_id, f"{captured_at}|{rq_job.id}")
+    return rq_job

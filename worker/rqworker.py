@@ -1,0 +1,228 @@
+"""The queue glue: an RQ SimpleWorker (no fork per job) around a Detector that knows nothing of Redis.
+
+One job is dequeued the usual way (blocking); when batching is on, up to three more are drained
+without waiting, each registered as started at once so a crash cannot lose it, then the batch runs
+as one inference and every job is finished or failed on its own with RQ's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+from rq.job import Job
+from rq.queue import Queue
+from rq.timeouts import JobTimeoutException
+from rq.utils import now
+from rq.worker import SimpleWorker, WorkerStatus
+
+from worker.cameras import CameraBook, CameraSettings
+from worker.config import WorkerConfig
+from worker.connections import SERIALIZER
+from worker.detector import Detector, DetectionResult
+from worker.errors import DeerWorkerError, ForbiddenFunctionError, PayloadError
+from worker.jobs import SnapshotJob, parse_payload, snapshot_bytes
+from worker.producer import LATEST_KEY
+from worker.results import ModelInfo, build_message, publish
+from worker.tasks import ALLOWED_FUNCTIONS
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_MARGIN = 10  # s beyond the job timeout before a silent worker's job counts as abandoned
+WORKER_TTL = 30  # worker key TTL; RQ blocks on dequeue for WORKER_TTL - 15 s, so maintenance runs that often
+MAINTENANCE_INTERVAL = 10
+
+
+class ModelUnavailableError(PayloadError):
+    kind = "model_unavailable"
+
+
+class JobExpired(Exception):
+    """Not an error: the snapshot is too old to be worth inferring."""
+
+    def __init__(self, reason: str, age: float) -> None:
+        super().__init__(reason)
+        self.reason, self.age = reason, age
+
+
+@dataclass
+class _Taken:
+    job: Job
+    queue: Queue
+    execution: object
+    started: float = field(default_factory=time.time)
+    snapshot: SnapshotJob | None = None
+    settings: CameraSettings | None = None
+    data: bytes | None = None
+    message: dict | None = None
+    exc_info: tuple | None = None
+    result: DetectionResult | None = None
+
+
+class DeerWorker(SimpleWorker):
+    def __init__(self, queues, *, detector: Detector, cameras: CameraBook, config: WorkerConfig,
+                 metrics=None, **kwargs) -> None:
+        kwargs.setdefault("serializer", SERIALIZER)
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        super().__init__(queues, **kwargs)
+        self.detector, self.cameras, self.config, self.metrics = detector, cameras, config, metrics
+        spec = detector.spec
+        self.model_info = ModelInfo(spec.name, spec.version, spec.weights, detector.precision)
+
+    def _set_ip_address(self, connection) -> None:
+        # The embedded in-process server answers CLIENT INFO in a shape RQ cannot parse; the address
+        # is only informational, so an unknown one must not stop the worker.
+        try:
+            super()._set_ip_address(connection)
+        except Exception:  # noqa: BLE001
+            self.ip_address = "unknown"
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # RQ's SimpleWorker uses timeout + 60 s; ours is shorter so abandoned jobs come back sooner.
+        return int(job.timeout or self.config.job_timeout) + HEARTBEAT_MARGIN
+
+    # --- taking jobs -----------------------------------------------------------------------------
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        taken = [_Taken(job, queue, self.prepare_execution(job))]
+        while len(taken) < self.detector.max_batch:  # drain a backlog; never wait to fill a batch
+            more = self.queue_class.dequeue_any(self._ordered_queues, None, connection=self.connection,
+                                                job_class=self.job_class, serializer=self.serializer,
+                                                death_penalty_class=self.death_penalty_class)
+            if more is None:
+                break
+            taken.append(_Taken(more[0], more[1], self.prepare_execution(more[0])))
+        if self.metrics:
+            self.metrics.job_started(len(taken))
+        try:
+            for item in taken:
+                self.prepare_job_execution(item.job, remove_from_intermediate_queue=len(self.queues) == 1)
+                item.job.started_at = now()
+            self._run(taken)
+        finally:
+            if self.metrics:
+                self.metrics.job_finished(len(taken))
+            self.set_state(WorkerStatus.IDLE)
+
+    def _run(self, taken: list[_Taken]) -> None:
+        to_infer = [item for item in taken if self._admit(item)]
+        if to_infer:
+            timeout = max(int(item.job.timeout or self.config.job_timeout) for item in to_infer)
+            try:
+                with self.death_penalty_class(timeout, JobTimeoutException, job_id=to_infer[0].job.id):
+                    results = self.detector.detect_batch([(i.data, i.settings) for i in to_infer])
+            except Exception:  # the whole batch failed (timeout, runtime error): each job fails with it
+                exc_info = sys.exc_info()
+                for item in to_infer:
+                    self._fail(item, exc_info, retry=True)
+            else:
+                for item, result in zip(to_infer, results):
+                    if isinstance(result, Exception):
+                        self._fail(item, (type(result), result, result.__traceback__), retry=False)
+                    else:
+                        self._succeed(item, result)
+        publish(self.connection, [i.message for i in taken if i.message],
+                channel=self.config.results_channel, stream=self.config.results_stream,
+                stream_maxlen=self.config.results_stream_maxlen)
+        for item in taken:
+            if item.exc_info is not None:
+                self._finalize_failure(item.job, item.queue, item.execution, item.exc_info)
+            else:
+                self._finalize_success(item.job, item.queue, item.execution, item.message)
+
+    def _admit(self, item: _Taken) -> bool:
+        """Check function, payload, age and input; False when the job already has its outcome."""
+        try:
+            if item.job.func_name not in ALLOWED_FUNCTIONS:
+                raise ForbiddenFunctionError(f"function {item.job.func_name!r} is not allow-listed for deer workers")
+            args, kwargs = item.job.args, item.job.kwargs
+            if kwargs or len(args) != 1:
+                raise PayloadError("a snapshot job takes exactly one payload argument")
+            item.snapshot = parse_payload(args[0], max_snapshot_bytes=self.config.max_snapshot_bytes)
+            item.settings = self.cameras.get(item.snapshot.camera_id)
+            if item.snapshot.model and item.snapshot.model != self.detector.spec.name:
+                raise ModelUnavailableError(
+                    f"job asks for model {item.snapshot.model!r}; this worker serves {self.detector.spec.name!r}")
+            self._check_fresh(item)
+            if not item.settings.enabled:
+                raise JobExpired("camera_disabled", 0.0)
+            item.data = snapshot_bytes(item.snapshot, max_snapshot_bytes=self.config.max_snapshot_bytes,
+                                       snapshot_dirs=self.config.snapshot_dirs)
+            return True
+        except JobExpired as expired:
+            self._expire(item, expired)
+        except DeerWorkerError:
+            self._fail(item, sys.exc_info(), retry=False)
+        except Exception:  # e.g. a pickled (non-JSON) job whose data cannot be deserialized
+            exc = sys.exc_info()[1]
+            refused = PayloadError(f"job data is not a valid JSON job ({type(exc).__name__}: {exc})")
+            refused.kind = "not_json"
+            self._fail(item, (PayloadError, refused, None), retry=False)
+        return False
+
+    def _check_fresh(self, item: _Taken) -> None:
+        snapshot = item.snapshot
+        reference = snapshot.captured_at
+        if reference is None and item.job.enqueued_at is not None:
+            reference = item.job.enqueued_at.timestamp()
+        age = max(0.0, item.started - reference) if reference is not None else 0.0
+        if age > self.config.max_age:
+            raise JobExpired("too_old", age)
+        if self.config.latest_only and snapshot.captured_at is not None:
+            latest = self.connection.hget(LATEST_KEY, snapshot.camera_id)
+            if latest:
+                latest_at, _, latest_id = latest.decode().partition("|")
+                if latest_id != item.job.id and float(latest_at) > snapshot.captured_at:
+                    raise JobExpired("superseded", age)
+
+    # --- outcomes --------------------------------------------------------------------------------
+    def _base(self, item: _Taken) -> dict:
+        snapshot = item.snapshot
+        return {"job_id": item.job.id, "camera_id": snapshot.camera_id if snapshot else "",
+                "captured_at": snapshot.captured_at if snapshot else None, "worker": self.name,
+                "model": self.model_info}
+
+    def _queue_wait(self, item: _Taken) -> float:
+        enqueued = item.job.enqueued_at
+        return max(0.0, item.started - enqueued.timestamp()) if enqueued is not None else 0.0
+
+    def _camera_label(self, item: _Taken) -> str:
+        return item.settings.label if item.settings else "other"
+
+    def _succeed(self, item: _Taken, result: DetectionResult) -> None:
+        timings = {"queue_wait": self._queue_wait(item), **result.timings.as_dict()}
+        item.message = build_message(status="ok", batch_size=result.batch_size, detections=result.detections,
+                                     image_size=(result.image_width, result.image_height), timings=timings,
+                                     **self._base(item))
+        if self.metrics:
+            stages = {"queue_wait": timings["queue_wait"], "decode": timings["decode"],
+                      "preprocess": timings["preprocess"], "inference": timings["infer"],
+                      "postprocess": timings["postprocess"]}
+            self.metrics.observe_job(stages=stages, total=time.time() - item.started, batch_size=result.batch_size)
+            self.metrics.count_job("ok")
+            self.metrics.count_detections(self._camera_label(item),
+                                          [result.detections.name_of(int(c)) for c in result.detections.class_id])
+
+    def _expire(self, item: _Taken, expired: JobExpired) -> None:
+        item.message = build_message(status="expired", timings={"queue_wait": self._queue_wait(item)},
+                                     error_kind=expired.reason,
+                                     error=f"snapshot not inferred: {expired.reason} (age {expired.age:.1f} s, "
+                                           f"max_age {self.config.max_age} s)", **self._base(item))
+        if self.metrics:
+            self.metrics.count_job("expired", expired.reason)
+
+    def _fail(self, item: _Taken, exc_info: tuple, *, retry: bool) -> None:
+        exc = exc_info[1]
+        kind = getattr(exc, "kind", type(exc).__name__)
+        item.exc_info = exc_info
+        if not retry:
+            item.job.retries_left = 0  # bad input stays bad: retrying it only wastes a slot
+        item.message = build_message(status="failed", timings={"queue_wait": self._queue_wait(item)},
+                                     error_kind=kind, error=str(exc), **self._base(item))
+        if self.metrics:
+            outcome = "refused" if kind in ("forbidden_function", "not_json") else "failed"
+            self.metrics.count_job(outcome, kind)
+        log.warning("job %s failed: %s: %s", item.job.id, kind, exc)
+
