@@ -1,0 +1,454 @@
+"""deploy/: Prometheus config and rules (promtool), systemd units (systemd-analyze), the Grafana
+dashboard, and that every metric they name is one a real worker's /metrics serves."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from worker.constants import DEFAULT_METRICS_PORT
+from worker.health import HealthServer
+from worker.metrics import STAGES, WorkerMetrics
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+PROM_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+RULES = DEPLOY / "prometheus" / "rules" / "deer-worker.rules.yml"
+DASHBOARD = DEPLOY / "grafana" / "deer-worker.json"
+UNIT = DEPLOY / "systemd" / "deer-worker@.service"
+TARGET = DEPLOY / "systemd" / "deer-worker.target"
+INSTALLED_BINARY = "/opt/deer-worker/.venv/bin/deer-worker"
+PROMETHEUS_OWN = {"up"}  # series Prometheus makes itself, not scraped
+
+PROMTOOL = shutil.which("promtool")
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
+needs_systemd = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed (package systemd)")
+
+
+def run(*cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+# --- PromQL: which metric names does an expression use? ------------------------------------------
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+             "offset", "inf", "nan", "atan2"}
+_TOKEN = re.compile(r"(?P<num>\d[\w.]*)|(?P<id>[A-Za-z_:][\w:]*)(?P<call>\s*\()?")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Identifiers in metric-name position: not functions, keywords, label names, strings or durations."""
+    expr = re.sub(r"\$\{?\w+\}?", "1", expr)  # Grafana variables ($__rate_interval, ${instance})
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges and subqueries
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set()
+    for m in _TOKEN.finditer(expr):
+        if m["id"] and not m["call"] and m["id"].lower() not in _KEYWORDS:
+            names.add(m["id"])
+    return names
+
+
+def scrape_families(text: str) -> tuple[dict[str, str], set[str]]:
+    """Exposition text -> ({family: type}, {sample names})."""
+    types, samples = {}, set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(" ", 3)
+            types[family] = kind
+        elif line and not line.startswith("#"):
+            samples.add(re.match(r"[A-Za-z_:][\w:]*", line).group())
+    return types, samples
+
+
+_SUFFIXES = {"_bucket": {"histogram"}, "_sum": {"histogram", "summary"}, "_count": {"histogram", "summary"},
+             "_total": {"counter"}, "_created": {"counter", "histogram", "summary"}}
+
+
+def family_of(name: str, types: dict[str, str], samples: set[str]) -> str | None:
+    """The scraped family a series name in a query belongs to, or None when no scrape would give it.
+
+    A histogram's series are <name>_bucket/_sum/_count: the bare name selects nothing, and a suffix
+    only counts when the family it strips to has a type that makes that series."""
+    if name not in samples:
+        return None
+    if types.get(name) not in (None, "histogram", "summary"):
+        return name  # gauges; counters too, typed under their _total name in the classic text format
+    for suffix, kinds in _SUFFIXES.items():
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and types.get(base) in kinds:
+            return base
+    return None
+
+
+@pytest.fixture(scope="module")
+def scraped() -> tuple[dict[str, str], set[str]]:
+    """A real /metrics scrape of a HealthServer after a few jobs of every outcome."""
+    metrics = WorkerMetrics(camera_labels=["front"], class_names=["deer"], queues=["deer-snapshots"])
+    metrics.observe_job(stages={s: 0.01 for s in STAGES}, total=0.05, batch_size=2)
+    for outcome, kind in (("ok", "none"), ("failed", "corrupt_image"), ("expired", "too_old"),
+                          ("refused", "forbidden_function")):
+        metrics.count_job(outcome, kind)
+    metrics.set_model(model="m", version="1", precision="int8/f32", batch=4)
+    with HealthServer(metrics, "127.0.0.1", 0, redis_ping=lambda: True, ready=lambda: True) as srv:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=5).read().decode()
+    return scrape_families(text)
+
+
+def test_metric_name_extraction():
+    expr = ('histogram_quantile(0.95, sum by (le, stage) (rate(deer_worker_stage_duration_seconds_bucket'
+            '{job="deer-worker", instance=~"$instance", stage!="x_total"}[$__rate_interval]))) > 0.04')
+    assert metric_names(expr) == {"deer_worker_stage_duration_seconds_bucket"}
+    expr = ('max by (job, queue) (deriv(deer_worker_queue_depth[10m])) > 0 and on (job) '
+            'sum(rate(a_total[5m] offset 1h)) by (job) / 1e3 or absent(up{job="x"}) unless vector(0)')
+    assert metric_names(expr) == {"deer_worker_queue_depth", "a_total", "up"}
+    assert metric_names("job:deer_worker_jobs_failed:ratio_rate5m > 0.05") == {"job:deer_worker_jobs_failed:ratio_rate5m"}
+
+
+def test_family_resolution(scraped):
+    types, samples = scraped
+    assert family_of("deer_worker_stage_duration_seconds_bucket", types, samples) == "deer_worker_stage_duration_seconds"
+    assert family_of("deer_worker_batch_size_count", types, samples) == "deer_worker_batch_size"
+    assert family_of("deer_worker_jobs_total", types, samples) in ("deer_worker_jobs_total", "deer_worker_jobs")
+    assert family_of("deer_worker_queue_depth", types, samples) == "deer_worker_queue_depth"
+    assert family_of("deer_worker_stage_duration_seconds", types, samples) is None  # bare histogram name
+    assert family_of("deer_worker_ready_count", types, samples) is None
+    assert family_of("deer_worker_job_duration_seconds_total", types, samples) is None
+    assert family_of("deer_worker_inference_seconds_bucket", types, samples) is None
+
+
+# --- dashboard ---------------------------------------------------------------------------------
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panel_exprs(dash: dict) -> dict[str, list[str]]:
+    return {p["title"]: [t["expr"] for t in p.get("targets", [])] for p in dash["panels"]}
+
+
+def all_dashboard_exprs() -> list[str]:
+    return [e for exprs in panel_exprs(dashboard()).values() for e in exprs]
+
+
+def rule_exprs() -> tuple[list[str], set[str]]:
+    """(every rule expression, the names recording rules define)."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    return [r["expr"] for r in rules], {r["record"] for r in rules if "record" in r}
+
+
+def test_dashboard_metrics_are_all_scraped(scraped):
+    types, samples = scraped
+    used = set().union(*(metric_names(e) for e in all_dashboard_exprs()))
+    assert len(used) >= 10, used  # the extraction found the dashboard's metrics at all
+    missing = {n for n in used - PROMETHEUS_OWN if family_of(n, types, samples) is None}
+    assert not missing, f"dashboard uses metrics no worker serves: {sorted(missing)}"
+
+
+def test_rule_metrics_are_all_scraped_or_recorded(scraped):
+    types, samples = scraped
+    exprs, recorded = rule_exprs()
+    used = set().union(*(metric_names(e) for e in exprs))
+    assert recorded & used and len(used - recorded) >= 5, used
+    missing = {n for n in used - PROMETHEUS_OWN - recorded if family_of(n, types, samples) is None}
+    assert not missing, f"rules use metrics no worker serves: {sorted(missing)}"
+
+
+def test_dashboard_datasource_is_a_variable():
+    dash = dashboard()
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for p in dash["panels"]:
+        assert p["datasource"]["uid"] == "${datasource}", p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${datasource}", p["title"]
+            assert 'job="deer-worker"' in t["expr"], (p["title"], t["expr"])
+
+
+def test_dashboard_layout():
+    panels = dashboard()["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    assert len({p["title"] for p in panels}) == len(panels)
+    cells = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
+
+
+def test_dashboard_has_the_required_panels():
+    exprs = panel_exprs(dashboard())
+    flat = " ".join(all_dashboard_exprs()).replace(" ", "")
+
+    def panels_with(*needles: str) -> list[str]:
+        return [t for t, es in exprs.items() if any(all(n in e.replace(" ", "") for n in needles) for e in es)]
+
+    for q in ("0.5", "0.95", "0.99"):
+        assert panels_with(f"histogram_quantile({q},sumby(le,stage)(rate(deer_worker_stage_duration_seconds_bucket",
+                           "[$__rate_interval]"), q
+        assert panels_with(f"histogram_quantile({q},sumby(le)(rate(deer_worker_job_duration_seconds_bucket"), q
+    assert panels_with("sumby(outcome)(rate(deer_worker_jobs_total")
+    assert panels_with('outcome="failed"', "/sum(rate(deer_worker_jobs_total")
+    assert panels_with("deer_worker_queue_depth")
+    assert panels_with("deer_worker_batch_size_bucket") and panels_with("deer_worker_batch_size_sum",
+                                                                        "deer_worker_batch_size_count")
+    assert panels_with("sumby(camera)", "deer_worker_detections_total")
+    assert 'up{job="deer-worker"' in flat and "deer_worker_ready" in flat
+
+
+def test_job_duration_panel_draws_the_40ms_line():
+    [panel] = [p for p in dashboard()["panels"]
+               if any("deer_worker_job_duration_seconds_bucket" in t["expr"] for t in p["targets"])]
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "s"
+    assert 0.04 in [s["value"] for s in defaults["thresholds"]["steps"]]
+    assert "line" in defaults["custom"]["thresholdsStyle"]["mode"]
+
+
+def test_grafana_provisioning_examples():
+    ds = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    assert ds["apiVersion"] == 1 and ds["datasources"][0]["type"] == "prometheus"
+    prov = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/deer-worker.yaml").read_text())
+    assert prov["apiVersion"] == 1 and prov["providers"][0]["type"] == "file"
+
+
+# --- Prometheus config and rules -----------------------------------------------------------------
+def test_scrape_targets_follow_the_port_scheme():
+    config = yaml.safe_load(PROM_CONFIG.read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "deer-worker"]
+    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"127.0.0.1:{DEFAULT_METRICS_PORT + i}" for i in range(4)]
+
+
+@needs_promtool
+def test_promtool_check_config_and_rules():
+    done = run(PROMTOOL, "check", "config", str(PROM_CONFIG))  # also checks the rule files it names
+    assert done.returncode == 0 and "WARN" not in done.stdout + done.stderr, done
+    done = run(PROMTOOL, "check", "rules", str(RULES))
+    assert done.returncode == 0 and "WARN" not in done.stdout + done.stderr, done
+
+
+@needs_promtool
+def test_promtool_check_rules_can_fail(tmp_path):
+    bad = tmp_path / "bad.rules.yml"
+    bad.write_text(RULES.read_text().replace("> 0.05", "> > 0.05"))
+    assert run(PROMTOOL, "check", "rules", str(bad)).returncode != 0
+
+
+def _series(name: str, labels: dict[str, str], values: str) -> dict:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{inner}}}", "values": values}
+
+
+@needs_promtool
+def test_alerts_fire_on_synthetic_series(tmp_path):
+    """promtool's rule unit tests: each alert fires on a series that should fire it, and stays quiet
+    on one that should not. One sample per minute over 30 minutes."""
+    job = {"job": "deer-worker", "instance": "127.0.0.1:9810"}
+    inf = {**job, "stage": "inference"}
+    tests = [
+        {  # p95 inference ~50 ms; decode is fast and must not alert
+            "interval": "1m",
+            "input_series": [
+                _series("deer_worker_stage_duration_seconds_bucket", {**inf, "le": "0.04"}, "0x30"),
+                _series("deer_worker_stage_duration_seconds_bucket", {**inf, "le": "0.05"}, "0+600x30"),
+                _series("deer_worker_stage_duration_seconds_bucket", {**inf, "le": "+Inf"}, "0+600x30"),
+                _series("deer_worker_stage_duration_seconds_bucket", {**job, "stage": "decode", "le": "0.005"},
+                        "0+600x30"),
+                _series("deer_worker_stage_duration_seconds_bucket", {**job, "stage": "decode", "le": "+Inf"},
+                        "0+600x30"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "8m", "alertname": "DeerWorkerInferenceSlow", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "DeerWorkerInferenceSlow",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "deer-worker", "stage": "inference"}}]},
+            ],
+        },
+        {  # 10% failed -> alert; 1% failed on another job -> none; expired snapshots -> alert
+            "interval": "1m",
+            "input_series": [
+                _series("deer_worker_jobs_total", {**job, "outcome": "ok", "error_kind": "none"}, "0+900x30"),
+                _series("deer_worker_jobs_total", {**job, "outcome": "failed", "error_kind": "corrupt_image"},
+                        "0+100x30"),
+                _series("deer_worker_jobs_total", {**job, "outcome": "expired", "error_kind": "too_old"}, "0+5x30"),
+                _series("deer_worker_jobs_total", {"job": "quiet", "outcome": "ok", "error_kind": "none"}, "0+990x30"),
+                _series("deer_worker_jobs_total", {"job": "quiet", "outcome": "failed", "error_kind": "x"}, "0+10x30"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "20m", "alertname": "DeerWorkerErrorRate",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "deer-worker"}}]},
+                {"eval_time": "20m", "alertname": "DeerWorkerSnapshotsExpiring",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "deer-worker"}}]},
+            ],
+        },
+        {  # queue growing past 100 (both workers report it: one alert); a worker down; none ready
+            "interval": "1m",
+            "input_series": [
+                _series("deer_worker_queue_depth", {**job, "queue": "deer-snapshots"}, "0+10x30"),
+                _series("deer_worker_queue_depth", {**job, "instance": "127.0.0.1:9811", "queue": "deer-snapshots"},
+                        "0+10x30"),
+                _series("up", {**job, "instance": "127.0.0.1:9811"}, "0x30"),
+                _series("deer_worker_ready", job, "1x5 0x25"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "DeerWorkerQueueBacklogGrowing", "exp_alerts": []},
+                {"eval_time": "25m", "alertname": "DeerWorkerQueueBacklogGrowing",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "deer-worker",
+                                                "queue": "deer-snapshots"}}]},
+                {"eval_time": "10m", "alertname": "DeerWorkerDown",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "deer-worker",
+                                                "instance": "127.0.0.1:9811"}}]},
+                {"eval_time": "5m", "alertname": "DeerWorkerNoReadyWorker", "exp_alerts": []},
+                {"eval_time": "10m", "alertname": "DeerWorkerNoReadyWorker",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical"}}]},
+            ],
+        },
+        {  # no worker scraped at all
+            "interval": "1m",
+            "input_series": [_series("up", {**job, "instance": "127.0.0.1:9812"}, "0x10")],
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "DeerWorkerNoReadyWorker",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical"}}]},
+            ],
+        },
+    ]
+    # promtool compares annotations too; the test is about expressions, `for` and labels, so it runs
+    # on a copy of the rules without them.
+    groups = yaml.safe_load(RULES.read_text())
+    for group in groups["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules = tmp_path / "deer-worker.rules.yml"
+    rules.write_text(yaml.safe_dump(groups))
+    spec = tmp_path / "deer-worker.rules.test.yml"
+    spec.write_text(yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": tests}))
+    done = run(PROMTOOL, "test", "rules", str(spec))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- systemd -------------------------------------------------------------------------------------
+def unit_entries(path: Path) -> list[tuple[str, str, str]]:
+    """(section, key, value) for every setting, in order; keys may repeat."""
+    entries, section = [], ""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        entries.append((section, key.strip(), value.strip()))
+    return entries
+
+
+def unit_value(path: Path, key: str) -> list[str]:
+    return [v for _, k, v in unit_entries(path) if k == key]
+
+
+def verify_units(tmp_path: Path, unit_text: str | None = None, binary: str | None = None) -> subprocess.CompletedProcess:
+    """systemd-analyze verify on copies of the units. It insists the ExecStart binary exists, and the
+    installed one (/opt/deer-worker/.venv) does not here, so the copy points at this checkout's
+    entry point instead; nothing else changes. Parse warnings (unknown keys, bad values) do not
+    change its exit code, so callers treat any output as a failure too."""
+    text = unit_text if unit_text is not None else UNIT.read_text()
+    assert INSTALLED_BINARY in text
+    if binary is None:
+        here = ROOT / ".venv" / "bin" / "deer-worker"
+        binary = str(here) if here.exists() else shutil.which("deer-worker") or "/bin/true"
+    (tmp_path / UNIT.name).write_text(text.replace(INSTALLED_BINARY, binary))
+    shutil.copy(TARGET, tmp_path / TARGET.name)
+    return run(SYSTEMD_ANALYZE, "verify", "--man=no", "./deer-worker@0.service", "./deer-worker@3.service",
+               "./deer-worker.target", cwd=tmp_path)
+
+
+@needs_systemd
+def test_systemd_units_verify(tmp_path):
+    done = verify_units(tmp_path)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == "", done
+
+
+@needs_systemd
+@pytest.mark.parametrize("breakage", [("ProtectSystem=strict", "ProtectSystem=strikt"),
+                                      ("TimeoutStopSec=45", "TimeoutStopSecs=45"),
+                                      ("KillSignal=SIGTERM", "KillSignal=SIGTERMINATE"),
+                                      ("[Service]", "[Servce]")])
+def test_systemd_verify_catches_unit_errors(tmp_path, breakage):
+    old, new = breakage
+    text = UNIT.read_text()
+    assert old in text
+    done = verify_units(tmp_path, text.replace(old, new, 1))
+    assert done.returncode != 0 or done.stdout or done.stderr
+
+
+@needs_systemd
+def test_systemd_verify_catches_a_missing_binary(tmp_path):
+    done = verify_units(tmp_path, binary="/nonexistent/bin/deer-worker")
+    assert done.returncode != 0 and "not executable" in done.stdout + done.stderr
+
+
+def test_unit_settings():
+    entries = {(s, k): v for s, k, v in unit_entries(UNIT)}
+    assert entries[("Service", "ExecStart")] == (
+        f"{INSTALLED_BINARY} run --workers 1 --worker-index %i --config /etc/deer-worker/worker.yaml")
+    expected = {
+        ("Unit", "PartOf"): "deer-worker.target", ("Install", "WantedBy"): "deer-worker.target",
+        ("Service", "User"): "deer-worker", ("Service", "Group"): "deer-worker",
+        ("Service", "Restart"): "on-failure", ("Service", "KillSignal"): "SIGTERM",
+        ("Service", "TimeoutStopSec"): "45", ("Service", "CacheDirectory"): "deer-worker",
+        ("Service", "NoNewPrivileges"): "yes", ("Service", "ProtectSystem"): "strict",
+        ("Service", "ProtectHome"): "yes", ("Service", "PrivateTmp"): "yes", ("Service", "PrivateDevices"): "yes",
+        ("Service", "ProtectKernelTunables"): "yes", ("Service", "ProtectKernelModules"): "yes",
+        ("Service", "ProtectControlGroups"): "yes",
+        ("Service", "RestrictAddressFamilies"): "AF_INET AF_INET6 AF_UNIX",
+    }
+    for key, value in expected.items():
+        assert entries.get(key) == value, key
+    assert int(entries[("Service", "RestartSec")]) > 0
+    assert "DEER_WORKER_CACHE_DIR=/var/cache/deer-worker/ov-cache" in unit_value(UNIT, "Environment")
+    assert unit_value(UNIT, "EnvironmentFile")[0] == "-/etc/deer-worker/deer-worker.env"
+    assert ("Install", "WantedBy", "multi-user.target") in unit_entries(TARGET)
+
+
+def test_stop_timeout_covers_the_job_timeout():
+    from worker.constants import DEFAULT_JOB_TIMEOUT
+
+    assert int(unit_value(UNIT, "TimeoutStopSec")[0]) > DEFAULT_JOB_TIMEOUT
+
+
+def test_exec_start_parses_with_the_cli():
+    from worker.cli import build_parser
+
+    argv = unit_value(UNIT, "ExecStart")[0].replace("%i", "2").split()[1:]
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.workers, args.worker_index, args.config) == ("run", 1, 2, "/etc/deer-worker/worker.yaml")
+
+
+def test_env_example_keys_are_config_keys():
+    from dataclasses import fields
+
+    from worker.config import ENV_PREFIX, WorkerConfig
+
+    known = {ENV_PREFIX + f.name.upper() for f in fields(WorkerConfig)}
+    text = (DEPLOY / "systemd" / "deer-worker.env.example").read_text()
+    keys = set(re.findall(r"^#?\s*(DEER_WORKER_[A-Z_]+)=", text, re.M))
+    assert {"DEER_WORKER_REDIS_URL", "DEER_WORKER_THREADS", "DEER_WORKER_MODEL"} <= keys
+    assert keys <= known, sorted(keys - known)
+
+
+def test_readme_names_only_files_that_exist():
+    text = (DEPLOY / "README.md").read_text()
+    paths = set(re.findall(r"\b(?:deploy|configs)/[\w./@-]*\w", text))
+    assert len(paths) >= 5
+    assert not [p for p in sorted(paths) if not (ROOT / p).exists()]
