@@ -154,8 +154,8 @@ def precision_finding(cpu_default: str, configured: str | None = None) -> Findin
         detail += f"; worker.yaml precision: {configured}"
     if cpu_default == "bf16":
         pinned = configured not in (None, "default", "bf16")
-        advice = ("FP32 models silently run in bf16 here unless pinned (~2x faster, activations rounded to 8-bit "
-                  "mantissa); " + ("the worker pins it, so results match f32 hosts"
+        advice = ("FP32 models silently run in bf16 here unless pinned (~2x faster, activations rounded to "
+                  "bf16); " + ("the worker pins it, so results match f32 hosts"
                                    if pinned else "set precision: f32, or keep bf16 only if "
                                                   "`deer-worker validate --precision bf16` shows no mAP drop"))
         return Finding(WARN, "precision", detail, advice)
