@@ -4,7 +4,8 @@ Every image goes through `Detector.detect` (same decode, letterbox, OpenVINO pre
 postprocessing as the worker), at ultralytics val's settings (conf 0.001, iou 0.7, max_det 300), and
 is scored by worker.evaluation, which reproduces ultralytics' DetMetrics. The first --model is the
 reference; the gate fails (exit 1) when another model's mAP50 is more than --max-drop below it
-(0.02 = 2 points). mAP50-95 drops are reported beside it but do not gate: on small held-out sets it
+(0.02 = 2 points). The table's dmAP columns are changes vs the first model (negative = worse).
+mAP50-95 changes are reported beside it but do not gate: on small held-out sets it
 moves more between runs of identical quality, and mAP50 is what a deer/no-deer decision depends on.
 """
 
@@ -22,7 +23,15 @@ import yaml
 
 from worker.config import resolve_path
 from worker.errors import ConfigError, InputError
-from worker.evaluation import DetectionMetrics, GroundTruth, MetricsAccumulator, label_path, labels_to_truth, list_images, read_labels
+from worker.evaluation import (
+    DetectionMetrics,
+    GroundTruth,
+    MetricsAccumulator,
+    label_path,
+    labels_to_truth,
+    list_images,
+    read_labels,
+)
 
 GATE_METRIC = "mAP50"
 
@@ -170,7 +179,7 @@ def _table(results: list[ModelResult]) -> str:
         m = r.metrics
         drop = r.drop(reference)
         drops = (f"{'(ref)':>7} {'':>9}" if r is reference
-                 else f"{-drop['mAP50']:>+7.3f} {-drop['mAP50-95']:>+9.3f}")
+                 else f"{0.0 - drop['mAP50']:>+7.3f} {0.0 - drop['mAP50-95']:>+9.3f}")  # 0.0 - : no "-0.000"
         lines.append(f"{r.name[:34]:<34} {r.weights:<7} {r.precision:<5} {m.images:>6} {m.instances:>5} "
                      f"{m.precision:>6.3f} {m.recall:>6.3f} {m.map50:>6.3f} {m.map50_95:>8.3f} {drops} "
                      f"{r.ms_per_image:>7.1f}")
