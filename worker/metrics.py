@@ -52,7 +52,8 @@ class WorkerMetrics:
         ns, reg = METRICS_PREFIX, self.registry
 
         self.stage_duration = Histogram(
-            "stage_duration_seconds", "Time one job spent in each stage; inference of a batch counts for every job in it.",
+            "stage_duration_seconds",
+            "Time one job spent in each stage; inference of a batch counts for every job in it.",
             ["stage"], namespace=ns, registry=reg, buckets=LATENCY_BUCKETS)
         self.job_duration = Histogram(
             "job_duration_seconds", "Service time of one job, from taking it off the queue to its result.",
