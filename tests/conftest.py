@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "demo"
-FP32_MODEL = DEMO / "deer-yolo26n_openvino_model"
+FP32_MODEL = Path(os.environ.get("DEER_TEST_FP32_MODEL", DEMO / "deer-yolo26n_openvino_model"))
 INT8_MODEL = DEMO / "deer-yolo26n_int8_openvino_model"
 RAW_MODEL = DEMO / "deer-yolo26n_raw_openvino_model"
 SAMPLES = DEMO / "samples"

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import JobTimeoutException
@@ -98,7 +99,10 @@ class DeerWorker(SimpleWorker):
             self.metrics.job_started(len(taken))
         try:
             for item in taken:
-                self.prepare_job_execution(item.job, remove_from_intermediate_queue=len(self.queues) == 1)
+                try:
+                    self.prepare_job_execution(item.job, remove_from_intermediate_queue=len(self.queues) == 1)
+                except DeserializationError:
+                    pass  # RQ reads func_name for the process title after its bookkeeping; _admit refuses it
                 item.job.started_at = now()
             self._run(taken)
         finally:

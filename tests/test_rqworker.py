@@ -1,0 +1,160 @@
+"""The queue glue against the real Redis: results, batches, expiry, refusals, bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import replace
+
+import pytest
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from conftest import TEST_REDIS_URL, png_header_only, sample
+from worker.cameras import parse_camera_book
+from worker.config import WorkerConfig
+from worker.connections import SERIALIZER
+from worker.constants import JOB_FUNCTION
+from worker.producer import enqueue_snapshot
+from worker.rqworker import DeerWorker
+
+QUEUE = "test-snapshots"
+BOOK = parse_camera_book({"cameras": {"roicam": {"roi": {"x": 1000, "y": 0, "width": 2000, "height": 100}}}})
+
+
+def _config(**kw) -> WorkerConfig:
+    return replace(WorkerConfig(redis_url=TEST_REDIS_URL, queue=QUEUE, metrics_port=0), **kw)
+
+
+def _run(conn, detector, config=None, metrics=None) -> DeerWorker:
+    config = config or _config()
+    worker = DeerWorker([Queue(QUEUE, connection=conn, serializer=SERIALIZER)], connection=conn, detector=detector,
+                        cameras=BOOK, config=config, metrics=metrics, name=f"test-{time.monotonic_ns()}")
+    worker.work(burst=True)
+    return worker
+
+
+def _stream(conn, config=None) -> list[dict]:
+    config = config or _config()
+    return [json.loads(fields[b"result"]) for _, fields in conn.xrange(config.results_stream)]
+
+
+def _raw_job(conn, payload, func=JOB_FUNCTION) -> Job:
+    return Queue(QUEUE, connection=conn, serializer=SERIALIZER).enqueue(func, payload)
+
+
+def _b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def test_result_goes_to_channel_stream_and_rq(redis_conn, fp32_detector):
+    pubsub = redis_conn.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(_config().results_channel)
+    job = enqueue_snapshot(redis_conn, sample("day_1920x1080_deer.jpg"), "cam1", queue=QUEUE)
+    _run(redis_conn, fp32_detector)
+    live = pubsub.get_message(timeout=2)
+    assert live is not None
+    message = json.loads(live["data"])
+    assert message["job_id"] == job.id and message["status"] == "ok" and message["deer_detected"] is True
+    assert message["detections"][0]["class_name"] == "deer"
+    assert set(message["timings_ms"]) == {"queue_wait", "decode", "preprocess", "infer", "postprocess", "total"}
+    assert message["image"] == {"width": 1920, "height": 1080}
+    assert message["model"]["precision"] == "f32"
+    assert _stream(redis_conn) == [message]
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED and job.return_value() == message
+
+
+def test_backlog_is_drained_in_batches_of_four_with_each_job_bookkept(redis_conn, fp32_detector):
+    jobs = [enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), f"cam{i}", queue=QUEUE) for i in range(6)]
+    worker = _run(redis_conn, fp32_detector, _config(batch="4"))
+    messages = {m["job_id"]: m for m in _stream(redis_conn)}
+    assert set(messages) == {j.id for j in jobs}
+    assert sum(m["batch_size"] == 4 for m in messages.values()) == 4  # the first four ran as one batch
+    for job in jobs:
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED
+    registry = lambda cls: cls(QUEUE, connection=redis_conn, serializer=SERIALIZER)  # noqa: E731
+    assert registry(StartedJobRegistry).count == 0 and registry(FinishedJobRegistry).count == 6
+    assert redis_conn.scard(worker.executions_key) == 0
+
+
+def test_old_snapshot_expires_without_inference(redis_conn, fp32_detector):
+    job = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE,
+                           captured_at=time.time() - 60)
+    _run(redis_conn, fp32_detector, _config(max_age=10))
+    [message] = _stream(redis_conn)
+    assert message["status"] == "expired" and message["error"]["kind"] == "too_old"
+    assert "infer" not in message["timings_ms"]
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED and job.return_value()["status"] == "expired"
+
+
+def test_latest_only_expires_superseded_snapshots(redis_conn, fp32_detector):
+    now = time.time()
+    jobs = [enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE, captured_at=now + i)
+            for i in range(3)]
+    other = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam2", queue=QUEUE, captured_at=now)
+    _run(redis_conn, fp32_detector, _config(latest_only=True))
+    status = {m["job_id"]: (m["status"], m.get("error", {}).get("kind")) for m in _stream(redis_conn)}
+    assert status[jobs[0].id] == ("expired", "superseded") and status[jobs[1].id] == ("expired", "superseded")
+    assert status[jobs[2].id] == ("ok", None) and status[other.id] == ("ok", None)
+
+
+def test_functions_outside_the_allow_list_are_refused(redis_conn, fp32_detector, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _raw_job(redis_conn, f"touch {marker}", func="os.system")
+    good = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    _run(redis_conn, fp32_detector, _config(batch="4"))
+    assert not marker.exists()
+    evil.refresh()
+    good.refresh()
+    assert evil.get_status() == JobStatus.FAILED and "ForbiddenFunctionError" in evil.latest_result().exc_string
+    assert "not allow-listed" in evil.latest_result().exc_string
+    assert good.get_status() == JobStatus.FINISHED
+
+
+def test_pickled_job_is_refused_not_unpickled(redis_conn, fp32_detector):
+    pickled = Queue(QUEUE, connection=redis_conn).enqueue(JOB_FUNCTION, {"v": 1})  # default pickle serializer
+    _run(redis_conn, fp32_detector)
+    [message] = _stream(redis_conn)
+    assert message["job_id"] == pickled.id and message["status"] == "failed"
+    assert message["error"]["kind"] == "not_json"
+
+
+def _payload(snapshot, camera="cam1", **kw):
+    return {"v": 1, "camera_id": camera, "captured_at": time.time(), "snapshot": snapshot, **kw}
+
+
+BAD_INPUTS = {
+    "empty_input": _payload(_b64(b"")),
+    "corrupt_image": _payload(_b64(sample("day_640x360_deer.jpg")[:3000])),
+    "unsupported_format": _payload(_b64(b"GIF89a" + b"\x00" * 100)),
+    "image_too_large": _payload(_b64(png_header_only(20000, 20000))),
+    "roi_outside_image": _payload(_b64(sample("day_640x360_deer.jpg")), camera="roicam"),
+    "bad_payload": {"v": 1, "camera_id": "cam1"},
+    "payload_too_large": _payload({"b64": "A" * 200_000}),
+    "snapshot_file": _payload({"path": "/nonexistent/snap.jpg"}),
+}
+
+
+def test_each_bad_input_fails_alone_with_its_reason(redis_conn, fp32_detector):
+    bad = {kind: _raw_job(redis_conn, payload) for kind, payload in BAD_INPUTS.items()}
+    bad["unsupported_version"] = _raw_job(redis_conn, {**_payload(_b64(b"x")), "v": 99})
+    good = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    config = _config(batch="4", max_snapshot_bytes=100_000, snapshot_dirs=["/nonexistent"])
+    _run(redis_conn, fp32_detector, config)
+    messages = {m["job_id"]: m for m in _stream(redis_conn)}
+    for kind, job in bad.items():
+        job.refresh()
+        assert job.get_status() == JobStatus.FAILED, kind
+        assert job.retries_left in (0, None), kind  # bad input is not retried
+        expected = "bad_payload" if kind == "unsupported_version" else kind
+        assert messages[job.id]["status"] == "failed" and messages[job.id]["error"]["kind"] == expected, kind
+        assert messages[job.id]["error"]["message"], kind
+        assert job.latest_result().exc_string, kind
+    good.refresh()
+    assert good.get_status() == JobStatus.FINISHED
+    assert FailedJobRegistry(QUEUE, connection=redis_conn, serializer=SERIALIZER).count == len(bad)
