@@ -146,21 +146,29 @@ def test_demo_models_through_the_served_path(tmp_path):
 @needs_demo
 @pytest.mark.reference
 def test_agrees_with_ultralytics_val(tmp_path, monkeypatch):
-    """Our validate vs YOLO(ir).val() on the same IR and split, both at f32, within 0.5 points.
+    """Our validate vs YOLO(ir).val() on the same IR and split, both at f32.
 
-    ultralytics val for a static-shape OpenVINO model: rect is forced off, images are resized with the
-    long side to 320 (cv2.INTER_LINEAR, ceil) and LetterBox(320, auto=False, scaleup=False) pads them
-    centred with 114 -- the same geometry as our letterbox for these 640x360 / 640x480 images. It scores
-    in letterbox pixels, we in original pixels (a uniform scale: same IoUs up to float rounding). It
-    decodes at full size, so the comparison runs with reduced decode off; with it on (as served) the
-    heldout JPEGs are decoded at 1/2 by libjpeg instead of resized, and that figure is printed too.
+    What ultralytics val does for a static-shape OpenVINO model: rect is forced off, images are resized
+    with the long side to 320 (cv2.INTER_LINEAR, ceil) and LetterBox(320, auto=False, scaleup=False)
+    pads them centred with 114: the same geometry as our letterbox for these 640x360 / 640x480 images.
+    It scores in letterbox pixels, we in original pixels (a uniform scale: same IoUs up to rounding).
+    Two real differences remain, both on purpose in the served path:
+    - it decodes at full size; we may decode JPEGs at 1/2 (libjpeg DCT scaling, "reduced decode");
+    - it scores predicted boxes unclipped (they may extend into the letterbox padding), while the
+      worker clips boxes to the image, as ultralytics predict() does. Clipping can only raise the IoU
+      of a box that crosses the border with a truth inside the image, and this split has deer at the
+      edges, so the served mAP50-95 is slightly higher.
+    So: unclipped + full decode must agree within 0.5 points (it is the same computation); the served
+    figures are printed for the record and held to a looser bound.
     """
     pytest.importorskip("ultralytics")
+    import numpy as np
     import openvino as ov
     from ultralytics import YOLO
 
+    import worker.preprocess
+
     monkeypatch.setenv("YOLO_OFFLINE", "1")
-    monkeypatch.chdir(DEMO.parent.parent)  # heldout.yaml's path is repository-root relative
     original = ov.Core.compile_model
 
     def compile_f32(self, model, device_name=None, config=None, **kw):  # ultralytics would let the CPU pick bf16
@@ -173,16 +181,31 @@ def test_agrees_with_ultralytics_val(tmp_path, monkeypatch):
     box = metrics.box
     monkeypatch.setattr(ov.Core, "compile_model", original)
 
-    figures = {}
-    for reduced in (False, True):
-        out = tmp_path / f"ours_{reduced}.json"
-        validate.run(parse("--model", str(FP32_MODEL), "--data", str(HELDOUT_YAML), "--json", str(out),
-                           "--reduced-decode" if reduced else "--no-reduced-decode"))
-        figures[reduced] = json.loads(out.read_text())["models"][0]["metrics"]
-    print(f"\nultralytics: mAP50 {box.map50:.4f} mAP50-95 {box.map:.4f} P {box.mp:.4f} R {box.mr:.4f}")
-    for reduced, m in figures.items():
-        print(f"ours (reduced decode {'on' if reduced else 'off'}): mAP50 {m['mAP50']:.4f} "
-              f"mAP50-95 {m['mAP50-95']:.4f} P {m['precision']:.4f} R {m['recall']:.4f}")
-    assert figures[False]["mAP50"] == pytest.approx(float(box.map50), abs=0.005)
-    assert figures[False]["mAP50-95"] == pytest.approx(float(box.map), abs=0.005)
-    assert figures[False]["instances"] == int(metrics.nt_per_class.sum())  # both read the same labels
+    def ours(*flags: str) -> dict:
+        out = tmp_path / "ours.json"
+        validate.run(parse("--model", str(FP32_MODEL), "--data", str(HELDOUT_YAML), "--json", str(out), *flags))
+        return json.loads(out.read_text())["models"][0]["metrics"]
+
+    figures = {"served, full decode": ours("--no-reduced-decode"), "served, reduced decode": ours("--reduced-decode")}
+
+    def unclipped(self, xyxy):  # BoxTransform.to_original without the clip to the image
+        b = xyxy.astype(np.float32, copy=True)
+        b[:, [0, 2]] = ((b[:, [0, 2]] - self.pad_x) / self.gain_x + self.crop_x0) * self.scale_x
+        b[:, [1, 3]] = ((b[:, [1, 3]] - self.pad_y) / self.gain_y + self.crop_y0) * self.scale_y
+        return b
+
+    monkeypatch.setattr(worker.preprocess.BoxTransform, "to_original", unclipped)
+    figures["unclipped, full decode"] = ours("--no-reduced-decode")
+    monkeypatch.undo()
+
+    print(f"\n{'ultralytics val':<30} mAP50 {box.map50:.4f}  mAP50-95 {box.map:.4f}  P {box.mp:.4f}  R {box.mr:.4f}")
+    for label, m in figures.items():
+        print(f"{'ours, ' + label:<30} mAP50 {m['mAP50']:.4f}  mAP50-95 {m['mAP50-95']:.4f}  "
+              f"P {m['precision']:.4f}  R {m['recall']:.4f}")
+    same = figures["unclipped, full decode"]
+    assert same["instances"] == int(metrics.nt_per_class.sum())  # both read the same labels
+    assert same["mAP50"] == pytest.approx(float(box.map50), abs=0.005)
+    assert same["mAP50-95"] == pytest.approx(float(box.map), abs=0.005)
+    for label in ("served, full decode", "served, reduced decode"):
+        assert figures[label]["mAP50"] == pytest.approx(float(box.map50), abs=0.02), label
+        assert figures[label]["mAP50-95"] == pytest.approx(float(box.map), abs=0.03), label
