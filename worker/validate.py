@@ -7,6 +7,11 @@ reference; the gate fails (exit 1) when another model's mAP50 is more than --max
 (0.02 = 2 points). The table's dmAP columns are changes vs the first model (negative = worse).
 mAP50-95 changes are reported beside it but do not gate: on small held-out sets it
 moves more between runs of identical quality, and mAP50 is what a deer/no-deer decision depends on.
+
+Versus `YOLO(ir).val()`: identical when boxes are left unclipped and JPEGs decoded at full size
+(tests/test_validate.py). The served path clips boxes to the image (as ultralytics predict does;
+its val does not) and may decode at reduced size, which moves mAP50-95 by up to ~1 point on splits
+with objects at the image border.
 """
 
 from __future__ import annotations
