@@ -183,7 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedded", choices=["auto", "redis-server", "fakeredis"], default="auto",
                    help="embedded server kind (auto: redis-server if on PATH, else in-process)")
     p.set_defaults(func=cmd_demo)
+
+    # Model tooling: each module owns its arguments; imported lazily so the worker stays light.
+    for name, help_text in (("export", "export a trained .pt to FP32 and (--int8) calibrated INT8 IR (export extra)"),
+                            ("validate", "mAP/precision/recall of IR models through the worker's own pipeline"),
+                            ("bench", "raw inference limit vs full service time, FP32 vs INT8, batch 1 vs 4"),
+                            ("doctor", "check this machine, OpenVINO, the model, Redis and the configs")):
+        p = sub.add_parser(name, help=help_text)
+        _tool(name).add_arguments(p)
+        p.set_defaults(func=lambda args, name=name: _tool(name).run(args))
     return parser
+
+
+def _tool(name: str):
+    import importlib
+
+    return importlib.import_module(f"worker.{name}")
 
 
 def main(argv: list[str] | None = None) -> int:

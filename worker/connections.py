@@ -9,8 +9,10 @@ from rq.serializers import JSONSerializer
 SERIALIZER = JSONSerializer  # both sides: job data is JSON, never pickle
 
 
-def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=30)
+def connect(url: str, *, timeout: float = 5.0, command_timeout: float | None = None) -> redis.Redis:
+    """command_timeout bounds every reply (for probes); RQ sets its own for its blocking dequeue."""
+    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=command_timeout,
+                                health_check_interval=30)
 
 
 def ping(connection: redis.Redis) -> bool:

@@ -108,7 +108,17 @@ class DeerWorker(SimpleWorker):
         finally:
             if self.metrics:
                 self.metrics.job_finished(len(taken))
+                self._report_queue_depth()
             self.set_state(WorkerStatus.IDLE)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        if self.metrics:
+            self._report_queue_depth()  # also while idle, so a backlog on a stuck pool still shows
+
+    def _report_queue_depth(self) -> None:
+        for queue in self.queues:
+            self.metrics.set_queue_depth(queue.name, queue.count)
 
     def _run(self, taken: list[_Taken]) -> None:
         to_infer = [item for item in taken if self._admit(item)]

@@ -36,7 +36,7 @@ def build_detector(config: WorkerConfig) -> Detector:
                                            cache_dir=str(Path(config.cache_dir).expanduser())))
 
 
-def _start_health(config: WorkerConfig, index: int, detector: Detector, book, connection, name: str,
+def _start_health(config: WorkerConfig, index: int, detector: Detector, book, name: str,
                   ready: threading.Event):
     """Metrics + /healthz + /readyz on metrics_port + index (0 turns it off)."""
     if not config.metrics_port:
@@ -48,8 +48,9 @@ def _start_health(config: WorkerConfig, index: int, detector: Detector, book, co
                             queues=[config.queue], worker_name=name)
     metrics.set_model(model=detector.spec.name, version=detector.spec.version,
                       precision=f"{detector.spec.weights}/{detector.precision}", batch=detector.max_batch)
+    probe = connect(config.redis_url, timeout=1.0, command_timeout=1.0)  # a hung Redis must not hang /healthz
     server = HealthServer(metrics, config.metrics_host, config.metrics_port + index,
-                          redis_ping=lambda: ping(connection), ready=ready.is_set)
+                          redis_ping=lambda: ping(probe), ready=ready.is_set)
     server.start()
     return metrics, server
 
@@ -68,7 +69,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
              f", batch4 {detector.warmup.batch4_seconds * 1e3:.1f} ms" if detector.warmup.batch4_seconds else "")
     connection = connect(config.redis_url)
     ready = threading.Event()
-    metrics, server = _start_health(config, index, detector, book, connection, name, ready)
+    metrics, server = _start_health(config, index, detector, book, name, ready)
 
     stop = {"requested": False}
 

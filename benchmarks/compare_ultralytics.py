@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Issue-2 benchmark (not a test): our service time vs the runtime's own limit vs ultralytics predict().
+
+For the demo model and YOLO26n/s built from the ultralytics yaml (random init, exported here to
+FP32 end-to-end IR at 640 and quantized to INT8 with NNCF on the sample snapshots), one run prints:
+  raw   benchmark_app-style inference p50 (worker's compiled graph, one request, pre-filled tensor)
+  ours  full service time p50/p95 for a 1920x1080 JPEG (decode + preprocess + infer + postprocess)
+  ul    ultralytics YOLO(ir_dir).predict(jpeg path) p50 on the same IR
+Every side is pinned to f32 inference precision (this CPU would use bf16 otherwise; the target has
+none). Targets: ours p50 <= raw p50 + 3 ms; ul p50 / ours p50 >= 1.3. Plus the RSS of a process that
+holds YOLO26s INT8 compiled after 100 detections (goal <= 300 MB).
+
+    YOLO_OFFLINE=1 .venv/bin/python benchmarks/compare_ultralytics.py [--models demo,yolo26n,yolo26s]
+        [--seconds 10] [--json FILE]
+Needs the export extra (ultralytics, torch, nncf). Models built here are cached in .cache/bench-models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import openvino as ov  # noqa: E402
+
+from worker.bench import measure_latency  # noqa: E402
+from worker.detector import Detector  # noqa: E402
+from worker.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
+
+CACHE = ROOT / ".cache" / "bench-models"
+SNAPSHOT = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
+DEMO = ROOT / "models" / "demo"
+
+
+def pin_ultralytics_to_f32() -> None:
+    original = ov.Core.compile_model
+
+    def compile_f32(self, model, device_name=None, config=None, **kw):
+        config = dict(config or {})
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+        return original(self, model, device_name, config, **kw)
+
+    ov.Core.compile_model = compile_f32
+
+
+def build_yaml_model(name: str) -> tuple[Path, Path]:
+    """YOLO26<size> from the ultralytics yaml -> FP32 end2end IR (640) and an INT8 IR, cached."""
+    from worker.export import calibration_tensors, quantize_ir
+
+    fp32 = CACHE / f"{name}_openvino_model"
+    int8 = CACHE / f"{name}_int8_openvino_model"
+    if not fp32.exists():
+        from ultralytics import YOLO
+
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cwd = os.getcwd()
+        os.chdir(CACHE)
+        try:
+            exported = YOLO(f"{name}.yaml").export(format="openvino", imgsz=640, nms=False, dynamic=False, batch=1)
+        finally:
+            os.chdir(cwd)
+        Path(exported).rename(fp32) if Path(exported).resolve() != fp32.resolve() else None
+    if not int8.exists():
+        images = sorted((DEMO / "samples").glob("*.jpg")) + sorted((DEMO / "heldout" / "images").glob("*.jpg"))
+        quantize_ir(fp32, int8, calibration_tensors(images[:64], 640, clahe=False))
+    return fp32, int8
+
+
+def time_ultralytics(model_dir: Path, seconds: float) -> float:
+    from ultralytics import YOLO
+
+    model = YOLO(str(model_dir), task="detect")
+    path = str(SNAPSHOT)
+    for _ in range(3):
+        model.predict(path, conf=0.55, verbose=False)
+    times, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline or len(times) < 10:
+        start = time.perf_counter()
+        model.predict(path, conf=0.55, verbose=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def time_service(model_dir: Path, seconds: float) -> tuple[float, float]:
+    detector = Detector(model_dir, batch="1")
+    data = SNAPSHOT.read_bytes()
+    times, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline or len(times) < 10:
+        times.append(detector.detect(data).timings.total)
+    times.sort()
+    return statistics.median(times) * 1e3, times[int(0.95 * (len(times) - 1))] * 1e3
+
+
+def time_raw(model_dir: Path, seconds: float) -> float:
+    spec, model = load_spec(model_dir)
+    runner = compile_model(model, spec, 1, CompileOptions(precision="f32"))
+    import numpy as np
+
+    tensor = np.random.default_rng(0).integers(0, 256, (1, *spec.imgsz, 3), dtype=np.uint8)
+    return measure_latency(runner, tensor, seconds)["p50_ms"]
+
+
+def rss_after_100(model_dir: Path) -> float:
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from worker.detector import Detector\n"
+            "d = Detector(%r, batch='1'); data = open(%r, 'rb').read()\n"
+            "[d.detect(data) for _ in range(100)]\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
+            % (str(ROOT), str(model_dir), str(SNAPSHOT)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="demo,yolo26n,yolo26s")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    pin_ultralytics_to_f32()
+    pairs = []
+    for name in args.models.split(","):
+        if name == "demo":
+            pairs.append(("demo", DEMO / "deer-yolo26n_openvino_model", DEMO / "deer-yolo26n_int8_openvino_model"))
+        else:
+            pairs.append((name, *build_yaml_model(name)))
+    rows = []
+    for name, fp32, int8 in pairs:
+        for weights, model_dir in (("fp32", fp32), ("int8", int8)):
+            raw = time_raw(model_dir, args.seconds)
+            ours_p50, ours_p95 = time_service(model_dir, args.seconds)
+            ul = time_ultralytics(model_dir, args.seconds)
+            rows.append({"model": name, "weights": weights, "precision": "f32", "raw_p50_ms": round(raw, 2),
+                         "service_p50_ms": round(ours_p50, 2), "service_p95_ms": round(ours_p95, 2),
+                         "ultralytics_p50_ms": round(ul, 2), "overhead_ms": round(ours_p50 - raw, 2),
+                         "speedup_vs_ultralytics": round(ul / ours_p50, 2)})
+            r = rows[-1]
+            print(f"{name:<8} {weights:<5} raw p50 {r['raw_p50_ms']:7.2f} ms | ours p50 {r['service_p50_ms']:7.2f} "
+                  f"p95 {r['service_p95_ms']:7.2f} ms (+{r['overhead_ms']:.2f}) | ultralytics p50 "
+                  f"{r['ultralytics_p50_ms']:7.2f} ms | x{r['speedup_vs_ultralytics']:.2f}"
+                  f"  [{'ok' if r['overhead_ms'] <= 3 else 'MISS'} +3 ms, "
+                  f"{'ok' if r['speedup_vs_ultralytics'] >= 1.3 else 'MISS'} 1.3x]", flush=True)
+    memory = None
+    s_int8 = next((p[2] for p in pairs if p[0] == "yolo26s"), None)
+    if s_int8 is not None:
+        memory = round(rss_after_100(s_int8), 1)
+        print(f"RSS of a process holding YOLO26s INT8 compiled, after 100 detections: {memory} MB (goal <= 300)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "yolo26s_int8_rss_mb": memory,
+                                               "snapshot": str(SNAPSHOT.relative_to(ROOT))}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
