@@ -158,3 +158,22 @@ def test_each_bad_input_fails_alone_with_its_reason(redis_conn, fp32_detector):
     good.refresh()
     assert good.get_status() == JobStatus.FINISHED
     assert FailedJobRegistry(QUEUE, connection=redis_conn, serializer=SERIALIZER).count == len(bad)
+
+
+def test_rq_info_lists_our_worker_and_queue(redis_conn, fp32_detector):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    worker = DeerWorker([Queue(QUEUE, connection=redis_conn, serializer=SERIALIZER)], connection=redis_conn,
+                        detector=fp32_detector, cameras=BOOK, config=_config(), name="deer-test-w0.1")
+    worker.register_birth()
+    try:
+        rq = Path(sys.executable).parent / "rq"
+        out = subprocess.run([str(rq), "info", "--url", TEST_REDIS_URL, "--serializer", "json", "--raw"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    finally:
+        worker.register_death()
+    assert f"queue {QUEUE} 1" in out
+    assert "worker deer-test-w0.1" in out and QUEUE in out.split("worker deer-test-w0.1", 1)[1]

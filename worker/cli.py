@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from worker.errors import DeerWorkerError
@@ -33,6 +34,7 @@ def _config(args: argparse.Namespace, **extra):
 
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
+    import numpy as np
 
     from worker.annotate import draw
     from worker.cameras import load_camera_book
@@ -75,7 +77,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             for det in result.detections.to_json():
                 print(f"  {det['class_name']:<10} {det['confidence']:.3f}  box {det['box']}")
         if args.save_dir:
-            image = cv2.imdecode(__import__("numpy").frombuffer(data, "uint8"), cv2.IMREAD_COLOR)
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             cv2.imwrite(str(Path(args.save_dir) / (Path(image_path).stem + ".jpg")), draw(image, result.detections))
     return 1 if failures else 0
 
@@ -118,8 +120,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         print(f"{image}: enqueued job {job.id} on {config.queue}")
     if pubsub is None:
         return 0
-    import time
-
     pending, deadline = set(ids), time.monotonic() + args.wait
     while pending and time.monotonic() < deadline:
         raw = pubsub.get_message(timeout=0.5)
