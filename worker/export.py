@@ -37,26 +37,15 @@ def _progress(done: int, total: int, what: str) -> None:
 
 
 def dataset_images(data_yaml: str | Path, split: str = "train", fraction: float = 1.0) -> list[Path]:
-    """Image files of an ultralytics data yaml split (directory or list file), in a stable order."""
-    data_yaml = Path(data_yaml)
-    spec = yaml.safe_load(data_yaml.read_text())
-    root = Path(spec.get("path") or data_yaml.parent)
-    if not root.is_absolute():
-        root = (data_yaml.parent / root).resolve()
-    entry = spec.get(split)
-    if entry is None:
-        raise SystemExit(f"{data_yaml}: no '{split}' split")
-    images: list[Path] = []
-    for item in entry if isinstance(entry, list) else [entry]:
-        path = root / item
-        if path.is_dir():
-            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        elif path.suffix == ".txt":
-            images += [root / line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """Images of an ultralytics data yaml split, `fraction` of them spread evenly (datasets are often
+    sorted by scene, so the first N would calibrate on one scene)."""
+    from worker.validate import load_data_yaml
+
+    images = load_data_yaml(data_yaml).images(split)
     if not images:
         raise SystemExit(f"{data_yaml}: split '{split}' has no images")
     count = max(1, round(len(images) * fraction))
-    step = len(images) / count  # evenly spread, not the first N (datasets are often sorted by scene)
+    step = len(images) / count
     return [images[int(i * step)] for i in range(count)]
 
 
