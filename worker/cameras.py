@@ -10,8 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from worker.config import read_yaml
 from worker.constants import DEFAULT_CONFIDENCE
 from worker.errors import ConfigError
 from worker.preprocess import Roi
@@ -129,10 +128,4 @@ def load_camera_book(path: str | Path | None) -> CameraBook:
     if path is None:
         return parse_camera_book({})
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: camera settings file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    return parse_camera_book(data, str(path))
+    return parse_camera_book(read_yaml(path, "camera settings file"), str(path))

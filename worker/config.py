@@ -84,6 +84,16 @@ class WorkerConfig:
         return resolve_path(path)
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse a YAML file; a missing or malformed file is one ConfigError naming it."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
 def parse_cpus(text: str) -> list[int]:
     """'0,2-3' -> [0, 2, 3]; '' -> []."""
     cpus: list[int] = []
@@ -145,12 +155,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     if path is not None:
         path = resolve_path(path)
         source = str(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml(path, "config file") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         for key, value in data.items():
