@@ -42,3 +42,20 @@ def test_demo_runs_end_to_end_without_a_redis_server(embedded):
     out = _cli("demo", "--model", str(FP32_MODEL), "--embedded", embedded)
     assert "all ok" in out.stdout and "p50 ms" in out.stdout
     assert out.stdout.count(" ok ") >= len(list(SAMPLES.iterdir()))
+
+
+def test_enqueue_puts_json_jobs_on_the_queue_and_refuses_bad_files(redis_conn, tmp_path):
+    from rq import Queue
+
+    from conftest import TEST_REDIS_URL
+    from worker.connections import SERIALIZER
+
+    out = _cli("enqueue", str(SAMPLES / "day_640x360_deer.jpg"), str(SAMPLES / "night_640x360_deer.jpg"),
+               "--camera", "10cea9e4511f", "--redis", TEST_REDIS_URL, "--queue", "cli-q")
+    assert out.stdout.count("enqueued job") == 2
+    queue = Queue("cli-q", connection=redis_conn, serializer=SERIALIZER)
+    assert queue.count == 2 and queue.jobs[0].args[0]["camera_id"] == "10cea9e4511f"
+    bad = tmp_path / "x.gif"
+    bad.write_bytes(b"GIF89a....")
+    out = _cli("enqueue", str(bad), "--camera", "cam1", "--redis", TEST_REDIS_URL, "--queue", "cli-q", check=False)
+    assert out.returncode == 2 and "unsupported_format" in out.stderr and queue.count == 2
