@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 
 import redis
 from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.utils import parse_composite_key
 
@@ -23,6 +26,7 @@ from worker.connections import SERIALIZER
 
 log = logging.getLogger(__name__)
 NAME_PREFIX = "deer"
+ORPHAN_GRACE = 1.0  # s; a live worker registers a job it took within milliseconds
 
 
 def worker_name(index: int, *, host: str | None = None, pid: int | None = None) -> str:
@@ -55,7 +59,11 @@ def dead_on_this_host(name: str) -> bool:
 
 
 def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: Callable[[str], bool]) -> int:
-    """Expire the started entries of workers for which is_dead(name) holds; returns how many."""
+    """Recover the jobs of workers for which is_dead(name) holds; returns how many.
+
+    Started jobs go through RQ's cleanup (retried, or failed with AbandonedJobError); jobs taken but
+    not yet started, and orphans of RQ's intermediate list, go back to the queue untouched.
+    """
     recovered = 0
     for queue_name in queue_names:
         registry = StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER)
@@ -69,9 +77,74 @@ def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: C
                 owner = ""
             if not owner or is_dead(owner):
                 dead_keys.append(composite)
+        recovered += _requeue_not_started(connection, queue_name, registry, dead_keys)
         if dead_keys:
             connection.zadd(registry.key, {key: 0 for key in dead_keys}, xx=True)
             registry.cleanup(timestamp=1)  # only entries scored 0..1: exactly the ones expired above
             recovered += len(dead_keys)
             log.warning("recovered %d job(s) of dead workers from %s", len(dead_keys), queue_name)
+        recovered += _rescue_orphans(connection, queue_name, registry)
     return recovered
+
+
+def _requeue_not_started(connection: redis.Redis, queue_name: str, registry: StartedJobRegistry,
+                         dead_keys: list[str]) -> int:
+    """Put back, untouched, the jobs a dead worker had taken into a batch but not yet marked started.
+
+    They are still QUEUED: RQ's cleanup skips them (it only handles STARTED) and drops their entry,
+    leaving them in the intermediate list until their queued TTL deletes them unrun. Removes them
+    from dead_keys; returns how many.
+    """
+    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
+    taken = []
+    for composite in list(dead_keys):
+        job_id, _ = parse_composite_key(composite)
+        if connection.hget(Job.key_for(job_id), "status") == b"queued":
+            taken.append((composite, job_id))
+            dead_keys.remove(composite)
+    if taken:
+        with connection.pipeline() as pipe:  # MULTI: each job leaves the registry and is queued once
+            for composite, job_id in taken:
+                pipe.zrem(registry.key, composite)
+                pipe.lrem(queue.intermediate_queue_key, 0, job_id)
+                pipe.lpush(queue.key, job_id)  # front: it was next in line when it was taken
+            pipe.execute()
+        log.warning("requeued %d job(s) a dead worker had taken but not started, on %s", len(taken), queue_name)
+    return len(taken)
+
+
+def _orphans(connection: redis.Redis, queue: Queue, registry: StartedJobRegistry) -> set[str]:
+    registered = {parse_composite_key(raw.decode())[0] for raw in connection.zrange(registry.key, 0, -1)}
+    return {raw.decode() for raw in connection.lrange(queue.intermediate_queue_key, 0, -1)} - registered
+
+
+def _rescue_orphans(connection: redis.Redis, queue_name: str, registry: StartedJobRegistry,
+                    grace: float = ORPHAN_GRACE) -> int:
+    """Requeue jobs a worker moved to RQ's intermediate list and died before registering.
+
+    Nothing names their taker, so an entry counts as orphaned only if it is still unregistered after
+    `grace` seconds. (RQ's own maintenance fails such jobs only after a minute, and a job whose
+    queued TTL runs out first is deleted unrun.) A worker stalled longer than `grace` between taking
+    and registering a job would see it run twice: at least once, never lost.
+    """
+    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
+    suspects = _orphans(connection, queue, registry)
+    if not suspects:
+        return 0
+    time.sleep(grace)
+    rescued = 0
+    for job_id in suspects & _orphans(connection, queue, registry):
+        def move(pipe, job_id=job_id):
+            if pipe.lpos(queue.intermediate_queue_key, job_id) is None:
+                return False  # taken care of meanwhile
+            pipe.multi()
+            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+            pipe.lpush(queue.key, job_id)
+            return True
+
+        if connection.transaction(move, queue.intermediate_queue_key, value_from_callable=True):
+            rescued += 1
+    if rescued:
+        log.warning("requeued %d job(s) taken by a worker that died before starting them, on %s", rescued,
+                    queue_name)
+    return rescued
