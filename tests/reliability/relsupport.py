@@ -1,0 +1,32 @@
+"""What the reliability tests share: the harness of benchmarks/reliability (the long scripts run the
+same code with long settings) and a private redis-server fixture.
+
+Not a conftest.py on purpose: tests/ has no __init__.py, so a second conftest module would replace
+tests/conftest.py in sys.modules and break `from conftest import ...` in the other test files.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks" / "reliability"))
+
+import harness  # noqa: E402
+
+
+def skip_unless_selected(request, marker: str = "slow") -> None:
+    """Long checks run only when asked for with `-m slow`, even before pyproject deselects them."""
+    if marker not in (request.config.getoption("-m") or ""):
+        pytest.skip(f"long check: run with -m {marker}")
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test's own: nobody else's flushdb can touch its jobs."""
+    server = harness.RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop("sigkill")
