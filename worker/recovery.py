@@ -23,6 +23,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import parse_composite_key
 
 from worker.connections import SERIALIZER
+from worker.tasks import DeerJob
 
 log = logging.getLogger(__name__)
 NAME_PREFIX = "deer"
@@ -66,7 +67,7 @@ def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: C
     """
     recovered = 0
     for queue_name in queue_names:
-        registry = StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER)
+        registry = StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER, job_class=DeerJob)
         dead_keys = []
         for raw in connection.zrange(registry.key, 0, -1):
             composite = raw.decode() if isinstance(raw, bytes) else raw

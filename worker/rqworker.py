@@ -27,7 +27,7 @@ from worker.errors import DeerWorkerError, ForbiddenFunctionError, PayloadError
 from worker.jobs import SnapshotJob, parse_payload, snapshot_bytes
 from worker.producer import LATEST_KEY
 from worker.results import ModelInfo, build_message, publish
-from worker.tasks import ALLOWED_FUNCTIONS
+from worker.tasks import ALLOWED_FUNCTIONS, DeerJob
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,10 @@ class DeerWorker(SimpleWorker):
         kwargs.setdefault("serializer", SERIALIZER)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        kwargs.setdefault("job_class", DeerJob)
         super().__init__(queues, **kwargs)
+        for queue in self.queues:  # RQ's registry maintenance fetches jobs with the queue's class
+            queue.job_class = self.job_class
         self.detector, self.cameras, self.config, self.metrics = detector, cameras, config, metrics
         spec = detector.spec
         self.model_info = ModelInfo(spec.name, spec.version, spec.weights, detector.precision)
@@ -151,6 +154,8 @@ class DeerWorker(SimpleWorker):
         try:
             if item.job.func_name not in ALLOWED_FUNCTIONS:
                 raise ForbiddenFunctionError(f"function {item.job.func_name!r} is not allow-listed for deer workers")
+            if getattr(item.job, "has_hooks", False):
+                raise ForbiddenFunctionError("job callbacks and webhooks are not allowed on deer jobs")
             args, kwargs = item.job.args, item.job.kwargs
             if kwargs or len(args) != 1:
                 raise PayloadError("a snapshot job takes exactly one payload argument")
