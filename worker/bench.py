@@ -216,14 +216,14 @@ def batch_gains(results: list[Result]) -> list[dict]:
 
 
 def table(results: list[Result]) -> str:
-    header = (f"{'model':<28} {'weights':<7} {'prec':<7} {'thr':>3} {'batch':>5} {'p50 ms':>7} {'p95 ms':>7} "
+    header = (f"{'model':<28} {'weights':<7} {'prec':<12} {'thr':>3} {'batch':>5} {'p50 ms':>7} {'p95 ms':>7} "
               f"{'p99 ms':>7} {'FPS':>7} {'img/s':>7} {'tput img/s':>10} {'svc p50':>8} {'svc p95':>8} {'RSS MB':>7}")
     lines = [header, "-" * len(header)]
     for r in results:
         lat, svc = r.latency, r.service
         prec = r.config.precision if r.config.precision == r.runs else f"{r.config.precision}>{r.runs}"
         svc_cols = f"{svc['p50_ms']:>8.1f} {svc['p95_ms']:>8.1f}" if svc else f"{'-':>8} {'-':>8}"
-        lines.append(f"{r.name[:28]:<28} {r.weights:<7} {prec:<7} {r.config.threads or 'all':>3} {r.config.batch:>5} "
+        lines.append(f"{r.name[:28]:<28} {r.weights:<7} {prec:<12} {r.config.threads or 'all':>3} {r.config.batch:>5} "
                      f"{lat['p50_ms']:>7.1f} {lat['p95_ms']:>7.1f} {lat['p99_ms']:>7.1f} {lat['fps']:>7.1f} "
                      f"{lat['images_per_s']:>7.1f} {r.throughput['images_per_s']:>10.1f} {svc_cols} "
                      f"{r.memory_mb.get('rss', 0):>7.0f}")
