@@ -231,7 +231,8 @@ def check_model(model: str, config, book, image: str | None = None) -> Finding:
         if book is not None:
             detector.check_cameras(book)
     except (DeerWorkerError, OSError, RuntimeError) as exc:
-        return Finding(FAIL, "model", f"{path}: {exc}", "export the model with `yolo export format=openvino` "
+        detail = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        return Finding(FAIL, "model", detail, "export the model with `yolo export format=openvino` "
                                                         "or point model: / --model at an IR directory")
     spec = detector.spec
     return Finding(OK, "model", (
