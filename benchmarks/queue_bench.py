@@ -29,11 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import openvino as ov  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.worker import Worker  # noqa: E402
 
-from worker.bench import _ThroughputCore, measure_throughput  # noqa: E402
+from worker.bench import measure_throughput  # noqa: E402
 from worker.connections import SERIALIZER, connect  # noqa: E402
 from worker.constants import JOB_FUNCTION  # noqa: E402
 from worker.embedded import embedded_redis  # noqa: E402
@@ -123,7 +122,7 @@ def backlog(url: str, model: str, workers: int, batch: str, n: int) -> dict:
 
 def runtime_limit(model: str, seconds: float) -> float:
     spec, ov_model = load_spec(model)
-    runner = compile_model(ov_model, spec, 1, CompileOptions(precision="f32"), core=_ThroughputCore(ov.Core()))
+    runner = compile_model(ov_model, spec, 1, CompileOptions(precision="f32", hint="THROUGHPUT"))
     tensor = np.random.default_rng(0).integers(0, 256, (1, *spec.imgsz, 3), dtype=np.uint8)
     return measure_throughput(runner.compiled, tensor, seconds)["fps"]
 

@@ -147,6 +147,7 @@ class CompileOptions:
     pin_threads: bool = True
     precision: str = "f32"  # inference precision; "default" lets the CPU pick (bf16 where it has it)
     cache_dir: str | None = None
+    hint: str = "LATENCY"  # the worker serves one stream; "THROUGHPUT" is for measuring the host's FPS limit
 
 
 @dataclass
@@ -185,8 +186,9 @@ def compile_model(model: ov.Model, spec: ModelSpec, batch: int, options: Compile
         ov.preprocess.ColorFormat.RGB).scale(255.0)
     ppp.output(0).tensor().set_element_type(ov.Type.f32)
     model = ppp.build()
-    config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
-                                 "ENABLE_CPU_PINNING": bool(options.pin_threads)}
+    config: dict[str, object] = {"PERFORMANCE_HINT": options.hint, "ENABLE_CPU_PINNING": bool(options.pin_threads)}
+    if options.hint == "LATENCY":
+        config["NUM_STREAMS"] = "1"
     if options.threads:
         config["INFERENCE_NUM_THREADS"] = int(options.threads)
     if options.precision != "default":

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from worker.config import resolve_path
+from worker.config import read_yaml, resolve_path
 from worker.errors import ConfigError, InputError
 from worker.evaluation import (
     DetectionMetrics,
@@ -80,12 +79,7 @@ def _dataset_root(yaml_path: Path, raw: object) -> Path:
 
 def load_data_yaml(path: str | Path) -> DataSpec:
     yaml_path = resolve_path(path)
-    try:
-        data = yaml.safe_load(yaml_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{yaml_path}: data yaml not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{yaml_path}: not valid YAML ({exc})") from None
+    data = read_yaml(yaml_path, "data yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"{yaml_path}: expected a mapping (path, train, val, names)")
     raw_names = data.get("names")
