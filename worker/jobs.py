@@ -18,6 +18,7 @@ import binascii
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -131,14 +132,24 @@ def read_confined(path: str, allowed_dirs: list[str] | tuple[str, ...], max_byte
     if not any(real == root or root in real.parents for root in roots):
         raise SnapshotFileError(f"snapshot.path: {path!r} is outside the allowed snapshot directories")
     try:
-        size = real.stat().st_size
-        if size > max_bytes:
-            raise PayloadTooLargeError(f"snapshot file is {size} bytes, over the {max_bytes}-byte limit")
-        with open(real, "rb") as fh:
-            return fh.read(max_bytes + 1)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: no symlink swapped in since.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise SnapshotFileError(f"snapshot.path: {path!r} does not exist") from None
-    except IsADirectoryError:
-        raise SnapshotFileError(f"snapshot.path: {path!r} is a directory") from None
     except PermissionError:
         raise SnapshotFileError(f"snapshot.path: {path!r} is not readable by the worker") from None
+    except OSError as exc:  # e.g. a file used as a directory, a name too long, a symlink loop
+        raise SnapshotFileError(f"snapshot.path: {path!r} cannot be opened ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise SnapshotFileError(f"snapshot.path: {path!r} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise SnapshotFileError(f"snapshot.path: {path!r} is not a regular file")
+        if info.st_size > max_bytes:
+            raise PayloadTooLargeError(f"snapshot file is {info.st_size} bytes, over the {max_bytes}-byte limit")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(max_bytes + 1)
