@@ -68,7 +68,9 @@ def build_yaml_model(name: str) -> tuple[Path, Path]:
             exported = YOLO(f"{name}.yaml").export(format="openvino", imgsz=640, nms=False, dynamic=False, batch=1)
         finally:
             os.chdir(cwd)
-        Path(exported).rename(fp32) if Path(exported).resolve() != fp32.resolve() else None
+        exported = (CACHE / exported).resolve()  # ultralytics answers relative to the cwd it ran in
+        if exported != fp32.resolve():
+            exported.rename(fp32)
     if not int8.exists():
         images = sorted((DEMO / "samples").glob("*.jpg")) + sorted((DEMO / "heldout" / "images").glob("*.jpg"))
         quantize_ir(fp32, int8, calibration_tensors(images[:64], 640, clahe=False))
