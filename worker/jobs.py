@@ -79,7 +79,7 @@ def parse_payload(payload: Any, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHO
     if not isinstance(payload, dict):
         raise PayloadError(f"payload must be a JSON object, got {type(payload).__name__}")
     version = payload.get("v")
-    if version != PAYLOAD_VERSION:
+    if isinstance(version, bool) or version != PAYLOAD_VERSION:  # True == 1 in Python, not in the contract
         raise PayloadError(f"v: unsupported payload version {version!r} (this worker speaks {PAYLOAD_VERSION})")
     unknown = sorted(set(payload) - _KEYS)
     if unknown:
