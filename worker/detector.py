@@ -18,7 +18,7 @@ import openvino as ov
 from worker.cameras import CameraBook, CameraSettings
 from worker.constants import DEFAULT_IOU, DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS, LETTERBOX_PAD_VALUE
 from worker.detections import Detections
-from worker.errors import ConfigError, ImageTooLargeError, InputError
+from worker.errors import ConfigError, EmptyInputError, ImageTooLargeError, InputError
 from worker.imagecodec import DecodedImage, choose_reduction, decode, read_header
 from worker.postprocess import DetectionFilter, to_detections
 from worker.preprocess import BoxTransform, prepare
@@ -134,6 +134,8 @@ class Detector:
         if isinstance(snapshot, np.ndarray):
             if snapshot.ndim != 3 or snapshot.shape[2] != 3 or snapshot.dtype != np.uint8:
                 raise InputError(f"decoded image must be HxWx3 uint8 BGR, got {snapshot.shape} {snapshot.dtype}")
+            if snapshot.size == 0:  # 0 rows or columns: the letterbox would divide by zero
+                raise EmptyInputError(f"decoded image is empty ({snapshot.shape})")
             if snapshot.shape[0] * snapshot.shape[1] > self.max_pixels:
                 raise ImageTooLargeError(f"image has {snapshot.shape[1]}x{snapshot.shape[0]} pixels, "
                                          f"over the limit of {self.max_pixels}")
