@@ -6,6 +6,7 @@ full path (e.g. `cameras.10cea9e4511f.roi.width`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,9 @@ def _parse_roi(raw: Any, where: str) -> Roi | None:
     values = {}
     for key in ("x", "y", "width", "height"):
         value = raw.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+        # .nan/.inf are YAML floats: at job time they fail the whole batch (ValueError), not as RoiError
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
         values[key] = float(value)
     normalized = raw.get("normalized", False)
     if not isinstance(normalized, bool):
