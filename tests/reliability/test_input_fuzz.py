@@ -99,3 +99,29 @@ def test_decode_and_prepare_with_any_roi(image, roi, clahe, reduction):
 def test_arbitrary_arrays(fp32_detector, shape, dtype):
     result = _detect(fp32_detector, np.zeros(shape, dtype))
     assert result is None or (result.image_width, result.image_height) == (shape[1], shape[0])
+
+
+roi_numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**6, 10**6)
+
+
+@FUZZ
+@given(x=roi_numbers, y=roi_numbers, width=roi_numbers, height=roi_numbers, normalized=st.booleans(),
+       size=st.tuples(st.integers(1, 5000), st.integers(1, 5000)))
+@example(x=float("nan"), y=0, width=10, height=10, normalized=False, size=(640, 360))
+@example(x=0, y=0, width=float("inf"), height=10, normalized=False, size=(640, 360))
+def test_a_roi_the_zones_file_accepts_fails_a_job_only_with_roi_error(x, y, width, height, normalized, size):
+    """A ROI passes zones.yaml validation only if, on any image, it is usable or a RoiError: anything else
+    (ValueError from NaN, OverflowError from inf) would fail every batch holding that camera's jobs."""
+    from worker.cameras import parse_camera_book
+    from worker.errors import ConfigError, RoiError
+
+    roi = {"x": x, "y": y, "width": width, "height": height, "normalized": normalized}
+    try:
+        settings = parse_camera_book({"cameras": {"cam": {"roi": roi}}}).get("cam")
+    except ConfigError:
+        return
+    try:
+        x0, y0, x1, y1 = settings.roi.to_pixels(*size)
+    except RoiError:
+        return
+    assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
