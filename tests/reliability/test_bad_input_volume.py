@@ -1,0 +1,38 @@
+"""Bad input at volume (short version of benchmarks/reliability/bad_inputs.py, same code): 1000
+generated inputs through the real queue to a real `deer-worker run` process."""
+
+from __future__ import annotations
+
+import pytest
+
+from relsupport import skip_unless_selected
+from relsupport import harness  # noqa: F401 - puts benchmarks/reliability on sys.path
+
+import bad_inputs  # noqa: E402
+
+KINDS = {"bad_payload", "corrupt_image", "empty_input", "unsupported_format", "image_too_large", "payload_too_large",
+         "roi_outside_image", "snapshot_file", "model_unavailable", "not_json", "forbidden_function"}
+
+
+def _check(report: dict) -> None:
+    assert report["all_ended"] and not report["unaccounted"], report["unaccounted"]
+    assert report["unexpected"] == [] and report["wrong_image_size"] == []
+    assert report["worker_alive"] and report["worker_exit"] == 0 and report["crash_lines"] == []
+    seen = {k.split(":", 1)[1] for k in report["outcomes"] if k.startswith("failed:")}
+    assert seen == KINDS, KINDS ^ seen
+    counted = report["metrics_jobs_total"]
+    assert counted["failed"] == report["failed_jobs"] and counted["refused"] == report["refused_jobs"]
+    assert counted["ok"] == report["ok_jobs"] and counted["expired"] == report["expired_jobs"]
+    assert report["failed_jobs"] + report["refused_jobs"] + report["ok_jobs"] + report["expired_jobs"] == report["jobs"]
+
+
+def test_a_thousand_bad_inputs_fail_alone_with_their_reason(tmp_path):
+    report = bad_inputs.run_bad_inputs(1000, workdir=tmp_path, seed=20261127)
+    print({k: v for k, v in report.items() if k != "by_family"})
+    _check(report)
+
+
+@pytest.mark.slow
+def test_ten_thousand_bad_inputs(request, tmp_path):
+    skip_unless_selected(request)
+    _check(bad_inputs.run_bad_inputs(10_000, workdir=tmp_path, seed=7, timeout=1800))
