@@ -17,6 +17,7 @@ FP32_MODEL = Path(os.environ.get("DEER_TEST_FP32_MODEL", DEMO / "deer-yolo26n_op
 INT8_MODEL = DEMO / "deer-yolo26n_int8_openvino_model"
 RAW_MODEL = DEMO / "deer-yolo26n_raw_openvino_model"
 SAMPLES = DEMO / "samples"
+DEMO_CONF = 0.25  # the demo model's working threshold (models/demo/zones.yaml); 0.55 is the user's model's
 TEST_REDIS_URL = os.environ.get("DEER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, deer_samples, empty_samples, png_header_only, sample
+from conftest import DEMO_CONF, ROOT, deer_samples, empty_samples, png_header_only, sample
 from worker.cameras import CameraSettings
 from worker.errors import ConfigError, CorruptImageError, EmptyInputError, ImageTooLargeError, RoiError
 from worker.preprocess import Roi
@@ -12,7 +12,7 @@ from worker.preprocess import Roi
 
 @pytest.mark.parametrize("path", deer_samples(), ids=lambda p: p.name)
 def test_finds_the_deer_in_deer_samples(fp32_detector, path):
-    result = fp32_detector.detect(path.read_bytes())
+    result = fp32_detector.detect(path.read_bytes(), confidence=DEMO_CONF)
     assert len(result.detections) >= 1 and result.detections.class_names == ("deer",)
     w, h = result.image_width, result.image_height
     boxes = result.detections.xyxy
@@ -21,29 +21,36 @@ def test_finds_the_deer_in_deer_samples(fp32_detector, path):
 
 @pytest.mark.parametrize("path", empty_samples(), ids=lambda p: p.name)
 def test_no_deer_in_empty_samples(fp32_detector, path):
-    assert len(fp32_detector.detect(path.read_bytes()).detections) == 0
+    assert len(fp32_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) == 0
 
 
-def test_int8_agrees_with_fp32_on_the_samples(fp32_detector, int8_detector):
-    for path in deer_samples() + empty_samples():
-        assert len(int8_detector.detect(path.read_bytes()).detections) == len(
-            fp32_detector.detect(path.read_bytes()).detections), path.name
+def test_int8_agrees_with_fp32_where_fp32_is_sure(fp32_detector, int8_detector):
+    """INT8 may move a score by a few hundredths, so only clear cases are compared: a deer FP32 scores
+    >= 0.5 must be found by INT8 too, and neither may find anything in the empty samples."""
+    for path in deer_samples():
+        fp32 = fp32_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections
+        if len(fp32) and fp32.confidence.max() >= 0.5:
+            assert len(int8_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) >= 1, path.name
+    for path in empty_samples():
+        assert len(int8_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) == 0, path.name
 
 
 def test_batch_results_equal_single_results(fp32_detector):
     data = [p.read_bytes() for p in deer_samples()[:4]]
-    batch = fp32_detector.detect_batch([(d, None) for d in data])
+    settings = CameraSettings(confidence=DEMO_CONF)
+    batch = fp32_detector.detect_batch([(d, settings) for d in data])
     assert [r.batch_size for r in batch] == [4] * 4
     for d, r in zip(data, batch):
-        single = fp32_detector.detect(d)
-        assert single.batch_size == 1
+        single = fp32_detector.detect(d, settings)
+        assert single.batch_size == 1 and len(single.detections) == len(r.detections) >= 1
         assert np.allclose(single.detections.xyxy, r.detections.xyxy, atol=1.0)
         assert np.allclose(single.detections.confidence, r.detections.confidence, atol=0.01)
 
 
 def test_a_bad_image_in_a_batch_fails_alone(fp32_detector):
     good = sample("day_640x360_deer.jpg")
-    results = fp32_detector.detect_batch([(good, None), (b"", None), (good[:2000], None), (good, None)])
+    settings = CameraSettings(confidence=DEMO_CONF)
+    results = fp32_detector.detect_batch([(good, settings), (b"", settings), (good[:2000], settings), (good, settings)])
     assert isinstance(results[1], EmptyInputError) and isinstance(results[2], CorruptImageError)
     assert len(results[0].detections) == len(results[3].detections) >= 1
 
@@ -52,7 +59,7 @@ def test_decoded_arrays_are_accepted(fp32_detector):
     import cv2
 
     image = cv2.imread(str(ROOT / "models/demo/samples/day_640x360_deer.jpg"))
-    assert len(fp32_detector.detect(image).detections) >= 1
+    assert len(fp32_detector.detect(image, confidence=DEMO_CONF).detections) >= 1
     with pytest.raises(ImageTooLargeError):
         fp32_detector.max_pixels, saved = 100, fp32_detector.max_pixels
         try:

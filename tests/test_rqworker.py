@@ -12,7 +12,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from conftest import TEST_REDIS_URL, png_header_only, sample
+from conftest import DEMO_CONF, TEST_REDIS_URL, png_header_only, sample
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
 from worker.connections import SERIALIZER
@@ -21,7 +21,8 @@ from worker.producer import enqueue_snapshot
 from worker.rqworker import DeerWorker
 
 QUEUE = "test-snapshots"
-BOOK = parse_camera_book({"cameras": {"roicam": {"roi": {"x": 1000, "y": 0, "width": 2000, "height": 100}}}})
+BOOK = parse_camera_book({"default": {"confidence": DEMO_CONF},
+                          "cameras": {"roicam": {"roi": {"x": 1000, "y": 0, "width": 2000, "height": 100}}}})
 
 
 def _config(**kw) -> WorkerConfig:
@@ -52,15 +53,17 @@ def _b64(data: bytes) -> dict:
 def test_result_goes_to_channel_stream_and_rq(redis_conn, fp32_detector):
     pubsub = redis_conn.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(_config().results_channel)
-    job = enqueue_snapshot(redis_conn, sample("day_1920x1080_deer.jpg"), "cam1", queue=QUEUE)
+    job = enqueue_snapshot(redis_conn, sample("day_1280x720_deer.png"), "cam1", queue=QUEUE)
     _run(redis_conn, fp32_detector)
-    live = pubsub.get_message(timeout=2)
+    deadline, live = time.monotonic() + 5, None
+    while live is None and time.monotonic() < deadline:  # the first read may be the (ignored) subscribe ack
+        live = pubsub.get_message(timeout=1)
     assert live is not None
     message = json.loads(live["data"])
     assert message["job_id"] == job.id and message["status"] == "ok" and message["deer_detected"] is True
     assert message["detections"][0]["class_name"] == "deer"
     assert set(message["timings_ms"]) == {"queue_wait", "decode", "preprocess", "infer", "postprocess", "total"}
-    assert message["image"] == {"width": 1920, "height": 1080}
+    assert message["image"] == {"width": 1280, "height": 720}
     assert message["model"]["precision"] == "f32"
     assert _stream(redis_conn) == [message]
     job.refresh()

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
-from conftest import TEST_REDIS_URL, sample
+from conftest import DEMO_CONF, TEST_REDIS_URL, sample
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
 from worker.connections import SERIALIZER
@@ -34,11 +34,11 @@ def _samples(text: str) -> dict[tuple, float]:
 
 
 def test_scrape_after_real_jobs_is_promtool_clean_and_counts_match(redis_conn, fp32_detector):
-    book = parse_camera_book({"cameras": {"10cea9e4511f": {"name": "backyard"}}})
+    book = parse_camera_book({"default": {"confidence": DEMO_CONF}, "cameras": {"10cea9e4511f": {"name": "backyard"}}})
     metrics = WorkerMetrics(camera_labels=book.labels, class_names=fp32_detector.class_names, queues=[QUEUE])
     config = replace(WorkerConfig(redis_url=TEST_REDIS_URL, queue=QUEUE, metrics_port=0), batch="4")
     ok_jobs = [enqueue_snapshot(redis_conn, sample(name), cam, queue=QUEUE)
-               for name in ("day_640x360_deer.jpg", "night_640x360_deer.jpg", "day_1920x1080_deer.jpg")
+               for name in ("night_640x360_deer.jpg", "day_1280x720_deer.png")
                for cam in ("10cea9e4511f", "unknown-cam")]
     enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE, captured_at=time.time() - 600)
     Queue(QUEUE, connection=redis_conn, serializer=SERIALIZER).enqueue(
@@ -61,7 +61,7 @@ def test_scrape_after_real_jobs_is_promtool_clean_and_counts_match(redis_conn, f
     assert values[("deer_worker_batch_size_count", ())] == n_ok
     deer_backyard = values[("deer_worker_detections_total", (("camera", "backyard"), ("class_name", "deer")))]
     deer_other = values[("deer_worker_detections_total", (("camera", "other"), ("class_name", "deer")))]
-    assert deer_backyard >= 3 and deer_other >= 3  # every sample here has a deer, for both cameras
+    assert deer_backyard >= 2 and deer_other >= 2  # every sample here has a deer, for both cameras
     assert values[("deer_worker_queue_depth", (("queue", QUEUE),))] == 0
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -48,7 +48,7 @@ class WorkerConfig:
     max_pixels: int = C.DEFAULT_MAX_PIXELS
     snapshot_dirs: list[str] = field(default_factory=list)
     cpus: str = ""  # CPU ids for this worker process, e.g. "0,1" or "2-3"; the pool sets it per worker
-    reduced_decode: bool = True
+    reduced_decode: bool = False
     iou: float = C.DEFAULT_IOU
     metrics_host: str = C.DEFAULT_METRICS_HOST
     metrics_port: int = C.DEFAULT_METRICS_PORT  # worker i of a pool serves on metrics_port + i; 0 = off

@@ -66,7 +66,7 @@ class WarmupReport:
 class Detector:
     def __init__(self, model: str | Path, *, options: CompileOptions | None = None, batch: str | int = 1,
                  iou: float = DEFAULT_IOU, max_detections: int = DEFAULT_MAX_DETECTIONS,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, reduced_decode: bool = True,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, reduced_decode: bool = False,
                  names: tuple[str, ...] | None = None, imgsz: int | None = None) -> None:
         batch = str(batch)
         if batch not in ("1", "4", "auto"):

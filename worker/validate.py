@@ -10,8 +10,8 @@ moves more between runs of identical quality, and mAP50 is what a deer/no-deer d
 
 Versus `YOLO(ir).val()`: identical when boxes are left unclipped and JPEGs decoded at full size
 (tests/test_validate.py). The served path clips boxes to the image (as ultralytics predict does;
-its val does not) and may decode at reduced size, which raised mAP50-95 by ~2 points on the demo split
-(many deer at the image border; mAP50 moved < 0.2 points).
+its val does not), which raised mAP50-95 by ~2 points on the demo split (many deer at the image
+border; mAP50 moved < 0.2 points); with --reduced-decode it also decodes JPEGs at reduced size.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class ModelResult:
 
 def evaluate_model(model: str | Path, images: list[Path], labels: list[np.ndarray], names: tuple[str, ...], *,
                    conf: float = 0.001, iou: float = 0.7, max_det: int = 300, precision: str = "f32",
-                   threads: int = 0, reduced_decode: bool = True, clahe: bool = False) -> ModelResult:
+                   threads: int = 0, reduced_decode: bool = False, clahe: bool = False) -> ModelResult:
     """Run every image through a fresh Detector and score it against `labels` (normalised, per image)."""
     from worker.cameras import CameraSettings
     from worker.detector import Detector
@@ -162,9 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["f32", "bf16", "f16", "default"], default="f32",
                         help="inference precision, as served (default f32)")
     parser.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
-    parser.add_argument("--reduced-decode", action=argparse.BooleanOptionalAction, default=True,
-                        help="decode large JPEGs at 1/2, 1/4, 1/8 size as the worker does (default on; "
-                             "ultralytics val always decodes at full size)")
+    parser.add_argument("--reduced-decode", action=argparse.BooleanOptionalAction, default=False,
+                        help="decode large JPEGs at 1/2, 1/4, 1/8 size, as a worker with reduced_decode: true "
+                             "does (default off, as the worker's default; ultralytics val decodes at full size)")
     parser.add_argument("--clahe", action="store_true", help="apply the CLAHE preprocessing cameras can enable")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
 
