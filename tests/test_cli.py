@@ -14,7 +14,7 @@ def _cli(*args, check=True):
 
 def test_detect_json_and_annotated_output(tmp_path):
     images = [str(SAMPLES / "day_1920x1080_deer.jpg"), str(SAMPLES / "night_640x360_empty.jpg")]
-    out = _cli("detect", *images, "--model", str(FP32_MODEL), "--json", "--save-dir", str(tmp_path))
+    out = _cli("detect", *images, "--model", str(FP32_MODEL), "--conf", "0.25", "--json", "--save-dir", str(tmp_path))
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [len(line["detections"]) >= 1 for line in lines] == [True, False]
     assert set(lines[0]["timings_ms"]) == {"decode", "preprocess", "infer", "postprocess", "total"}
@@ -25,7 +25,8 @@ def test_detect_json_and_annotated_output(tmp_path):
 def test_detect_human_output_and_bad_file_exit_status(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0garbage")
-    out = _cli("detect", str(SAMPLES / "day_640x360_deer.jpg"), str(bad), "--model", str(FP32_MODEL), check=False)
+    out = _cli("detect", str(SAMPLES / "night_640x360_deer.jpg"), str(bad), "--model", str(FP32_MODEL), "--conf", "0.25",
+               check=False)
     assert out.returncode == 1
     assert "deer" in out.stdout and "decode" in out.stdout and "ERROR corrupt_image" in out.stdout
 

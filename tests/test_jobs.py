@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.errors import PayloadError, PayloadTooLargeError, SnapshotFileError
+from worker.errors import PayloadError, PayloadTooLargeError, SnapshotFileError, SnapshotMissingError
 from worker.jobs import parse_payload, snapshot_bytes
 
 
@@ -41,6 +41,16 @@ def test_valid_payload_parses():
 def test_contract_violations_name_the_field(payload, match):
     with pytest.raises(PayloadError, match=match):
         parse_payload(payload)
+
+
+def test_key_snapshots_are_confined_to_the_prefix_and_fetched():
+    job = parse_payload(_payload(snapshot={"key": "deer:snap:abc123"}))
+    assert snapshot_bytes(job, fetch_key={"deer:snap:abc123": b"jpeg"}.get) == b"jpeg"
+    with pytest.raises(SnapshotMissingError, match="does not exist"):
+        snapshot_bytes(job, fetch_key={}.get)
+    for key in ("rq:job:x", "deer:snap:", "deer:snap:a b", "deer:results", 5):
+        with pytest.raises(PayloadError, match="snapshot.key"):
+            parse_payload(_payload(snapshot={"key": key}))
 
 
 def test_oversized_base64_refused_before_decoding():
@@ -88,4 +98,4 @@ def test_parser_only_ever_raises_payload_errors(payload):
         job = parse_payload(payload)
     except PayloadError:
         return
-    assert job.camera_id and (job.snapshot_b64 is not None or job.snapshot_path)
+    assert job.camera_id and (job.snapshot_b64 is not None or job.snapshot_path or job.snapshot_key)

@@ -70,6 +70,17 @@ def test_result_goes_to_channel_stream_and_rq(redis_conn, fp32_detector):
     assert job.get_status() == JobStatus.FINISHED and job.return_value() == message
 
 
+def test_key_snapshot_is_deleted_when_its_job_ends_and_a_missing_one_fails(redis_conn, fp32_detector):
+    job = enqueue_snapshot(redis_conn, sample("night_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    key = job.args[0]["snapshot"]["key"]
+    gone = enqueue_snapshot(redis_conn, sample("night_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    redis_conn.delete(gone.args[0]["snapshot"]["key"])  # as if its TTL had run out
+    _run(redis_conn, fp32_detector)
+    status = {m["job_id"]: (m["status"], m.get("error", {}).get("kind")) for m in _stream(redis_conn)}
+    assert status == {job.id: ("ok", None), gone.id: ("failed", "snapshot_missing")}
+    assert not redis_conn.exists(key)
+
+
 def test_backlog_is_drained_in_batches_of_four_with_each_job_bookkept(redis_conn, fp32_detector):
     jobs = [enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), f"cam{i}", queue=QUEUE) for i in range(6)]
     worker = _run(redis_conn, fp32_detector, _config(batch="4"))

@@ -113,6 +113,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     ids = []
     for image in args.images:
         job = enqueue_snapshot(connection, image, args.camera, queue=config.queue, by_path=args.by_path,
+                               inline=args.inline,
                                max_snapshot_bytes=config.max_snapshot_bytes, job_timeout=config.job_timeout,
                                result_ttl=config.result_ttl, failure_ttl=config.failure_ttl,
                                queued_ttl=config.queued_ttl, retries=config.retries)
@@ -135,7 +136,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = _config(args)
     images = [Path(p) for p in args.images] if args.images else None
     return run_demo(config, args.config, redis_url=args.redis_url, workers=args.workers, images=images,
-                    repeat=args.repeat, embedded=args.embedded, log_level="INFO" if args.verbose else "WARNING")
+                    repeat=args.repeat, embedded=args.embedded, log_level="INFO" if args.verbose else "WARNING",
+                    zones=args.zones)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", help="queue name")
     p.add_argument("--config", help="worker.yaml (limits and TTLs)")
     p.add_argument("--by-path", action="store_true", help="send the file path, not the bytes (same host only)")
+    p.add_argument("--inline", action="store_true", help="put the bytes in the job as base64 (default: a Redis key)")
     p.add_argument("--wait", type=float, default=0, help="wait this many seconds for the results and print them")
     p.set_defaults(func=cmd_enqueue)
 
@@ -180,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--images", nargs="*", help="snapshots to send (default: models/demo/samples)")
     p.add_argument("--repeat", type=int, default=1, help="send the images this many times")
+    p.add_argument("--zones", default="models/demo/zones.yaml",
+                   help="camera settings (default: the demo model's, threshold 0.25)")
     p.add_argument("--embedded", choices=["auto", "redis-server", "fakeredis"], default="auto",
                    help="embedded server kind (auto: redis-server if on PATH, else in-process)")
     p.set_defaults(func=cmd_demo)

@@ -23,6 +23,9 @@ DEFAULT_RESULTS_CHANNEL = "deer:results"
 DEFAULT_RESULTS_STREAM = "deer:results:stream"
 DEFAULT_RESULTS_STREAM_MAXLEN = 10_000
 JOB_FUNCTION = "worker.tasks.detect_snapshot"  # the only function a worker runs
+# Snapshot bytes live beside the job, not in it: RQ re-compresses a job's data every time it saves
+# the job, which for an inline 300 kB base64 JPEG cost more than the inference itself.
+SNAPSHOT_KEY_PREFIX = "deer:snap:"
 
 # --- job lifetimes (seconds) --------------------------------------------------------------------
 DEFAULT_JOB_TIMEOUT = 30  # one snapshot takes tens of ms; 30 s means something is stuck

@@ -23,6 +23,7 @@ from worker.producer import enqueue_snapshot
 
 log = logging.getLogger(__name__)
 SAMPLES_DIR = "models/demo/samples"
+DEMO_ZONES = "models/demo/zones.yaml"  # the demo model's threshold (0.25), not a production camera file
 STAGES = ("queue_wait", "decode", "preprocess", "infer", "postprocess", "total", "end_to_end")
 
 
@@ -60,8 +61,9 @@ def _queue(connection, name: str):
 
 def run_demo(config: WorkerConfig, config_path: str | None, *, redis_url: str | None, workers: int,
              images: list[Path] | None, repeat: int, embedded: str = "auto", timeout: float = 180.0,
-             log_level: str = "WARNING") -> int:
+             log_level: str = "WARNING", zones: str = DEMO_ZONES) -> int:
     images = images or sample_images()
+    config = replace(config, zones=zones)
     if redis_url:
         return _demo(config, config_path, redis_url, "given", workers, images, repeat, timeout, log_level)
     with embedded_redis(embedded) as (url, kind):
@@ -74,7 +76,8 @@ def _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_
     connection = connect(url)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(config.results_channel)
-    pool = WorkerPool(config, config_path, {"redis_url": url, "metrics_port": 0}, workers, log_level=log_level)
+    pool = WorkerPool(config, config_path, {"redis_url": url, "metrics_port": 0, "zones": config.zones}, workers,
+                      log_level=log_level)
     pool.start()
     try:
         _wait_for_workers(connection, config.queue, pool, workers, timeout)
@@ -104,7 +107,8 @@ def _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_
         if pending or failed:
             print(f"demo: {len(pending)} job(s) without a result, {len(failed)} not ok")
             return 1
-        print(f"demo: {len(messages)} snapshot(s) processed, all ok")
+        deer = sum(m["deer_detected"] for m in messages)
+        print(f"demo: {len(messages)} snapshot(s) processed, all ok; deer in {deer} of them")
         return 0
     finally:
         pool.stop(config.job_timeout + 10)

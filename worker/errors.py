@@ -57,5 +57,11 @@ class SnapshotFileError(PayloadError):
     kind = "snapshot_file"
 
 
+class SnapshotMissingError(PayloadError):
+    """A key snapshot whose Redis key is gone (its TTL ran out before a worker took the job)."""
+
+    kind = "snapshot_missing"
+
+
 class ForbiddenFunctionError(DeerWorkerError):
     kind = "forbidden_function"

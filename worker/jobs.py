@@ -3,12 +3,14 @@
     {"v": 1,
      "camera_id": "10cea9e4511f",
      "captured_at": 1764201600.25,           # unix seconds (float) or ISO 8601; optional
-     "snapshot": {"b64": "<base64 JPEG/PNG>"} # or {"path": "/var/lib/ring/snaps/x.jpg"}
+     "snapshot": {"key": "deer:snap:<id>"},   # or {"b64": "<base64 JPEG/PNG>"}, or {"path": "/var/..."}
      "job_id": "optional-caller-id",
      "model": "optional model name the job requires"}
 
-A path snapshot is for same-host producers and must lie inside one of the configured snapshot
-directories (after resolving symlinks), so a job cannot make the worker read arbitrary files.
+A key snapshot (the producer's default) holds the raw bytes in a Redis string under
+`deer:snap:`, so the job itself stays small; the worker reads only keys under that prefix. A path
+snapshot is for same-host producers and must lie inside one of the configured snapshot directories
+(after resolving symlinks), so a job cannot make the worker read arbitrary files.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, PAYLOAD_VERSION
-from worker.errors import PayloadError, PayloadTooLargeError, SnapshotFileError
+from collections.abc import Callable
+
+from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, PAYLOAD_VERSION, SNAPSHOT_KEY_PREFIX
+from worker.errors import PayloadError, PayloadTooLargeError, SnapshotFileError, SnapshotMissingError
+
 
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # no ":": RQ splits registry keys on it
 _KEYS = {"v", "camera_id", "captured_at", "snapshot", "job_id", "model"}
+_SNAPSHOT_KEY = re.compile(r"^" + re.escape(SNAPSHOT_KEY_PREFIX) + r"[A-Za-z0-9_.-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -40,13 +46,18 @@ class SnapshotJob:
     snapshot_path: str | None
     job_id: str | None = None
     model: str | None = None
+    snapshot_key: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"v": PAYLOAD_VERSION, "camera_id": self.camera_id}
         if self.captured_at is not None:
             payload["captured_at"] = self.captured_at
-        payload["snapshot"] = {"b64": self.snapshot_b64} if self.snapshot_b64 is not None else {
-            "path": self.snapshot_path}
+        if self.snapshot_key is not None:
+            payload["snapshot"] = {"key": self.snapshot_key}
+        elif self.snapshot_b64 is not None:
+            payload["snapshot"] = {"b64": self.snapshot_b64}
+        else:
+            payload["snapshot"] = {"path": self.snapshot_path}
         if self.job_id:
             payload["job_id"] = self.job_id
         if self.model:
@@ -94,9 +105,13 @@ def parse_payload(payload: Any, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHO
     if model is not None and not isinstance(model, str):
         raise PayloadError("model: expected a model name string")
     snapshot = payload.get("snapshot")
-    if not isinstance(snapshot, dict) or len(snapshot) != 1 or not ({"b64", "path"} & set(snapshot)):
-        raise PayloadError('snapshot: expected {"b64": "..."} or {"path": "..."}')
-    b64, path = snapshot.get("b64"), snapshot.get("path")
+    if not isinstance(snapshot, dict) or len(snapshot) != 1 or not ({"key", "b64", "path"} & set(snapshot)):
+        raise PayloadError('snapshot: expected {"key": "deer:snap:..."}, {"b64": "..."} or {"path": "..."}')
+    key, b64, path = snapshot.get("key"), snapshot.get("b64"), snapshot.get("path")
+    if "key" in snapshot:
+        if not isinstance(key, str) or not _SNAPSHOT_KEY.match(key):
+            raise PayloadError(f"snapshot.key: expected {SNAPSHOT_KEY_PREFIX}<id>, got {key!r:.80}")
+        return SnapshotJob(camera_id, _parse_time(payload.get("captured_at")), None, None, job_id, model, key)
     if b64 is not None:
         if not isinstance(b64, str):
             raise PayloadError("snapshot.b64: expected a base64 string")
@@ -110,8 +125,16 @@ def parse_payload(payload: Any, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHO
 
 
 def snapshot_bytes(job: SnapshotJob, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
-                   snapshot_dirs: list[str] | tuple[str, ...] = ()) -> bytes:
-    """The snapshot's encoded bytes (base64-decoded, or read from an allowed directory)."""
+                   snapshot_dirs: list[str] | tuple[str, ...] = (),
+                   fetch_key: Callable[[str], bytes | None] | None = None) -> bytes:
+    """The snapshot's encoded bytes: from its Redis key (via fetch_key), base64, or an allowed file."""
+    if job.snapshot_key is not None:
+        data = fetch_key(job.snapshot_key) if fetch_key is not None else None
+        if data is None:
+            raise SnapshotMissingError(f"snapshot.key: {job.snapshot_key} does not exist (expired or never written)")
+        if len(data) > max_snapshot_bytes:
+            raise PayloadTooLargeError(f"snapshot is {len(data)} bytes, over the {max_snapshot_bytes}-byte limit")
+        return data
     if job.snapshot_b64 is not None:
         try:
             data = base64.b64decode(job.snapshot_b64, validate=True)

@@ -1,9 +1,15 @@
-"""The producer side: enqueue snapshot jobs, refusing before Redis what a worker would refuse."""
+"""The producer side: enqueue snapshot jobs, refusing before Redis what a worker would refuse.
+
+By default the JPEG/PNG bytes go to their own Redis key (`deer:snap:<id>`, with a TTL that outlives
+the job's queue time and retries) and the job carries only the key: RQ re-serializes and
+re-compresses a job's data whenever it saves the job, so inline base64 costs time on every job.
+"""
 
 from __future__ import annotations
 
 import base64
 import time
+import uuid
 from pathlib import Path
 
 import redis
@@ -20,22 +26,31 @@ LATEST_KEY = "deer:latest"  # hash camera_id -> "captured_at|job_id" of the newe
 
 def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, camera_id: str, *,
                      captured_at: float | None = None, queue: str = C.DEFAULT_QUEUE, job_id: str | None = None,
-                     model: str | None = None, by_path: bool = False,
+                     model: str | None = None, by_path: bool = False, inline: bool = False,
                      max_snapshot_bytes: int = C.DEFAULT_MAX_SNAPSHOT_BYTES,
                      job_timeout: int = C.DEFAULT_JOB_TIMEOUT, result_ttl: int = C.DEFAULT_RESULT_TTL,
                      failure_ttl: int = C.DEFAULT_FAILURE_TTL, queued_ttl: int = C.DEFAULT_QUEUED_TTL,
                      retries: int = C.DEFAULT_RETRIES) -> Job:
-    """Enqueue one snapshot (bytes, or a file path sent inline, or by reference with by_path=True)."""
+    """Enqueue one snapshot (bytes or a file). The bytes go under a Redis key by default; inline=True
+    puts them in the job as base64; by_path=True sends only the file path (same-host workers)."""
     captured_at = time.time() if captured_at is None else captured_at
+    data = None
     if by_path:
         job = SnapshotJob(camera_id, captured_at, None, str(Path(snapshot).resolve()), job_id, model)
     else:
         data = snapshot if isinstance(snapshot, bytes) else Path(snapshot).read_bytes()
-        job = SnapshotJob(camera_id, captured_at, base64.b64encode(data).decode("ascii"), None, job_id, model)
+        if inline:
+            job = SnapshotJob(camera_id, captured_at, base64.b64encode(data).decode("ascii"), None, job_id, model)
+        else:
+            key = f"{C.SNAPSHOT_KEY_PREFIX}{uuid.uuid4().hex}"
+            job = SnapshotJob(camera_id, captured_at, None, None, job_id, model, snapshot_key=key)
     payload = job.to_payload()
     parsed = parse_payload(payload, max_snapshot_bytes=max_snapshot_bytes)  # the worker's own checks
-    if not by_path:
-        read_header(snapshot_bytes(parsed, max_snapshot_bytes=max_snapshot_bytes))  # format + size sniff
+    if data is not None:
+        read_header(snapshot_bytes(parsed, max_snapshot_bytes=max_snapshot_bytes, fetch_key=lambda _: data))
+    if parsed.snapshot_key is not None:
+        # Outlives the longest the job can wait and be retried; the worker deletes it when the job ends.
+        connection.set(parsed.snapshot_key, data, ex=queued_ttl + (retries + 1) * (job_timeout + 60))
     rq_queue = Queue(queue, connection=connection, serializer=SERIALIZER)
     rq_job = rq_queue.enqueue(
         C.JOB_FUNCTION, payload, job_id=job_id, job_timeout=job_timeout, result_ttl=result_ttl,

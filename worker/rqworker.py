@@ -60,6 +60,7 @@ class _Taken:
     message: dict | None = None
     exc_info: tuple | None = None
     result: DetectionResult | None = None
+    final: bool = True  # False when RQ may retry the job, which then still needs its snapshot
 
 
 class DeerWorker(SimpleWorker):
@@ -148,6 +149,9 @@ class DeerWorker(SimpleWorker):
                 self._finalize_failure(item.job, item.queue, item.execution, item.exc_info)
             else:
                 self._finalize_success(item.job, item.queue, item.execution, item.message)
+        done_keys = [i.snapshot.snapshot_key for i in taken if i.final and i.snapshot and i.snapshot.snapshot_key]
+        if done_keys:
+            self.connection.delete(*done_keys)
 
     def _admit(self, item: _Taken) -> bool:
         """Check function, payload, age and input; False when the job already has its outcome."""
@@ -168,7 +172,7 @@ class DeerWorker(SimpleWorker):
             if not item.settings.enabled:
                 raise JobExpired("camera_disabled", 0.0)
             item.data = snapshot_bytes(item.snapshot, max_snapshot_bytes=self.config.max_snapshot_bytes,
-                                       snapshot_dirs=self.config.snapshot_dirs)
+                                       snapshot_dirs=self.config.snapshot_dirs, fetch_key=self.connection.get)
             return True
         except JobExpired as expired:
             self._expire(item, expired)
@@ -236,7 +240,9 @@ class DeerWorker(SimpleWorker):
         exc = exc_info[1]
         kind = getattr(exc, "kind", type(exc).__name__)
         item.exc_info = exc_info
-        if not retry:
+        if retry:
+            item.final = not item.job.retries_left
+        else:
             item.job.retries_left = 0  # bad input stays bad: retrying it only wastes a slot
         item.message = build_message(status="failed", timings={"queue_wait": self._queue_wait(item)},
                                      error_kind=kind, error=str(exc), **self._base(item))
