@@ -86,8 +86,9 @@ def one_in_flight(url: str, model: str, n: int) -> dict:
 
 
 def backlog(url: str, model: str, workers: int, batch: str, n: int) -> dict:
-    proc = start_pool(url, model, workers, batch)
     conn = connect(url)
+    conn.flushdb()  # registries must count this run's jobs only
+    proc = start_pool(url, model, workers, batch)
     queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
     data = SNAPSHOT.read_bytes()
     try:
