@@ -142,20 +142,21 @@ def _payload(snapshot, camera="cam1", **kw):
     return {"v": 1, "camera_id": camera, "captured_at": time.time(), "snapshot": snapshot, **kw}
 
 
-BAD_INPUTS = {
-    "empty_input": _payload(_b64(b"")),
-    "corrupt_image": _payload(_b64(sample("day_640x360_deer.jpg")[:3000])),
-    "unsupported_format": _payload(_b64(b"GIF89a" + b"\x00" * 100)),
-    "image_too_large": _payload(_b64(png_header_only(20000, 20000))),
-    "roi_outside_image": _payload(_b64(sample("day_640x360_deer.jpg")), camera="roicam"),
-    "bad_payload": {"v": 1, "camera_id": "cam1"},
-    "payload_too_large": _payload({"b64": "A" * 200_000}),
-    "snapshot_file": _payload({"path": "/nonexistent/snap.jpg"}),
-}
+def _bad_inputs() -> dict:  # built per test: captured_at must be fresh, or the jobs would expire unrun
+    return {
+        "empty_input": _payload(_b64(b"")),
+        "corrupt_image": _payload(_b64(sample("day_640x360_deer.jpg")[:3000])),
+        "unsupported_format": _payload(_b64(b"GIF89a" + b"\x00" * 100)),
+        "image_too_large": _payload(_b64(png_header_only(20000, 20000))),
+        "roi_outside_image": _payload(_b64(sample("day_640x360_deer.jpg")), camera="roicam"),
+        "bad_payload": {"v": 1, "camera_id": "cam1"},
+        "payload_too_large": _payload({"b64": "A" * 200_000}),
+        "snapshot_file": _payload({"path": "/nonexistent/snap.jpg"}),
+    }
 
 
 def test_each_bad_input_fails_alone_with_its_reason(redis_conn, fp32_detector):
-    bad = {kind: _raw_job(redis_conn, payload) for kind, payload in BAD_INPUTS.items()}
+    bad = {kind: _raw_job(redis_conn, payload) for kind, payload in _bad_inputs().items()}
     bad["unsupported_version"] = _raw_job(redis_conn, {**_payload(_b64(b"x")), "v": 99})
     good = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
     config = _config(batch="4", max_snapshot_bytes=100_000, snapshot_dirs=["/nonexistent"])
