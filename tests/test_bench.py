@@ -36,10 +36,11 @@ def test_memory_from_proc_status(tmp_path):
 
 
 def test_speedups_pair_fp32_and_int8_at_the_same_config():
-    results = [fake("fp32", "fp32", 1, 20.0, 60.0), fake("int8", "int8", 1, 10.0, 120.0),
-               fake("int8", "int8", 4, 30.0, 40.0), fake("fp32", "fp32", 1, 10.0, 90.0, precision="bf16")]
+    results = [fake("m", "fp32", 1, 20.0, 60.0), fake("m_int8", "int8", 1, 10.0, 120.0),
+               fake("m_int8", "int8", 4, 30.0, 40.0), fake("m", "fp32", 1, 10.0, 90.0, precision="bf16"),
+               fake("other_int8", "int8", 1, 5.0, 300.0)]  # another model's INT8 is not m's speedup
     (s,) = bench.speedups(results)
-    assert (s["fp32"], s["int8"], s["batch"], s["precision"]) == ("fp32", "int8", 1, "f32")
+    assert (s["fp32"], s["int8"], s["batch"], s["precision"]) == ("m", "m_int8", 1, "f32")
     assert s["latency_speedup"] == pytest.approx(2.0) and s["throughput_speedup"] == pytest.approx(2.0)
 
 

@@ -169,13 +169,18 @@ def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes]
 
 
 # --- summaries ------------------------------------------------------------------------------------
+def _base_name(name: str) -> str:
+    """deer-yolo26n_int8 -> deer-yolo26n: an INT8 model is compared with its own FP32 original only."""
+    return name.replace("_int8", "").replace("-int8", "")
+
+
 def speedups(results: list[Result]) -> list[dict]:
-    """INT8 vs FP32-weights model at the same precision, threads and batch (ratio of p50 and of FPS)."""
+    """INT8 vs its FP32 model at the same precision, threads and batch (ratio of p50 and of FPS)."""
     out = []
     for fp32 in (r for r in results if r.weights == "fp32"):
         for int8 in (r for r in results if r.weights == "int8"):
-            if (fp32.config.precision, fp32.config.threads, fp32.config.batch) != (
-                    int8.config.precision, int8.config.threads, int8.config.batch):
+            if (_base_name(fp32.name), fp32.config.precision, fp32.config.threads, fp32.config.batch) != (
+                    _base_name(int8.name), int8.config.precision, int8.config.threads, int8.config.batch):
                 continue
             out.append({"fp32": fp32.name, "int8": int8.name, "precision": fp32.config.precision,
                         "threads": fp32.config.threads, "batch": fp32.config.batch,
