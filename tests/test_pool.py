@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-from rq import Queue
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 

@@ -7,7 +7,6 @@ import json
 import time
 from dataclasses import replace
 
-import pytest
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
