@@ -48,13 +48,17 @@ def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, came
     parsed = parse_payload(payload, max_snapshot_bytes=max_snapshot_bytes)  # the worker's own checks
     if data is not None:
         read_header(snapshot_bytes(parsed, max_snapshot_bytes=max_snapshot_bytes, fetch_key=lambda _: data))
-    if parsed.snapshot_key is not None:
-        # Outlives the longest the job can wait and be retried; the worker deletes it when the job ends.
-        connection.set(parsed.snapshot_key, data, ex=queued_ttl + (retries + 1) * (job_timeout + 60))
     rq_queue = Queue(queue, connection=connection, serializer=SERIALIZER)
-    rq_job = rq_queue.enqueue(
-        C.JOB_FUNCTION, payload, job_id=job_id, job_timeout=job_timeout, result_ttl=result_ttl,
-        failure_ttl=failure_ttl, ttl=queued_ttl, retry=Retry(max=retries) if retries else None,
-        description=f"snapshot {camera_id}")
-    connection.hset(LATEST_KEY, camera_id, f"{captured_at}|{rq_job.id}")
+    # One MULTI/EXEC round trip (RQ opens the transaction): the job, its snapshot and the camera's
+    # newest-snapshot marker become visible together, so no worker sees a job without its bytes.
+    with connection.pipeline() as pipe:
+        rq_job = rq_queue.enqueue(
+            C.JOB_FUNCTION, payload, job_id=job_id, job_timeout=job_timeout, result_ttl=result_ttl,
+            failure_ttl=failure_ttl, ttl=queued_ttl, retry=Retry(max=retries) if retries else None,
+            description=f"snapshot {camera_id}", pipeline=pipe)
+        if parsed.snapshot_key is not None:
+            # Outlives the longest the job can wait and be retried; the worker deletes it when the job ends.
+            pipe.set(parsed.snapshot_key, data, ex=queued_ttl + (retries + 1) * (job_timeout + 60))
+        pipe.hset(LATEST_KEY, camera_id, f"{captured_at}|{rq_job.id}")
+        pipe.execute()
     return rq_job
