@@ -212,7 +212,7 @@ def children_of(pid: int) -> list[int]:
 
 def registered_workers(conn: redis.Redis, queue: str = QUEUE) -> dict[int, str]:
     """pid -> RQ worker name of the deer workers registered on `queue`."""
-    names = [n.decode() for n in conn.smembers(f"rq:workers:{queue}")]
+    names = [n.decode().removeprefix("rq:worker:") for n in conn.smembers(f"rq:workers:{queue}")]
     return {int(n.rsplit(".", 1)[1]): n for n in names if n.startswith("deer-")}
 
 

@@ -1,0 +1,38 @@
+"""Worker crashes under load (short version of benchmarks/reliability/chaos.py, same code): SIGKILL a
+random worker of a `deer-worker run --workers 2` pool mid-batch, repeatedly, under a steady producer.
+Every job must end ok, expired or failed with a reason; none stuck in STARTED, none lost; the dead
+worker's jobs are released within 2x the job timeout (the pool recovers them at once)."""
+
+from __future__ import annotations
+
+import pytest
+
+from relsupport import harness, skip_unless_selected  # noqa: F401 - harness puts the scripts on sys.path
+
+import chaos  # noqa: E402
+
+JOB_TIMEOUT = 10
+
+
+def _check(report: dict, kills: int) -> None:
+    assert report["kills"] == kills and report["not_recovered"] == 0
+    assert report["all_ended"] and report["unaccounted"] == {}, report["unaccounted"]
+    assert report["started_registry_left"] == 0
+    assert report["recovery_s"]["max"] <= 2 * JOB_TIMEOUT
+    assert report["outcomes"].get("ok", 0) > 0
+    assert report["workers_alive_at_end"] == 2 and report["pool_exit"] == 0
+    assert sum(report["held_per_kill"]) >= kills  # every kill hit a worker holding jobs
+
+
+def test_five_kills_mid_batch_lose_nothing(tmp_path):
+    report = chaos.run_chaos(5, workdir=tmp_path, rate=25, job_timeout=JOB_TIMEOUT, seed=6)
+    print(report)
+    _check(report, 5)
+
+
+@pytest.mark.slow
+def test_fifty_kills_mid_batch_lose_nothing(request, tmp_path):
+    skip_unless_selected(request)
+    report = chaos.run_chaos(50, workdir=tmp_path, rate=30, job_timeout=JOB_TIMEOUT)
+    print(report)
+    _check(report, 50)
