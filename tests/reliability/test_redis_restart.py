@@ -1,0 +1,34 @@
+"""Redis restarts under load (short version of benchmarks/reliability/redis_restart.py, same code):
+a persistent redis-server of the test's own (appendonly yes, appendfsync always, data dir in tmp)
+restarted on the same port and dir while a 2-worker pool and a producer run. Workers must be
+finishing jobs again within 5 s of Redis being back, and every job Redis acknowledged must be
+accounted for."""
+
+from __future__ import annotations
+
+import pytest
+
+from relsupport import harness, skip_unless_selected  # noqa: F401 - harness puts the scripts on sys.path
+
+import redis_restart  # noqa: E402
+
+
+def _check(report: dict, restarts: int) -> None:
+    assert report["restarts"] == restarts
+    assert report["all_ended"] and report["unaccounted"] == {} and report["lost_acknowledged"] == []
+    assert report["reconnect_s"]["max"] <= 5.0, report["reconnect_s"]
+    assert report["started_registry_left"] == 0 and report["pool_exit"] == 0
+    assert report["outcomes"].get("ok", 0) > 0
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_workers_come_back_after_a_redis_restart_and_nothing_acknowledged_is_lost(tmp_path, how):
+    report = redis_restart.run_restarts(1, workdir=tmp_path, how=how, interval=5, rate=20)
+    print(report)
+    _check(report, 1)
+
+
+@pytest.mark.slow
+def test_twenty_restarts(request, tmp_path):
+    skip_unless_selected(request)
+    _check(redis_restart.run_restarts(20, workdir=tmp_path, how="sigterm"), 20)
