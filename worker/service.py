@@ -82,7 +82,8 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
             signal.signal(signal.SIGTERM, request_stop)
             signal.signal(signal.SIGINT, request_stop)
             try:
-                recover_jobs(connection, [config.queue], dead_on_this_host)
+                # Our own name too: a previous RQ loop that ended on a Redis error left its batch started.
+                recover_jobs(connection, [config.queue], lambda owner: owner == name or dead_on_this_host(owner))
                 connection.delete(f"rq:worker:{name}")  # our own stale key from a previous loop, if any
                 queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
                 rq_worker = DeerWorker([queue], name=name, connection=connection, detector=detector,
