@@ -64,14 +64,20 @@ def run_restarts(restarts: int, *, workdir: Path, how: str = "sigterm", appendfs
                 reconnect = max(firsts.values()) - up_at
             except TimeoutError:
                 reconnect = float("inf")
+            before = [job_id for job_id, _ in producer.acked[:acked_before]]
+            # jobs in flight when Redis went away must not wait for their heartbeat TTL
+            caught_up = time.time() - up_at if wait_all_ended(conn, before, 90) else float("inf")
             rounds.append({"acked_before": acked_before, "down_s": round(up_at - stopped_at, 3),
-                           "reconnect_s": round(reconnect, 3)})
+                           "reconnect_s": round(reconnect, 3), "acked_before_ended_s": round(caught_up, 3)})
             log(f"restart {n + 1}/{restarts} ({how}): Redis down {up_at - stopped_at:.2f} s; every worker finished "
-                f"a job again within {reconnect:.2f} s of it being back")
+                f"a job again within {reconnect:.2f} s of it being back; all jobs acknowledged before the stop "
+                f"ended {caught_up:.2f} s after it")
         time.sleep(interval)
         job_ids = producer.stop()
         acked_before_last = [job_id for job_id, at in producer.acked if at < stopped_at] if rounds else []
+        settle_from = time.monotonic()
         ended = wait_all_ended(conn, job_ids, settle)
+        settle_s = time.monotonic() - settle_from
         acc = account(conn, job_ids)
         lost_acked = [j for j in acked_before_last if acc.outcome[j][0] == "missing"]
         started_left = conn.zcard("rq:wip:deer-rel")
@@ -85,8 +91,10 @@ def run_restarts(restarts: int, *, workdir: Path, how: str = "sigterm", appendfs
     return {
         "restarts": len(rounds), "how": how, "appendfsync": appendfsync, "jobs_acknowledged": len(job_ids),
         "enqueue_errors_during_outages": producer.errors, "all_ended": ended,
+        "seconds_to_end_after_load": round(settle_s, 1),
         "reconnect_s": {"min": min(reconnects), "median": round(statistics.median(reconnects), 3),
                         "max": max(reconnects)} if reconnects else {},
+        "acked_before_ended_s": [r["acked_before_ended_s"] for r in rounds],
         "down_s": [r["down_s"] for r in rounds], "outcomes": dict(acc.counts()), "kinds": dict(acc.kinds()),
         "unaccounted": {j: acc.outcome[j][0] for j in acc.unaccounted}, "lost_acknowledged": lost_acked,
         "started_registry_left": started_left, "workers_registered_at_end": workers_alive, "pool_exit": pool_exit,
