@@ -84,7 +84,7 @@ def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: C
             registry.cleanup(timestamp=1)  # only entries scored 0..1: exactly the ones expired above
             recovered += len(dead_keys)
             log.warning("recovered %d job(s) of dead workers from %s", len(dead_keys), queue_name)
-        recovered += _rescue_orphans(connection, queue_name, registry)
+        recovered += _rescue_orphans(connection, queue_name)
     return recovered
 
 
@@ -114,27 +114,25 @@ def _requeue_not_started(connection: redis.Redis, queue_name: str, registry: Sta
     return len(taken)
 
 
-def _orphans(connection: redis.Redis, queue: Queue, registry: StartedJobRegistry) -> set[str]:
+def orphans(connection: redis.Redis, queue_name: str) -> set[str]:
+    """Jobs in RQ's intermediate list of `queue_name` that no started-registry entry covers: taken by a
+    worker that has not registered them yet (a millisecond window) or never will (it, or Redis, died)."""
+    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
+    registry = StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER, job_class=DeerJob)
     registered = {parse_composite_key(raw.decode())[0] for raw in connection.zrange(registry.key, 0, -1)}
     return {raw.decode() for raw in connection.lrange(queue.intermediate_queue_key, 0, -1)} - registered
 
 
-def _rescue_orphans(connection: redis.Redis, queue_name: str, registry: StartedJobRegistry,
-                    grace: float = ORPHAN_GRACE) -> int:
-    """Requeue jobs a worker moved to RQ's intermediate list and died before registering.
+def requeue_orphans(connection: redis.Redis, queue_name: str, suspects: set[str]) -> int:
+    """Requeue those of `suspects` (seen orphaned a while ago) that are orphaned still; returns how many.
 
-    Nothing names their taker, so an entry counts as orphaned only if it is still unregistered after
-    `grace` seconds. (RQ's own maintenance fails such jobs only after a minute, and a job whose
-    queued TTL runs out first is deleted unrun.) A worker stalled longer than `grace` between taking
-    and registering a job would see it run twice: at least once, never lost.
+    RQ's own maintenance fails such jobs only after a minute, and a job whose queued TTL runs out first
+    is deleted unrun. A worker stalled between taking and registering a job for longer than the
+    caller waited would see it run twice: at least once, never lost.
     """
     queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
-    suspects = _orphans(connection, queue, registry)
-    if not suspects:
-        return 0
-    time.sleep(grace)
     rescued = 0
-    for job_id in suspects & _orphans(connection, queue, registry):
+    for job_id in suspects & orphans(connection, queue_name) if suspects else ():
         def move(pipe, job_id=job_id):
             if pipe.lpos(queue.intermediate_queue_key, job_id) is None:
                 return False  # taken care of meanwhile
@@ -146,6 +144,15 @@ def _rescue_orphans(connection: redis.Redis, queue_name: str, registry: StartedJ
         if connection.transaction(move, queue.intermediate_queue_key, value_from_callable=True):
             rescued += 1
     if rescued:
-        log.warning("requeued %d job(s) taken by a worker that died before starting them, on %s", rescued,
-                    queue_name)
+        log.warning("requeued %d job(s) taken by a worker that died (or lost Redis) before starting them, on %s",
+                    rescued, queue_name)
     return rescued
+
+
+def _rescue_orphans(connection: redis.Redis, queue_name: str, grace: float = ORPHAN_GRACE) -> int:
+    """After a death: entries still unregistered `grace` seconds after they were seen are orphans."""
+    suspects = orphans(connection, queue_name)
+    if not suspects:
+        return 0
+    time.sleep(grace)
+    return requeue_orphans(connection, queue_name, suspects)

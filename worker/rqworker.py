@@ -26,6 +26,7 @@ from worker.detector import Detector, DetectionResult
 from worker.errors import DeerWorkerError, ForbiddenFunctionError, PayloadError
 from worker.jobs import SnapshotJob, parse_payload, snapshot_bytes
 from worker.producer import LATEST_KEY
+from worker.recovery import orphans, requeue_orphans
 from worker.results import ModelInfo, build_message, publish
 from worker.tasks import ALLOWED_FUNCTIONS, DeerJob
 
@@ -121,6 +122,12 @@ class DeerWorker(SimpleWorker):
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
+        # Jobs orphaned in RQ's intermediate list with no death to react to (e.g. Redis crashed between
+        # a worker's LMOVE and its reply): requeue those seen orphaned one maintenance interval ago.
+        suspects = getattr(self, "_orphan_suspects", {})
+        for queue in self.queues:
+            requeue_orphans(self.connection, queue.name, suspects.get(queue.name, set()))
+        self._orphan_suspects = {queue.name: orphans(self.connection, queue.name) for queue in self.queues}
         if self.metrics:
             self._report_queue_depth()  # also while idle, so a backlog on a stuck pool still shows
 
