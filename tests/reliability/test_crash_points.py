@@ -56,3 +56,27 @@ def test_no_job_is_lost_whatever_moment_a_worker_dies(private_redis, point):
     else:
         assert all(conn.hget(j.key, "status") == JobStatus.FINISHED.value.encode() for j in jobs)
 
+
+
+def test_an_orphan_no_death_explains_is_requeued_by_maintenance(private_redis, fp32_detector):
+    """Redis crashing between a worker's LMOVE and its reply leaves the job in RQ's intermediate list with
+    no worker dead to recover it: the second maintenance pass that still sees it unregistered requeues it."""
+    from rq import Queue
+
+    from worker.cameras import parse_camera_book
+    from worker.config import WorkerConfig
+    from worker.connections import SERIALIZER
+    from worker.rqworker import DeerWorker
+
+    conn = private_redis.client()
+    job = enqueue_snapshot(conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
+    assert conn.lmove(queue.key, queue.intermediate_queue_key) == job.id.encode()  # the LMOVE that was persisted
+    worker = DeerWorker([queue], connection=conn, detector=fp32_detector, cameras=parse_camera_book({}),
+                        config=WorkerConfig(queue=QUEUE, metrics_port=0, max_age=600), name="maintainer")
+    worker.run_maintenance_tasks()  # first sight: a live worker may be about to register it
+    assert conn.lrange(queue.intermediate_queue_key, 0, -1) == [job.id.encode()]
+    worker.run_maintenance_tasks()
+    assert conn.lrange(queue.key, 0, -1) == [job.id.encode()] and conn.llen(queue.intermediate_queue_key) == 0
+    worker.work(burst=True)
+    assert harness.account(conn, [job.id]).outcome[job.id] == ("ok", "none")
