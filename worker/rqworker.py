@@ -66,8 +66,9 @@ class _Taken:
 
 class DeerWorker(SimpleWorker):
     # RQ retries a lost Redis inside its dequeue loop, doubling the wait up to 60 s: after a 20 s outage
-    # a worker idled 11 s with Redis back. Cap it like the service loop's backoff (service.MAX_BACKOFF).
-    max_connection_wait_time = 5.0
+    # a worker idled 11 s with Redis back. Capped like the service loop's backoff (service.MAX_BACKOFF),
+    # so a worker is back within ~2 s of Redis.
+    max_connection_wait_time = 2.0
 
     def __init__(self, queues, *, detector: Detector, cameras: CameraBook, config: WorkerConfig,
                  metrics=None, **kwargs) -> None:

@@ -25,7 +25,7 @@ from worker.rqworker import DeerWorker
 from worker.runtime import CompileOptions
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = 2.0  # s between reconnect attempts at most: a worker is back within ~2 s of Redis
 
 
 def build_detector(config: WorkerConfig) -> Detector:

@@ -13,12 +13,11 @@ from relsupport import harness, skip_unless_selected  # noqa: F401 - harness put
 import redis_restart  # noqa: E402
 
 
-def _check(report: dict, restarts: int) -> None:
+def _check(report: dict, restarts: int, caught_up_within: float) -> None:
     assert report["restarts"] == restarts
     assert report["all_ended"] and report["unaccounted"] == {} and report["lost_acknowledged"] == []
     assert report["reconnect_s"]["max"] <= 5.0, report["reconnect_s"]
-    # jobs in flight at the stop are recovered when the worker reconnects, not after their TTL (20 s)
-    assert max(report["acked_before_ended_s"]) <= 10.0, report["acked_before_ended_s"]
+    assert max(report["acked_before_ended_s"]) <= caught_up_within, report["acked_before_ended_s"]
     assert report["started_registry_left"] == 0 and report["pool_exit"] == 0
     assert report["outcomes"].get("ok", 0) > 0
 
@@ -29,10 +28,13 @@ def _check(report: dict, restarts: int) -> None:
 def test_workers_come_back_after_a_redis_restart_and_nothing_acknowledged_is_lost(tmp_path, how, down):
     report = redis_restart.run_restarts(1, workdir=tmp_path, how=how, down=down, interval=5, rate=20)
     print(report)
-    _check(report, 1)
+    # After a clean stop, jobs in flight come back when their worker reconnects, not after their TTL
+    # (20 s). A crash can also orphan a job between a worker's LMOVE and its reply: the next maintenance
+    # passes (10 s apart) requeue it, where RQ alone took over 60 s.
+    _check(report, 1, 10.0 if how == "sigterm" else 40.0)
 
 
 @pytest.mark.slow
 def test_twenty_restarts(request, tmp_path):
     skip_unless_selected(request)
-    _check(redis_restart.run_restarts(20, workdir=tmp_path, how="sigterm"), 20)
+    _check(redis_restart.run_restarts(20, workdir=tmp_path, how="sigterm"), 20, 10.0)

@@ -26,7 +26,6 @@ def _check(report: dict, p99_bound: float) -> None:
 
 @pytest.mark.slow  # opt-in: RSS growth crossed the 5% bound (5.2%) in one run on this shared host; flaky as a CI gate
 def test_short_soak_at_80_percent_of_capacity(tmp_path, request):
-    from relsupport import skip_unless_selected
     skip_unless_selected(request)
     report = soak.run_soak(40, workdir=tmp_path, warmup=10, window=10, capacity_s=6, sample_every=1)
     print({k: v for k, v in report.items() if k != "processes"})
