@@ -19,7 +19,7 @@ from worker.cameras import CameraBook, CameraSettings
 from worker.constants import DEFAULT_IOU, DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS, LETTERBOX_PAD_VALUE
 from worker.detections import Detections
 from worker.errors import ConfigError, EmptyInputError, ImageTooLargeError, InputError
-from worker.imagecodec import DecodedImage, choose_reduction, decode, read_header
+from worker.imagecodec import DecodedImage, choose_reduction, decode, read_header, reuse_freed_frame_memory
 from worker.postprocess import DetectionFilter, to_detections
 from worker.preprocess import BoxTransform, prepare
 from worker.runtime import CompileOptions, CompiledRunner, compile_model, inference_precision, load_spec, time_runner
@@ -84,6 +84,7 @@ class Detector:
         height, width = self.spec.imgsz
         self._staging = np.full((self.max_batch, height, width, 3), LETTERBOX_PAD_VALUE, np.uint8)
         self._class_ids: dict[tuple[str, ...], tuple[int, ...]] = {}
+        reuse_freed_frame_memory()  # process-wide, once per worker: see imagecodec
 
     # --- set-up ------------------------------------------------------------------------------
     def _warm_up(self, batch: str) -> WarmupReport:

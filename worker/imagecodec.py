@@ -8,6 +8,8 @@ is smaller than that anyway; the returned `scale` says how decoded pixels map to
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import struct
 from dataclasses import dataclass
 
@@ -34,6 +36,9 @@ _OTHER_SIGNATURES = (
 # SOF markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_MMAP_THRESHOLD = 32 << 20  # glibc's maximum; above a 4K BGR frame (25 MB)
+_TRIM_THRESHOLD = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,23 @@ class DecodedImage:
     @property
     def scale_y(self) -> float:
         return self.original_height / self.image.shape[0]
+
+
+def reuse_freed_frame_memory() -> bool:
+    """Make freed decoded frames stay in the heap for the next snapshot (glibc; False elsewhere).
+
+    By default glibc serves each decoded 1080p frame (6 MB) with a fresh mmap and unmaps it when it is
+    freed: measured here, 4-5 ms per snapshot of page faults and munmap, as much as the decode itself.
+    With the mmap threshold above a 4K frame the blocks stay in the heap and are reused; the process
+    keeps a few frames' worth of freed memory (~25 MB after a batch of four 1080p snapshots).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): keep the platform's default
+        return False
 
 
 def read_header(data: bytes) -> ImageHeader:
