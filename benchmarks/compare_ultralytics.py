@@ -7,7 +7,8 @@ FP32 end-to-end IR at 640 and quantized to INT8 with NNCF on the sample snapshot
   ours  full service time p50/p95 for a 1920x1080 JPEG (bytes -> Detections: decode + preprocess +
         infer + postprocess)
   ul    ultralytics YOLO(ir_dir).predict(jpeg path) p50 on the same IR
-The three are measured in turn, call by call, so the host's drift affects them alike.
+The three are measured in turn, call by call, so the host's drift affects them alike (ultralytics
+in a child process of its own, with the allocator it would have in the user's service).
 Every side is pinned to f32 inference precision (this CPU would use bf16 otherwise; the target has
 none). Targets: ours p50 <= raw p50 + 3 ms; ul p50 / ours p50 >= 1.3. Plus the RSS of a process that
 holds YOLO26s INT8 compiled after 100 detections (goal <= 300 MB).
@@ -80,35 +81,61 @@ def build_yaml_model(name: str) -> tuple[Path, Path]:
 
 def measure_interleaved(model_dir: Path, seconds: float, reduced_decode: bool = False) -> dict:
     """Raw inference, our service and ultralytics predict, one call of each in turn, so that the
-    machine's drift (this shared host's speed moves by 2x over minutes) hits all three alike."""
+    machine's drift (this shared host's speed moves by 2x over minutes) hits all three alike.
+    Ultralytics runs in a process of its own, as it would in the user's service: our Detector tunes
+    its process's allocator (imagecodec.reuse_freed_frame_memory), which must not speed it up too."""
     import numpy as np
-    from ultralytics import YOLO
 
     spec, model = load_spec(model_dir)
     runner = compile_model(model, spec, 1, CompileOptions(precision="f32"))
     tensor = np.random.default_rng(0).integers(0, 256, (1, *spec.imgsz, 3), dtype=np.uint8)
     runner.request.set_input_tensor(ov.Tensor(tensor, shared_memory=True))
     detector = Detector(model_dir, batch="1", reduced_decode=reduced_decode)
-    ultralytics = YOLO(str(model_dir), task="detect")
-    data, path = SNAPSHOT.read_bytes(), str(SNAPSHOT)
+    ultralytics = subprocess.Popen([sys.executable, __file__, "--ultralytics-server", str(model_dir)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def predict() -> float:  # the child's own timing of one predict() call
+        ultralytics.stdin.write("predict\n")
+        ultralytics.stdin.flush()
+        return float(ultralytics.stdout.readline())
+
+    data = SNAPSHOT.read_bytes()
     raw, ours, ul = [], [], []
-    for _ in range(3):  # warm-up
-        runner.request.infer(), detector.detect(data), ultralytics.predict(path, conf=0.55, verbose=False)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline or len(raw) < 10:
-        start = time.perf_counter()
-        runner.request.infer()
-        raw.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        detector.detect(data)
-        ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        ultralytics.predict(path, conf=0.55, verbose=False)
-        ul.append(time.perf_counter() - start)
+    try:
+        for _ in range(3):  # warm-up
+            runner.request.infer(), detector.detect(data), predict()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline or len(raw) < 10:
+            start = time.perf_counter()
+            runner.request.infer()
+            raw.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            detector.detect(data)
+            ours.append(time.perf_counter() - start)
+            ul.append(predict())
+    finally:
+        ultralytics.stdin.close()
+        ultralytics.wait(30)
     ours.sort()
     return {"raw_p50_ms": statistics.median(raw) * 1e3, "service_p50_ms": statistics.median(ours) * 1e3,
             "service_p95_ms": ours[int(0.95 * (len(ours) - 1))] * 1e3, "ultralytics_p50_ms": statistics.median(ul) * 1e3,
             "rounds": len(raw)}
+
+
+def ultralytics_server(model_dir: str) -> int:
+    """Child process: one `YOLO(ir).predict(jpeg path)` per line on stdin, its seconds on stdout."""
+    reply = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # ultralytics prints to stdout: keep that out of the replies
+    sys.stdout = sys.stderr
+    from ultralytics import YOLO
+
+    pin_ultralytics_to_f32()
+    model, path = YOLO(model_dir, task="detect"), str(SNAPSHOT)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        model.predict(path, conf=0.55, verbose=False)
+        print(time.perf_counter() - start, file=reply, flush=True)
+    return 0
 
 
 def rss_after_100(model_dir: Path) -> float:
@@ -129,7 +156,10 @@ def main() -> int:
     ap.add_argument("--reduced-decode", action="store_true",
                     help="our side decodes JPEGs at reduced size (faster; outside parity on the demo model)")
     ap.add_argument("--json")
+    ap.add_argument("--ultralytics-server", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.ultralytics_server:
+        return ultralytics_server(args.ultralytics_server)
     pin_ultralytics_to_f32()
     pairs = []
     for name in args.models.split(","):
