@@ -5,8 +5,9 @@
 2. Soak at --load x capacity for --minutes, sampling every worker's RSS (/proc/PID/status VmRSS) and
    open file descriptors (/proc/PID/fd) and recording each job's service time (the result's
    timings_ms.total: decode + preprocess + inference + postprocess).
-After the warm-up: RSS growth (median of the first three samples vs the last three), fd growth,
-and p99 service time of the last window vs the first. Every job must end; no worker may restart.
+After the warm-up (--warmup seconds and, if given, --warmup-jobs jobs done): RSS growth (median of the
+first --median-of samples vs the last ones), fd growth, and p99 service time of the last window vs the
+first. Every job must end; no worker may restart.
 
     .venv/bin/python benchmarks/reliability/soak.py --minutes 30 [--json out.json]
 """
@@ -53,15 +54,20 @@ def measure_capacity(url: str, conn: redis.Redis, seconds: float, depth: int = 4
 
 
 class Sampler(threading.Thread):
-    def __init__(self, pids: list[int], every: float) -> None:
+    def __init__(self, pids: list[int], every: float, conn: redis.Redis | None = None) -> None:
         super().__init__(daemon=True, name="sampler")
-        self.pids, self.every = pids, every
-        self.samples: list[dict] = []  # {"t": monotonic, pid: (rss, fds)}
+        self.pids, self.every, self.conn = pids, every, conn
+        self.samples: list[dict] = []  # {"t": monotonic, "results": stream length, pid: (rss, fds)}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             row = {"t": time.monotonic()}
+            if self.conn is not None:
+                try:
+                    row["results"] = self.conn.xlen(STREAM)  # jobs done so far, for a warm-up in jobs
+                except redis.RedisError:
+                    pass
             for pid in self.pids:
                 try:
                     row[pid] = (rss_bytes(pid), fd_count(pid))
@@ -75,17 +81,40 @@ class Sampler(threading.Thread):
         self.join(10)
 
 
-def _growth(samples: list[dict], pid: int, since: float) -> dict:
-    rows = [s[pid] for s in samples if s["t"] >= since and s.get(pid)]
-    head, tail = rows[:3], rows[-3:]
+def _warm(samples: list[dict], since: float, warmup_jobs: int) -> list[dict]:
+    """The samples after the warm-up: `since` (monotonic) has passed and the pool has finished
+    `warmup_jobs` jobs since the first sample."""
+    done0 = samples[0].get("results", 0) if samples else 0
+    return [s for s in samples if s["t"] >= since and s.get("results", done0) - done0 >= warmup_jobs]
+
+
+def _growth(samples: list[dict], pid: int, since: float, median_of: int = 3, warmup_jobs: int = 0) -> dict:
+    rows = [s[pid] for s in _warm(samples, since, warmup_jobs) if s.get(pid)]
+    head, tail = rows[:median_of], rows[-median_of:]
     rss0, rss1 = statistics.median(r[0] for r in head), statistics.median(r[0] for r in tail)
     return {"rss_mb_start": round(rss0 / 2**20, 1), "rss_mb_end": round(rss1 / 2**20, 1),
-            "rss_growth_pct": round(100 * (rss1 - rss0) / rss0, 2), "fd_start": head[0][1], "fd_end": tail[-1][1],
+            "rss_growth_pct": round(100 * (rss1 - rss0) / rss0, 2),
+            "fd_start": statistics.median_low(r[1] for r in head), "fd_end": statistics.median_low(r[1] for r in tail),
             "fd_max": max(r[1] for r in rows), "samples": len(rows)}
 
 
+def _rss_trace(samples: list[dict], pid: int, start: float) -> list[tuple[float, float]]:
+    """(seconds since the soak started, RSS MB), warm-up included: every 5 s for the first two
+    minutes (where the warm-up is decided), then every minute, and the last sample."""
+    rows = [(s["t"] - start, s[pid][0]) for s in samples if s.get(pid)]
+    trace, next_t = [], 0.0
+    for t, rss in rows:
+        if t >= next_t:
+            trace.append((round(t, 1), round(rss / 2**20, 1)))
+            next_t = t + (5.0 if t < 120 else 60.0)
+    if rows and trace[-1][0] != round(rows[-1][0], 1):
+        trace.append((round(rows[-1][0], 1), round(rows[-1][1] / 2**20, 1)))
+    return trace
+
+
 def run_soak(seconds: float, *, workdir: Path, load: float = 0.8, warmup: float = 60.0, window: float = 60.0,
-             capacity_s: float = 15.0, workers: int = 2, sample_every: float = 2.0) -> dict:
+             capacity_s: float = 15.0, workers: int = 2, sample_every: float = 2.0, median_of: int = 3,
+             warmup_jobs: int = 0) -> dict:
     server = RedisServer(workdir / "redis").start()
     conn = server.client(socket_timeout=10)
     pool = Pool(worker_env(server.url(), job_timeout=30, max_age=10.0), workers, log_file=workdir / "pool.log").start()
@@ -96,7 +125,7 @@ def run_soak(seconds: float, *, workdir: Path, load: float = 0.8, warmup: float 
         capacity = measure_capacity(server.url(), conn, capacity_s)
         rate = load * capacity
         log(f"capacity {capacity:.1f} jobs/s; soaking at {rate:.1f} jobs/s for {seconds:.0f} s")
-        sampler = Sampler(pids + [pool.proc.pid], sample_every)
+        sampler = Sampler(pids + [pool.proc.pid], sample_every, server.client(socket_timeout=10))
         sampler.start()
         already = set(result_messages(conn))
         started_mono, started_wall = time.monotonic(), time.time()
@@ -124,10 +153,17 @@ def run_soak(seconds: float, *, workdir: Path, load: float = 0.8, warmup: float 
             windows.setdefault(int((m["finished_at"] - t0) // window), []).append(m["timings_ms"]["total"])
     full = [windows[k] for k in sorted(windows) if k < int((seconds - warmup) // window)]  # complete windows only
     p99s = [round(percentile(w, 99), 2) for w in full]
-    memory = {str(pid): _growth(sampler.samples, pid, started_mono + warmup) for pid in pids}
-    memory["pool_parent"] = _growth(sampler.samples, pool.proc.pid, started_mono + warmup)
+    # RSS and fds: from the later of `warmup` seconds and `warmup_jobs` jobs done, to the end.
+    memory = {str(pid): _growth(sampler.samples, pid, started_mono + warmup, median_of, warmup_jobs)
+              for pid in pids}
+    memory["pool_parent"] = _growth(sampler.samples, pool.proc.pid, started_mono + warmup, median_of, warmup_jobs)
+    warm = _warm(sampler.samples, started_mono + warmup, warmup_jobs)
+    for pid in pids:
+        memory[str(pid)]["rss_mb_trace"] = _rss_trace(sampler.samples, pid, started_mono)
     return {
-        "seconds": seconds, "warmup_s": warmup, "window_s": window, "capacity_jobs_per_s": round(capacity, 1),
+        "seconds": seconds, "warmup_s": warmup, "warmup_jobs": warmup_jobs,
+        "memory_baseline_at_s": round(warm[0]["t"] - started_mono, 1) if warm else None,
+        "window_s": window, "capacity_jobs_per_s": round(capacity, 1),
         "load": load, "rate_jobs_per_s": round(rate, 1), "jobs": len(job_ids), "all_ended": ended,
         "outcomes": dict(acc.counts()), "kinds": dict(acc.kinds()),
         "unaccounted": {j: acc.outcome[j][0] for j in acc.unaccounted},
@@ -146,12 +182,14 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--load", type=float, default=0.8, help="fraction of the measured capacity")
     p.add_argument("--warmup", type=float, default=120.0)
-    p.add_argument("--window", type=float, default=120.0)
+    p.add_argument("--window", type=float, default=300.0, help="p99 windows: the last 5 minutes vs the first 5")
+    p.add_argument("--median-of", type=int, default=5, help="RSS samples (2 s apart) in each end's median")
+    p.add_argument("--warmup-jobs", type=int, default=0, help="RSS baseline also not before this many jobs done")
     p.add_argument("--json")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="deer-soak-") as tmp:
         report = run_soak(args.minutes * 60, workdir=Path(tmp), load=args.load, warmup=args.warmup,
-                          window=args.window)
+                          window=args.window, median_of=args.median_of, warmup_jobs=args.warmup_jobs)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -1,10 +1,24 @@
 """Soak, short version (benchmarks/reliability/soak.py runs the same code for 30 minutes): a 2-worker
-pool at 80% of its measured capacity for 40 s after a 6 s capacity measurement.
+pool at 80% of its measured capacity for 60 s after a 6 s capacity measurement (~75 s in all).
 
-After a 10 s warm-up: RSS growth < 5%, no file descriptor growth, no worker restart, every job ends.
-p99 service time: the 30-minute run requires the last window within 10% of the first; here, with
-10 s windows of ~500 jobs on a shared 2-core box (the p99 is the 5th-slowest job of a window), only
-that the last window is not more than 50% slower than the first.
+Checks: RSS growth < 5% and no file descriptor growth after the warm-up, no worker restart, every job
+ends. Settings, chosen after the 40 s version read 5.2% RSS growth once on this shared host:
+- The RSS baseline is taken after 25 s *and* WARMUP_JOBS finished jobs, whichever comes later (the
+  old run took it after 10 s). What a worker still has to grow into is per job (image sizes, batch
+  shapes), so the warm-up counts jobs too: a slow or busy host does fewer per second.
+- Each end of the comparison is the median of MEDIAN_OF one-second samples, not one sample, so a
+  sample taken in the middle of a batch of four 1080p frames does not decide. fds use the same
+  medians: a socket open for one sample is not a leak, one that stays is.
+The 5.2% was not reproduced: in six 60 s runs and the 30-minute run here, worker RSS stayed within
+0.1 MB from the first sample after the capacity phase (which saturates the pool with full batches).
+It can still fail for a leak: ~1700 jobs per worker follow the warm-up, so a leak of more than ~8 KB
+per job crosses 5% (an injected 16 KB per job read 6.9% and 9.1%); slower leaks are for the 30-minute run.
+
+Service time: the 30-minute run requires the p99 of the last 5 minutes within 10% of the first 5.
+Here the 35 s after the warm-up are cut into 5 s windows (~500 jobs: the p99 is the 5th-slowest
+job), and the best of the last three windows is compared with the best of the first three (p50 at
+most 25% slower, p99 at most 50%): bursts of other processes on this 2-core host hit single 10 s
+windows of the old version (p99 20 -> 45 ms, p50 14 -> 41 ms); a slowdown that lasts shows in all three.
 """
 
 from __future__ import annotations
@@ -15,27 +29,36 @@ from relsupport import harness, skip_unless_selected  # noqa: F401 - harness put
 
 import soak  # noqa: E402
 
+WARMUP_JOBS = 1000  # the whole pool, from the start of the soak
+MEDIAN_OF = 5
+WINDOW = 5  # s: 7 windows after the warm-up, ~500 jobs each
 
-def _check(report: dict, p99_bound: float) -> None:
+
+def _check(report: dict) -> None:
     assert report["all_ended"] and report["unaccounted"] == {} and not report["workers_restarted"]
     assert report["outcomes"].get("ok", 0) > 0.95 * report["jobs"], report["kinds"]  # 80% load: few expire
+    workers = {pid: v for pid, v in report["processes"].items() if pid != "pool_parent"}
+    assert all(v["samples"] >= 2 * MEDIAN_OF for v in workers.values()), report["processes"]  # two distinct ends
     assert report["max_rss_growth_pct"] < 5.0, report["processes"]
     assert report["max_fd_growth"] <= 0, report["processes"]
-    assert report["p99_last_vs_first"] <= p99_bound, report["p99_service_ms_per_window"]
 
 
-@pytest.mark.slow  # opt-in: RSS growth crossed the 5% bound (5.2%) in one run on this shared host; flaky as a CI gate
-def test_short_soak_at_80_percent_of_capacity(tmp_path, request):
-    skip_unless_selected(request)
-    report = soak.run_soak(40, workdir=tmp_path, warmup=10, window=10, capacity_s=6, sample_every=1)
-    print({k: v for k, v in report.items() if k != "processes"})
-    _check(report, 1.5)
+def test_short_soak_at_80_percent_of_capacity(tmp_path):
+    report = soak.run_soak(60, workdir=tmp_path, warmup=25, warmup_jobs=WARMUP_JOBS, window=WINDOW, capacity_s=6,
+                           sample_every=1, median_of=MEDIAN_OF)
+    print(report)
+    _check(report)
+    # Service time: the best of the last three windows against the best of the first three (see above).
+    p50, p99 = report["p50_service_ms_per_window"], report["p99_service_ms_per_window"]
+    assert len(p50) >= 6, report["jobs_per_window"]
+    assert min(p50[-3:]) <= 1.25 * min(p50[:3]), p50
+    assert min(p99[-3:]) <= 1.5 * min(p99[:3]), p99
 
 
 @pytest.mark.slow
 def test_thirty_minute_soak(request, tmp_path):
     skip_unless_selected(request)
-    report = soak.run_soak(30 * 60, workdir=tmp_path, warmup=120, window=120, capacity_s=15)
+    report = soak.run_soak(30 * 60, workdir=tmp_path, warmup=120, window=300, capacity_s=15, median_of=5)
     print(report)
-    _check(report, 1.10)
-    assert report["p99_last_vs_first"] >= 0.90
+    _check(report)
+    assert 0.90 <= report["p99_last_vs_first"] <= 1.10, report["p99_service_ms_per_window"]  # last 5 min vs first 5
