@@ -5,7 +5,8 @@ holds jobs, again and again, and account for every job.
 A producer enqueues at a steady rate. Each round picks a worker that has been up for --min-uptime
 seconds (younger ones are a crash loop, which the pool deliberately restarts with backoff), waits
 until it holds started jobs, SIGKILLs it and measures the time until every job it held has been
-released: requeued, ended, or taken by another worker (the pool recovers them via recovery.py).
+released: requeued, ended, or taken by another worker (the pool recovers them via recovery.py), and
+the time until the pool's replacement for it registered with RQ (restarted, model loaded).
 At the end every enqueued job must be ok, expired or failed with a reason: none started, none
 queued, none missing (a missing job hash is a lost job).
 
@@ -20,6 +21,7 @@ import os
 import signal
 import statistics
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +50,37 @@ def _ended_at(conn, job_id: str) -> float | None:
     return datetime.strptime(raw.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 
+class Registrations(threading.Thread):
+    """When each worker name first appeared in RQ's worker set (time.time()): a killed worker's
+    replacement is the next name of the same pool index (deer-<host>-w<i>.<pid>)."""
+
+    def __init__(self, conn, every: float = 0.05) -> None:
+        super().__init__(daemon=True, name="registrations")
+        self.conn, self.every = conn, every
+        self.first: dict[str, float] = {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                for name in registered_workers(self.conn).values():
+                    self.first.setdefault(name, time.time())
+            except Exception:  # noqa: BLE001 - a missed poll only delays a reading
+                pass
+            self._stop_event.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+    def replacement(self, dead: str, after: float) -> float | None:
+        """Seconds from `after` (the kill) to the first registration of a new worker of the same index."""
+        index = dead.rsplit(".", 1)[0]
+        times = [t for name, t in self.first.items() if name.rsplit(".", 1)[0] == index and name != dead
+                 and t > after]
+        return min(times) - after if times else None
+
+
 def run_chaos(kills: int, *, workdir: Path, workers: int = 2, rate: float = 30.0, job_timeout: int = 10,
               max_age: float = 10.0, min_uptime: float = 10.0, batch: str = "4", seed: int | None = None,
               settle: float = 120.0) -> dict:
@@ -57,6 +90,8 @@ def run_chaos(kills: int, *, workdir: Path, workers: int = 2, rate: float = 30.0
     pool = Pool(worker_env(server.url(), job_timeout=job_timeout, max_age=max_age, batch=batch), workers,
                 log_file=workdir / "pool.log").start()
     producer = None
+    registrations = Registrations(server.client())
+    registrations.start()
     first_seen: dict[int, float] = {}
     rounds = []
     try:
@@ -91,8 +126,8 @@ def run_chaos(kills: int, *, workdir: Path, workers: int = 2, rate: float = 30.0
                 recovery = time.monotonic() - killed_at
             except TimeoutError:
                 recovery = None
-            rounds.append({"pid": pid, "held": len(held_ids), "jobs": held_ids, "killed_at": killed_wall,
-                           "recovery_s": recovery})
+            rounds.append({"pid": pid, "name": name, "held": len(held_ids), "jobs": held_ids,
+                           "killed_at": killed_wall, "recovery_s": recovery})
             log(f"kill {len(rounds)}/{kills}: {name} held {len(held_ids)} job(s); released in "
                 f"{'NEVER' if recovery is None else f'{recovery:.3f} s'}")
         elapsed = time.monotonic() - started
@@ -111,19 +146,26 @@ def run_chaos(kills: int, *, workdir: Path, workers: int = 2, rate: float = 30.0
             pass
         alive_at_end = alive()
         started_left = conn.zcard(f"rq:wip:{QUEUE}")
+        registrations.stop()
+        for r in rounds:  # kill -> its replacement registered (the pool restarted it and it loaded its model)
+            r["restart_s"] = registrations.replacement(r["name"], r["killed_at"])
     finally:
+        registrations.stop()
         if producer is not None and producer.is_alive():
             producer.stop()
         pool_exit = pool.stop()
         server.stop("sigkill")
     recoveries = [r["recovery_s"] for r in rounds if r["recovery_s"] is not None]
     dones = [r["done_s"] for r in rounds if r.get("done_s") is not None]
+    restarts = [r["restart_s"] for r in rounds if r.get("restart_s") is not None]
     return {
         "kills": len(rounds), "jobs": len(job_ids), "duration_s": round(elapsed, 1), "rate": rate,
         "job_timeout_s": job_timeout, "max_age_s": max_age, "all_ended": ended,
         "held_per_kill": [r["held"] for r in rounds],
         "not_recovered": sum(r["recovery_s"] is None for r in rounds),
         "recovery_s": _stats(recoveries), "kill_to_jobs_done_s": _stats(dones),
+        "not_restarted": sum(r.get("restart_s") is None for r in rounds), "kill_to_replacement_registered_s":
+        _stats(restarts),
         "outcomes": dict(acc.counts()), "kinds": dict(acc.kinds()),
         "unaccounted": {job_id: acc.outcome[job_id][0] for job_id in acc.unaccounted},
         "started_registry_left": started_left, "workers_alive_at_end": alive_at_end, "pool_exit": pool_exit,
@@ -158,7 +200,8 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(text + "\n")
     ok = (not report["unaccounted"] and not report["not_recovered"] and report["started_registry_left"] == 0
-          and report["recovery_s"].get("max", 0) <= 2 * args.job_timeout)
+          and report["recovery_s"].get("max", 0) <= 2 * args.job_timeout and not report["not_restarted"]
+          and report["workers_alive_at_end"] == args.workers)
     return 0 if ok else 1
 
 

@@ -118,7 +118,8 @@ def main() -> int:
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    ok = not report["unaccounted"] and report["reconnect_s"].get("max", 99) <= 5.0
+    ok = (not report["unaccounted"] and not report["lost_acknowledged"] and report["started_registry_left"] == 0
+          and report["reconnect_s"].get("max", 99) <= 5.0)
     return 0 if ok else 1
 
 
