@@ -114,7 +114,7 @@ print(libc.mallinfo2().hblkhd - mapped_before)
 
 @pytest.mark.parametrize("mode", ["default", "tuned"])
 def test_decoded_frames_come_from_the_reusable_heap_once_tuned(mode):
-    """A fresh mmap per frame costs page faults and an munmap per snapshot (measured 4-5 ms for 1080p,
+    """A fresh mmap per frame costs page faults and an munmap per snapshot (measured 3-4 ms for 1080p,
     see reuse_freed_frame_memory); tuned, the 6 MB frame is served from the heap instead."""
     if not hasattr(ctypes.CDLL(None), "mallinfo2"):
         pytest.skip("not glibc >= 2.33")

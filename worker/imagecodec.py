@@ -9,7 +9,6 @@ is smaller than that anyway; the returned `scale` says how decoded pixels map to
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 from dataclasses import dataclass
 
@@ -68,13 +67,12 @@ def reuse_freed_frame_memory() -> bool:
     """Make freed decoded frames stay in the heap for the next snapshot (glibc; False elsewhere).
 
     By default glibc serves each decoded 1080p frame (6 MB) with a fresh mmap and unmaps it when it is
-    freed: measured here, 4-5 ms per snapshot of page faults and munmap, as much as the decode itself.
+    freed: measured here, 3-4 ms per snapshot of page faults and munmap, about as much as the decode.
     With the mmap threshold above a 4K frame the blocks stay in the heap and are reused; the process
     keeps a few frames' worth of freed memory (~25 MB after a batch of four 1080p snapshots).
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them; no library search
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
                     and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     except (OSError, AttributeError):  # not glibc (musl, macOS): keep the platform's default
