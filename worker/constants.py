@@ -35,6 +35,9 @@ DEFAULT_RESULT_TTL = 3600
 DEFAULT_FAILURE_TTL = 7 * 24 * 3600
 DEFAULT_RETRIES = 2
 
+# A worker waits at most this long (s) between attempts to reach a lost Redis: back within ~2 s of it.
+REDIS_MAX_BACKOFF = 2.0
+
 # --- metrics ------------------------------------------------------------------------------------
 METRICS_PREFIX = "deer_worker"
 DEFAULT_METRICS_HOST = "127.0.0.1"

@@ -130,9 +130,11 @@ def requeue_orphans(connection: redis.Redis, queue_name: str, suspects: set[str]
     is deleted unrun. A worker stalled between taking and registering a job for longer than the
     caller waited would see it run twice: at least once, never lost.
     """
+    if not suspects:
+        return 0
     queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
     rescued = 0
-    for job_id in suspects & orphans(connection, queue_name) if suspects else ():
+    for job_id in suspects & orphans(connection, queue_name):
         def move(pipe, job_id=job_id):
             if pipe.lpos(queue.intermediate_queue_key, job_id) is None:
                 return False  # taken care of meanwhile
@@ -152,7 +154,6 @@ def requeue_orphans(connection: redis.Redis, queue_name: str, suspects: set[str]
 def _rescue_orphans(connection: redis.Redis, queue_name: str, grace: float = ORPHAN_GRACE) -> int:
     """After a death: entries still unregistered `grace` seconds after they were seen are orphans."""
     suspects = orphans(connection, queue_name)
-    if not suspects:
-        return 0
-    time.sleep(grace)
+    if suspects:
+        time.sleep(grace)
     return requeue_orphans(connection, queue_name, suspects)

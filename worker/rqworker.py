@@ -22,6 +22,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 from worker.cameras import CameraBook, CameraSettings
 from worker.config import WorkerConfig
 from worker.connections import SERIALIZER
+from worker.constants import REDIS_MAX_BACKOFF
 from worker.detector import Detector, DetectionResult
 from worker.errors import DeerWorkerError, ForbiddenFunctionError, PayloadError
 from worker.jobs import SnapshotJob, parse_payload, snapshot_bytes
@@ -66,9 +67,8 @@ class _Taken:
 
 class DeerWorker(SimpleWorker):
     # RQ retries a lost Redis inside its dequeue loop, doubling the wait up to 60 s: after a 20 s outage
-    # a worker idled 11 s with Redis back. Capped like the service loop's backoff (service.MAX_BACKOFF),
-    # so a worker is back within ~2 s of Redis.
-    max_connection_wait_time = 2.0
+    # a worker idled 11 s with Redis back. Capped like the service loop's reconnect backoff.
+    max_connection_wait_time = REDIS_MAX_BACKOFF
 
     def __init__(self, queues, *, detector: Detector, cameras: CameraBook, config: WorkerConfig,
                  metrics=None, **kwargs) -> None:
@@ -82,6 +82,7 @@ class DeerWorker(SimpleWorker):
         self.detector, self.cameras, self.config, self.metrics = detector, cameras, config, metrics
         spec = detector.spec
         self.model_info = ModelInfo(spec.name, spec.version, spec.weights, detector.precision)
+        self._orphan_suspects: dict[str, set[str]] = {}  # queue -> orphans seen by the last maintenance
 
     def _set_ip_address(self, connection) -> None:
         # The embedded in-process server answers CLIENT INFO in a shape RQ cannot parse; the address
@@ -125,9 +126,8 @@ class DeerWorker(SimpleWorker):
         super().run_maintenance_tasks()
         # Jobs orphaned in RQ's intermediate list with no death to react to (e.g. Redis crashed between
         # a worker's LMOVE and its reply): requeue those seen orphaned one maintenance interval ago.
-        suspects = getattr(self, "_orphan_suspects", {})
         for queue in self.queues:
-            requeue_orphans(self.connection, queue.name, suspects.get(queue.name, set()))
+            requeue_orphans(self.connection, queue.name, self._orphan_suspects.get(queue.name, set()))
         self._orphan_suspects = {queue.name: orphans(self.connection, queue.name) for queue in self.queues}
         if self.metrics:
             self._report_queue_depth()  # also while idle, so a backlog on a stuck pool still shows

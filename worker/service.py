@@ -19,13 +19,13 @@ from rq.queue import Queue
 from worker.cameras import load_camera_book
 from worker.config import WorkerConfig, parse_cpus
 from worker.connections import SERIALIZER, connect, ping
+from worker.constants import REDIS_MAX_BACKOFF
 from worker.detector import Detector
 from worker.recovery import dead_on_this_host, recover_jobs, worker_name
 from worker.rqworker import DeerWorker
 from worker.runtime import CompileOptions
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF = 2.0  # s between reconnect attempts at most: a worker is back within ~2 s of Redis
 
 
 def build_detector(config: WorkerConfig) -> Detector:
@@ -102,7 +102,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
             if metrics:
                 metrics.set_ready(False)
             time.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            backoff = min(backoff * 2, REDIS_MAX_BACKOFF)
     finally:
         if server:
             server.stop()
