@@ -160,7 +160,6 @@ def main() -> int:
     args = ap.parse_args()
     if args.ultralytics_server:
         return ultralytics_server(args.ultralytics_server)
-    pin_ultralytics_to_f32()
     pairs = []
     for name in args.models.split(","):
         if name == "demo":
