@@ -85,6 +85,14 @@ def _parse_time(value: Any) -> float | None:
     raise PayloadError(f"captured_at: expected unix seconds or an ISO 8601 string, got {type(value).__name__}")
 
 
+def snapshot_key_of(payload: Any) -> str | None:
+    """The payload's snapshot key if it names a valid one, else None (parse_payload says what is wrong).
+    Lets a worker fetch the bytes in the round trip that registers the job, before the full check."""
+    snapshot = payload.get("snapshot") if isinstance(payload, dict) else None
+    key = snapshot.get("key") if isinstance(snapshot, dict) else None
+    return key if isinstance(key, str) and _SNAPSHOT_KEY.match(key) else None
+
+
 def parse_payload(payload: Any, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES) -> SnapshotJob:
     """Check a payload against the contract; raise PayloadError naming the bad field."""
     if not isinstance(payload, dict):

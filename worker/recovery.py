@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 
 import redis
 from rq.executions import Execution
-from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.utils import parse_composite_key
@@ -62,8 +61,9 @@ def dead_on_this_host(name: str) -> bool:
 def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: Callable[[str], bool]) -> int:
     """Recover the jobs of workers for which is_dead(name) holds; returns how many.
 
-    Started jobs go through RQ's cleanup (retried, or failed with AbandonedJobError); jobs taken but
-    not yet started, and orphans of RQ's intermediate list, go back to the queue untouched.
+    Started jobs go through RQ's cleanup (retried, or failed with AbandonedJobError); orphans of RQ's
+    intermediate list (taken, never registered: a worker registers and starts a job in one MULTI) go
+    back to the queue untouched.
     """
     recovered = 0
     for queue_name in queue_names:
@@ -78,7 +78,6 @@ def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: C
                 owner = ""
             if not owner or is_dead(owner):
                 dead_keys.append(composite)
-        recovered += _requeue_not_started(connection, queue_name, registry, dead_keys)
         if dead_keys:
             connection.zadd(registry.key, {key: 0 for key in dead_keys}, xx=True)
             registry.cleanup(timestamp=1)  # only entries scored 0..1: exactly the ones expired above
@@ -86,32 +85,6 @@ def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: C
             log.warning("recovered %d job(s) of dead workers from %s", len(dead_keys), queue_name)
         recovered += _rescue_orphans(connection, queue_name)
     return recovered
-
-
-def _requeue_not_started(connection: redis.Redis, queue_name: str, registry: StartedJobRegistry,
-                         dead_keys: list[str]) -> int:
-    """Put back, untouched, the jobs a dead worker had taken into a batch but not yet marked started.
-
-    They are still QUEUED: RQ's cleanup skips them (it only handles STARTED) and drops their entry,
-    leaving them in the intermediate list until their queued TTL deletes them unrun. Removes them
-    from dead_keys; returns how many.
-    """
-    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
-    taken = []
-    for composite in list(dead_keys):
-        job_id, _ = parse_composite_key(composite)
-        if connection.hget(Job.key_for(job_id), "status") == b"queued":
-            taken.append((composite, job_id))
-            dead_keys.remove(composite)
-    if taken:
-        with connection.pipeline() as pipe:  # MULTI: each job leaves the registry and is queued once
-            for composite, job_id in taken:
-                pipe.zrem(registry.key, composite)
-                pipe.lrem(queue.intermediate_queue_key, 0, job_id)
-                pipe.lpush(queue.key, job_id)  # front: it was next in line when it was taken
-            pipe.execute()
-        log.warning("requeued %d job(s) a dead worker had taken but not started, on %s", len(taken), queue_name)
-    return len(taken)
 
 
 def orphans(connection: redis.Redis, queue_name: str) -> set[str]:

@@ -3,6 +3,10 @@
 One job is dequeued the usual way (blocking); when batching is on, up to three more are drained
 without waiting, each registered as started at once so a crash cannot lose it, then the batch runs
 as one inference and every job is finished or failed on its own with RQ's bookkeeping.
+
+Round trips are what a job costs here beyond inference (a local one is 0.1-0.3 ms with RQ's Python
+around it), so the worker folds RQ's: registering a job and fetching its snapshot is one MULTI,
+back-to-back heartbeats are one, and the end-of-batch writes share one pipeline.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from rq.exceptions import DeserializationError
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import JobTimeoutException
@@ -25,7 +29,7 @@ from worker.connections import SERIALIZER
 from worker.constants import REDIS_MAX_BACKOFF
 from worker.detector import Detector, DetectionResult
 from worker.errors import DeerWorkerError, ForbiddenFunctionError, PayloadError
-from worker.jobs import SnapshotJob, parse_payload, snapshot_bytes
+from worker.jobs import SnapshotJob, parse_payload, snapshot_bytes, snapshot_key_of
 from worker.producer import LATEST_KEY
 from worker.recovery import orphans, requeue_orphans
 from worker.results import ModelInfo, build_message, publish
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_MARGIN = 10  # s beyond the job timeout before a silent worker's job counts as abandoned
 WORKER_TTL = 30  # worker key TTL; RQ blocks on dequeue for WORKER_TTL - 15 s, so maintenance runs that often
 MAINTENANCE_INTERVAL = 10
+HEARTBEAT_REPEAT = 1.0  # s; a full worker heartbeat repeated sooner than this changes nothing
 
 
 class ModelUnavailableError(PayloadError):
@@ -54,7 +59,8 @@ class JobExpired(Exception):
 class _Taken:
     job: Job
     queue: Queue
-    execution: object
+    execution: Execution
+    prefetched: dict[str, bytes | None]  # snapshot key -> bytes, read in the round trip that registered the job
     started: float = field(default_factory=time.time)
     snapshot: SnapshotJob | None = None
     settings: CameraSettings | None = None
@@ -83,6 +89,7 @@ class DeerWorker(SimpleWorker):
         spec = detector.spec
         self.model_info = ModelInfo(spec.name, spec.version, spec.weights, detector.precision)
         self._orphan_suspects: dict[str, set[str]] = {}  # queue -> orphans seen by the last maintenance
+        self._full_heartbeat_at = float("-inf")  # monotonic time of the last heartbeat with the full worker TTL
 
     def _set_ip_address(self, connection) -> None:
         # The embedded in-process server answers CLIENT INFO in a shape RQ cannot parse; the address
@@ -96,31 +103,100 @@ class DeerWorker(SimpleWorker):
         # RQ's SimpleWorker uses timeout + 60 s; ours is shorter so abandoned jobs come back sooner.
         return int(job.timeout or self.config.job_timeout) + HEARTBEAT_MARGIN
 
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        # RQ sends three commands a beat and beats three times around every job (after it, before the
+        # next dequeue, after the dequeue). One pipeline a beat, and a full beat repeated within
+        # HEARTBEAT_REPEAT is skipped: the key still has nearly all of its worker_ttl + 60 s to live.
+        # A beat with another TTL (a job's, shorter) re-arms the next full one.
+        if pipeline is not None:
+            if timeout is not None:
+                self._full_heartbeat_at = float("-inf")
+            return super().heartbeat(timeout, pipeline=pipeline)
+        if timeout is None and time.monotonic() - self._full_heartbeat_at < HEARTBEAT_REPEAT:
+            return None
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipeline=pipe)
+            pipe.execute()
+        self._full_heartbeat_at = time.monotonic() if timeout is None else float("-inf")
+        return None
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        if pipeline is None and state == self._state:
+            return  # RQ re-sends IDLE before every dequeue; the worker key already says so
+        super().set_state(state, pipeline=pipeline)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        # RQ beats the job once more here to keep it alive while callbacks run; deer jobs have none,
+        # and the success/failure pipeline that follows sets the job's final TTL.
+        job.ended_at = now()
+
     # --- taking jobs -----------------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
-        taken = [_Taken(job, queue, self.prepare_execution(job))]
+        taken = [self._take(job, queue)]
         while len(taken) < self.detector.max_batch:  # drain a backlog; never wait to fill a batch
             more = self.queue_class.dequeue_any(self._ordered_queues, None, connection=self.connection,
                                                 job_class=self.job_class, serializer=self.serializer,
                                                 death_penalty_class=self.death_penalty_class)
             if more is None:
                 break
-            taken.append(_Taken(more[0], more[1], self.prepare_execution(more[0])))
+            taken.append(self._take(*more))
         if self.metrics:
             self.metrics.job_started(len(taken))
+        done_keys: list[str] = []
         try:
-            for item in taken:
-                try:
-                    self.prepare_job_execution(item.job, remove_from_intermediate_queue=len(self.queues) == 1)
-                except DeserializationError:
-                    pass  # RQ reads func_name for the process title after its bookkeeping; _admit refuses it
-                item.job.started_at = now()
-            self._run(taken)
+            done_keys = self._run(taken)
         finally:
             if self.metrics:
                 self.metrics.job_finished(len(taken))
-                self._report_queue_depth()
-            self.set_state(WorkerStatus.IDLE)
+            self._end_batch(done_keys)
+
+    def _take(self, job: Job, queue: Queue) -> _Taken:
+        """Register a dequeued job as started and read its snapshot, in one MULTI round trip.
+
+        RQ's prepare_execution and prepare_job_execution (two pipelines), with the snapshot GET: from
+        this point a dead worker's job is in the StartedJobRegistry under its name (recovery retries
+        it); before it, the job sits in RQ's intermediate list (recovery requeues orphans there).
+        """
+        key = self._snapshot_key(job)
+        ttl = self.get_heartbeat_ttl(job)
+        with self.connection.pipeline() as pipe:
+            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)  # status STARTED, started_at, worker_name
+            pipe.persist(job.key)
+            if len(self.queues) == 1:  # RQ LMOVEs into the intermediate list only when it serves one queue
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            if key is not None:
+                pipe.get(key)
+            replies = pipe.execute()
+        self.executions[execution.id] = execution
+        return _Taken(job, queue, execution, {key: replies[-1]} if key is not None else {})
+
+    @staticmethod
+    def _snapshot_key(job: Job) -> str | None:
+        """The key of a deer job's snapshot, to prefetch; None for anything _admit will refuse or read otherwise."""
+        try:
+            if job.func_name in ALLOWED_FUNCTIONS and len(job.args) == 1 and not job.kwargs:
+                return snapshot_key_of(job.args[0])
+        except Exception:  # noqa: BLE001 - undecodable job data: _admit refuses the job with the reason
+            pass
+        return None
+
+    def _end_batch(self, done_keys: list[str]) -> None:
+        """One pipeline: drop finished jobs' snapshots, go idle, read queue depth for the gauge."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            if done_keys:
+                pipe.delete(*done_keys)
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            if self.metrics:
+                for queue in self.queues:
+                    pipe.llen(queue.key)
+            replies = pipe.execute()
+        if self.metrics:
+            for queue, depth in zip(self.queues, replies[-len(self.queues):]):
+                self.metrics.set_queue_depth(queue.name, depth)
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
@@ -136,7 +212,8 @@ class DeerWorker(SimpleWorker):
         for queue in self.queues:
             self.metrics.set_queue_depth(queue.name, queue.count)
 
-    def _run(self, taken: list[_Taken]) -> None:
+    def _run(self, taken: list[_Taken]) -> list[str]:
+        """Admit, infer, publish and finish the batch; returns the snapshot keys no retry will need."""
         to_infer = [item for item in taken if self._admit(item)]
         if to_infer:
             timeout = max(int(item.job.timeout or self.config.job_timeout) for item in to_infer)
@@ -161,9 +238,7 @@ class DeerWorker(SimpleWorker):
                 self._finalize_failure(item.job, item.queue, item.execution, item.exc_info)
             else:
                 self._finalize_success(item.job, item.queue, item.execution, item.message)
-        done_keys = [i.snapshot.snapshot_key for i in taken if i.final and i.snapshot and i.snapshot.snapshot_key]
-        if done_keys:
-            self.connection.delete(*done_keys)
+        return [i.snapshot.snapshot_key for i in taken if i.final and i.snapshot and i.snapshot.snapshot_key]
 
     def _admit(self, item: _Taken) -> bool:
         """Check function, payload, age and input; False when the job already has its outcome."""
@@ -183,8 +258,11 @@ class DeerWorker(SimpleWorker):
             self._check_fresh(item)
             if not item.settings.enabled:
                 raise JobExpired("camera_disabled", 0.0)
+            prefetched = item.prefetched
             item.data = snapshot_bytes(item.snapshot, max_snapshot_bytes=self.config.max_snapshot_bytes,
-                                       snapshot_dirs=self.config.snapshot_dirs, fetch_key=self.connection.get)
+                                       snapshot_dirs=self.config.snapshot_dirs,
+                                       fetch_key=lambda key: prefetched[key] if key in prefetched
+                                       else self.connection.get(key))
             return True
         except JobExpired as expired:
             self._expire(item, expired)

@@ -4,7 +4,7 @@
 
 POINT (each a moment where a crash leaves Redis in a different state):
   after_take      the 2nd job of a batch was moved to RQ's intermediate list, not yet registered
-  after_register  the batch is in the started registry but only its 1st job is marked started
+  after_register  the 2nd job is registered as started (snapshot read), the batch not yet inferred
   mid_inference   every job of the batch is started, inference is running
   mid_finalize    the 1st job of the batch is finished, the others still started
   after_publish   the results are published, no job is finished in RQ yet
@@ -51,10 +51,10 @@ def main(redis_url: str, queue_name: str, model: str, point: str) -> None:
     config = WorkerConfig(redis_url=redis_url, queue=queue_name, model=model, batch="4", max_age=600,
                           metrics_port=0)
     detector = build_detector(config)
-    if point == "after_take":
-        on_call(rqworker.DeerWorker, "prepare_execution", 2)
-    elif point == "after_register":
-        on_call(rqworker.DeerWorker, "prepare_job_execution", 2)
+    if point == "after_take":  # the second job dequeued, not yet registered
+        on_call(rqworker.DeerWorker, "_take", 2)
+    elif point == "after_register":  # the second job registered as started, not yet inferred
+        on_call(rqworker.DeerWorker, "_take", 2, after=True)
     elif point == "mid_inference":
         on_call(type(detector), "detect_batch", 1)
     elif point == "mid_finalize":
