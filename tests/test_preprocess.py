@@ -21,6 +21,18 @@ def test_clahe_matches_the_users_rgb_lab_formulation():
     assert np.array_equal(apply_clahe(bgr), cv2.cvtColor(expected_rgb, cv2.COLOR_RGB2BGR))
 
 
+def test_clahe_gives_the_same_pixels_when_threads_run_it_at_once():
+    # A batch's snapshots are prepared on several threads; OpenCV's CLAHE object keeps scratch
+    # buffers, so one shared between threads mixes images' tiles.
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [_image(720, 1280, seed) for seed in range(4)]
+    expected = [apply_clahe(image) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(10):
+            assert all(np.array_equal(got, want) for got, want in zip(pool.map(apply_clahe, images), expected))
+
+
 @pytest.mark.parametrize("h, w", [(1080, 1920), (360, 640), (1080, 810), (100, 3000), (320, 320), (7, 5)])
 def test_letterbox_geometry_keeps_aspect_and_centres(h, w):
     new_w, new_h, left, top = letterbox_geometry(h, w, 320, 320)

@@ -8,7 +8,9 @@ Warm-up times both, and that measurement decides whether a partial batch (2-3 im
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,11 @@ class Detector:
         self._staging = np.full((self.max_batch, height, width, 3), LETTERBOX_PAD_VALUE, np.uint8)
         self._class_ids: dict[tuple[str, ...], tuple[int, ...]] = {}
         reuse_freed_frame_memory()  # process-wide, once per worker: see imagecodec
+        # A drained batch's snapshots decode and letterbox side by side (OpenCV releases the GIL): a
+        # worker owning several cores would otherwise idle all but one through every decode.
+        cores = len(os.sched_getaffinity(0))
+        self._preparers = ThreadPoolExecutor(min(cores, DRAIN_BATCH), thread_name_prefix="deer-prepare") \
+            if self.max_batch > 1 and cores > 1 else None
 
     # --- set-up ------------------------------------------------------------------------------
     def _warm_up(self, batch: str) -> WarmupReport:
@@ -168,19 +175,27 @@ class Detector:
             self._run_chunk(items, chunk, results, confidence)
         return results  # type: ignore[return-value]
 
+    def _prepare(self, snapshot: Snapshot, settings: CameraSettings, slot: int) -> tuple[BoxTransform, StageTimings]:
+        """Decode and letterbox one snapshot into its staging slot."""
+        timings = StageTimings()
+        t0 = time.perf_counter()
+        decoded = self._decode(snapshot, settings)
+        t1 = time.perf_counter()
+        transform = prepare(decoded, self._staging[slot], roi=settings.roi, clahe=settings.clahe)
+        timings.decode, timings.preprocess = t1 - t0, time.perf_counter() - t1
+        return transform, timings
+
     def _run_chunk(self, items, indices, results, confidence) -> None:
+        settings_of = [items[index][1] or CameraSettings() for index in indices]
+        calls = [(items[index][0], settings, slot) for slot, (index, settings) in enumerate(zip(indices, settings_of))]
+        futures = None
+        if self._preparers is not None and len(calls) > 1:
+            futures = [self._preparers.submit(self._prepare, *call) for call in calls]
+            wait(futures)  # every slot written (or failed) before anything reads the staging buffer
         prepared: list[tuple[int, int, CameraSettings, BoxTransform, StageTimings]] = []
-        for index in indices:
-            snapshot, settings = items[index]
-            settings = settings or CameraSettings()
-            timings = StageTimings()
+        for slot, (index, settings) in enumerate(zip(indices, settings_of)):
             try:
-                t0 = time.perf_counter()
-                decoded = self._decode(snapshot, settings)
-                t1 = time.perf_counter()
-                slot = len(prepared)
-                transform = prepare(decoded, self._staging[slot], roi=settings.roi, clahe=settings.clahe)
-                timings.decode, timings.preprocess = t1 - t0, time.perf_counter() - t1
+                transform, timings = futures[slot].result() if futures else self._prepare(*calls[slot])
             except InputError as exc:
                 results[index] = exc
                 continue

@@ -7,6 +7,7 @@ model by OpenVINO's PrePostProcessor (see runtime.py), where it costs less than 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -71,7 +72,7 @@ class BoxTransform:
         return boxes
 
 
-_clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=CLAHE_TILE_GRID)
+_clahe = threading.local()  # OpenCV's CLAHE keeps scratch buffers in the object: one per thread
 
 
 def apply_clahe(image: np.ndarray) -> np.ndarray:
@@ -79,8 +80,11 @@ def apply_clahe(image: np.ndarray) -> np.ndarray:
 
     They convert RGB->LAB->RGB; BGR->LAB->BGR gives the same pixels in our channel order.
     """
+    clahe = getattr(_clahe, "op", None)
+    if clahe is None:
+        clahe = _clahe.op = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=CLAHE_TILE_GRID)
     lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
-    lab[:, :, 0] = _clahe.apply(np.ascontiguousarray(lab[:, :, 0]))
+    lab[:, :, 0] = clahe.apply(np.ascontiguousarray(lab[:, :, 0]))
     return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
 
 
