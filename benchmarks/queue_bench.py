@@ -6,6 +6,8 @@ One run, against an embedded redis-server (or --redis URL), prints:
      own service time p50 for the same jobs (target: <= 2 ms apart), and where the gap goes: the
      producer's enqueue call, queue wait (enqueued_at -> the worker holds the job), the worker's
      other time (RQ bookkeeping, snapshot fetch, result message), delivery (worker -> subscriber);
+     and the transport floor: the same Redis hops and bytes with raw redis-py, no RQ, no decode
+     (each hop to a process that idled through an inference costs a wake-up on this host);
   2. backlog throughput in jobs/s (1920x1080 JPEGs, decode included) for --workers 1/2 x --batch 1/4,
      against the runtime's limit: benchmark_app -hint throughput FPS of the same IR (target >= 0.85x).
 Inference is pinned to f32 (the worker's default). Timings are noisy on a shared host: compare the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -95,6 +98,57 @@ def one_in_flight(url: str, model: str, n: int) -> dict:
             "jobs": n, "breakdown_p50_ms": {k: round(v, 2) for k, v in p50.items() if k not in ("e2e", "service")}}
 
 
+def floor_consumer(url: str) -> None:
+    """The same hops as a deer job with nothing else: BLMOVE, one pipeline for the job hash and its
+    snapshot, idle for the given service time (as during inference), PUBLISH a small result."""
+    conn = connect(url)
+    while True:
+        job_id = conn.blmove("floor:q", "floor:q:taken", 30).decode()
+        if job_id == "stop":
+            return
+        with conn.pipeline(transaction=False) as pipe:
+            pipe.hgetall(f"floor:job:{job_id}")
+            pipe.get(f"floor:snap:{job_id}")
+            job, snapshot = pipe.execute()
+        started = time.perf_counter()
+        time.sleep(float(job[b"service_s"]))
+        idle = time.perf_counter() - started
+        conn.publish("floor:results", json.dumps({"job_id": job_id, "bytes": len(snapshot), "idle_ms": idle * 1e3}))
+        conn.lrem("floor:q:taken", 1, job_id)
+
+
+def transport_floor(url: str, n: int, service_ms: float) -> dict:
+    """e2e minus the consumer's idle time for the bare hops (no RQ, no decode): the least any
+    Redis-list queue with the snapshot in Redis can add on this host."""
+    consumer = subprocess.Popen([sys.executable, __file__, "--floor-consumer", url])
+    conn = connect(url)
+    pubsub = conn.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("floor:results")
+    data = SNAPSHOT.read_bytes()
+    gaps = []
+    try:
+        for i in range(n + 5):
+            job_id = f"j{i}"
+            start = time.perf_counter()
+            with conn.pipeline() as pipe:  # one MULTI, as enqueue_snapshot sends
+                pipe.hset(f"floor:job:{job_id}", mapping={"service_s": service_ms / 1e3, "camera": "bench"})
+                pipe.set(f"floor:snap:{job_id}", data)
+                pipe.lpush("floor:q", job_id)
+                pipe.execute()
+            while True:
+                raw = pubsub.get_message(timeout=10)
+                if raw and json.loads(raw["data"])["job_id"] == job_id:
+                    break
+            elapsed = (time.perf_counter() - start) * 1e3
+            if i >= 5:
+                gaps.append(elapsed - json.loads(raw["data"])["idle_ms"])
+    finally:
+        conn.lpush("floor:q", "stop")
+        consumer.wait(30)
+        conn.delete(*conn.keys("floor:*"))
+    return {"floor_gap_p50_ms": statistics.median(gaps), "jobs": n}
+
+
 def backlog(url: str, model: str, workers: int, batch: str, n: int) -> dict:
     conn = connect(url)
     conn.flushdb()  # registries must count this run's jobs only
@@ -124,11 +178,24 @@ def backlog(url: str, model: str, workers: int, batch: str, n: int) -> dict:
             "mean_batch": float(np.mean(batches))}
 
 
-def runtime_limit(model: str, seconds: float) -> float:
+def runtime_limit(model: str, seconds: float) -> dict:
+    """The inference-only FPS ceiling: OpenVINO's own benchmark_app -hint throughput (f32 pinned) when
+    the environment has it, and our equivalent (worker.bench) on the worker's compiled graph; the
+    higher of the two is the limit, so the ratio never flatters the queue."""
     spec, ov_model = load_spec(model)
     runner = compile_model(ov_model, spec, 1, CompileOptions(precision="f32", hint="THROUGHPUT"))
     tensor = np.random.default_rng(0).integers(0, 256, (1, *spec.imgsz, 3), dtype=np.uint8)
-    return measure_throughput(runner.compiled, tensor, seconds)["fps"]
+    limits = {"equivalent": measure_throughput(runner.compiled, tensor, seconds)["fps"]}
+    del runner
+    tool = Path(sys.executable).parent / "benchmark_app"
+    if tool.exists():
+        xml = next(Path(model).glob("*.xml"))
+        out = subprocess.run([str(tool), "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(int(seconds)),
+                              "-infer_precision", "f32"], capture_output=True, text=True, timeout=300).stdout
+        found = re.search(r"Throughput:\s+([\d.]+) FPS", out)
+        if found:
+            limits["benchmark_app"] = float(found.group(1))
+    return {"fps": max(limits.values()), **limits}
 
 
 def main() -> int:
@@ -138,7 +205,11 @@ def main() -> int:
     ap.add_argument("--latency-jobs", type=int, default=50)
     ap.add_argument("--redis", help="Redis URL (default: an embedded redis-server)")
     ap.add_argument("--json")
+    ap.add_argument("--floor-consumer", metavar="URL", help=argparse.SUPPRESS)  # transport_floor's child
     args = ap.parse_args()
+    if args.floor_consumer:
+        floor_consumer(args.floor_consumer)
+        return 0
     out: dict = {"model": args.model, "snapshot": SNAPSHOT.name, "precision": "f32"}
     if args.redis:
         return _run(args, args.redis, out)
@@ -152,9 +223,16 @@ def _run(args, url: str, out: dict) -> int:
     print(f"one job in flight: e2e p50 {lat['e2e_p50_ms']:.2f} ms, service p50 {lat['service_p50_ms']:.2f} ms, "
           f"gap {lat['gap_ms']:.2f} ms [{'ok' if lat['gap_ms'] <= 2 else 'MISS'} <= 2 ms]; gap p50s: "
           + ", ".join(f"{k} {v:.2f}" for k, v in lat["breakdown_p50_ms"].items()), flush=True)
-    limit = runtime_limit(args.model, 10)
-    out["runtime_throughput_fps"] = limit
-    print(f"runtime limit (benchmark_app -hint throughput equivalent, f32): {limit:.1f} FPS", flush=True)
+    floor = transport_floor(url, args.latency_jobs, lat["service_p50_ms"])
+    out["transport_floor"] = floor
+    print(f"transport floor (same hops and bytes, raw redis-py, no RQ, consumer idle for the service time): "
+          f"{floor['floor_gap_p50_ms']:.2f} ms; the queue adds {lat['gap_ms'] - floor['floor_gap_p50_ms']:.2f} ms "
+          f"over it", flush=True)
+    limits = runtime_limit(args.model, 10)
+    limit = limits["fps"]
+    out["runtime_throughput_fps"] = limits
+    print(f"runtime limit (-hint throughput, f32, inference only): {limit:.1f} FPS ("
+          + ", ".join(f"{k} {v:.1f}" for k, v in limits.items() if k != "fps") + ")", flush=True)
     out["backlog"] = []
     for workers, batch in ((1, "1"), (1, "4"), (2, "1"), (2, "4")):
         r = backlog(url, args.model, workers, batch, args.jobs)
