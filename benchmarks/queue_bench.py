@@ -65,11 +65,25 @@ def stop_pool(proc: subprocess.Popen) -> None:
     proc.wait(60)
 
 
-def one_in_flight(url: str, model: str, n: int) -> dict:
-    proc = start_pool(url, model, 1, "1")
+def _subscribed(url: str, channel: str):
+    """A connection for enqueueing, and a subscription to the channel results come back on."""
     conn = connect(url)
     pubsub = conn.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe("deer:results")
+    pubsub.subscribe(channel)
+    return conn, pubsub
+
+
+def _result_of(pubsub, job_id: str) -> dict:
+    """The next message on the channel for job_id (others are skipped)."""
+    while True:
+        raw = pubsub.get_message(timeout=10)
+        if raw and (message := json.loads(raw["data"]))["job_id"] == job_id:
+            return message
+
+
+def one_in_flight(url: str, model: str, n: int) -> dict:
+    proc = start_pool(url, model, 1, "1")
+    conn, pubsub = _subscribed(url, "deer:results")
     data = SNAPSHOT.read_bytes()
     rows = []
     try:
@@ -77,12 +91,8 @@ def one_in_flight(url: str, model: str, n: int) -> dict:
             start_wall, start = time.time(), time.perf_counter()
             job = enqueue_snapshot(conn, data, "bench", queue=QUEUE)  # as producers do: bytes under a key
             enqueued = time.perf_counter()
-            while True:
-                raw = pubsub.get_message(timeout=10)
-                if raw and json.loads(raw["data"])["job_id"] == job.id:
-                    break
+            message = _result_of(pubsub, job.id)
             elapsed, received_wall = time.perf_counter() - start, time.time()
-            message = json.loads(raw["data"])
             if i >= 5:  # the first jobs warm caches and connections
                 timings = message["timings_ms"]
                 rows.append({"e2e": elapsed * 1e3, "service": timings["total"], "enqueue": (enqueued - start) * 1e3,
@@ -121,9 +131,7 @@ def transport_floor(url: str, n: int, service_ms: float) -> dict:
     """e2e minus the consumer's idle time for the bare hops (no RQ, no decode): the least any
     Redis-list queue with the snapshot in Redis can add on this host."""
     consumer = subprocess.Popen([sys.executable, __file__, "--floor-consumer", url])
-    conn = connect(url)
-    pubsub = conn.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe("floor:results")
+    conn, pubsub = _subscribed(url, "floor:results")
     data = SNAPSHOT.read_bytes()
     gaps = []
     try:
@@ -135,13 +143,10 @@ def transport_floor(url: str, n: int, service_ms: float) -> dict:
                 pipe.set(f"floor:snap:{job_id}", data)
                 pipe.lpush("floor:q", job_id)
                 pipe.execute()
-            while True:
-                raw = pubsub.get_message(timeout=10)
-                if raw and json.loads(raw["data"])["job_id"] == job_id:
-                    break
+            message = _result_of(pubsub, job_id)
             elapsed = (time.perf_counter() - start) * 1e3
             if i >= 5:
-                gaps.append(elapsed - json.loads(raw["data"])["idle_ms"])
+                gaps.append(elapsed - message["idle_ms"])
     finally:
         conn.lpush("floor:q", "stop")
         consumer.wait(30)
