@@ -36,22 +36,11 @@ sys.path.insert(0, str(ROOT))
 import openvino as ov  # noqa: E402
 
 from worker.detector import Detector  # noqa: E402
-from worker.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
+from worker.runtime import CompileOptions, compile_model, load_spec, others_compile_pinned  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-models"
 SNAPSHOT = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
 DEMO = ROOT / "models" / "demo"
-
-
-def pin_ultralytics_to_f32() -> None:
-    original = ov.Core.compile_model
-
-    def compile_f32(self, model, device_name=None, config=None, **kw):
-        config = dict(config or {})
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-        return original(self, model, device_name, config, **kw)
-
-    ov.Core.compile_model = compile_f32
 
 
 def build_yaml_model(name: str) -> tuple[Path, Path]:
@@ -129,12 +118,12 @@ def ultralytics_server(model_dir: str) -> int:
     sys.stdout = sys.stderr
     from ultralytics import YOLO
 
-    pin_ultralytics_to_f32()
-    model, path = YOLO(model_dir, task="detect"), str(SNAPSHOT)
-    for _ in sys.stdin:
-        start = time.perf_counter()
-        model.predict(path, conf=0.55, verbose=False)
-        print(time.perf_counter() - start, file=reply, flush=True)
+    with others_compile_pinned("f32"):
+        model, path = YOLO(model_dir, task="detect"), str(SNAPSHOT)
+        for _ in sys.stdin:
+            start = time.perf_counter()
+            model.predict(path, conf=0.55, verbose=False)
+            print(time.perf_counter() - start, file=reply, flush=True)
     return 0
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import openvino as ov
 import pytest
 
 from conftest import FP32_MODEL, INT8_MODEL, RAW_MODEL, SAMPLES
 from worker.cameras import CameraSettings
 from worker.detector import Detector
 from worker.preprocess import Roi
+from worker.runtime import others_compile_pinned
 
 pytestmark = pytest.mark.reference
 CONF = 0.25
@@ -28,16 +28,8 @@ ROI = Roi(0.05, 0.1, 0.8, 0.85, normalized=True)
 
 @pytest.fixture(scope="module", autouse=True)
 def ultralytics_pinned_f32():
-    original = ov.Core.compile_model
-
-    def compile_f32(self, model, device_name=None, config=None, **kw):
-        config = dict(config or {})
-        config.setdefault("INFERENCE_PRECISION_HINT", "f32")
-        return original(self, model, device_name, config, **kw)
-
-    ov.Core.compile_model = compile_f32
-    yield
-    ov.Core.compile_model = original
+    with others_compile_pinned("f32"):
+        yield
 
 
 def _reference(model_dir, images: list[np.ndarray]):

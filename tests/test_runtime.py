@@ -68,3 +68,17 @@ def test_precision_is_pinned_to_f32_unless_asked(tmp_path):
     out = runner4.infer(np.full((4, 320, 320, 3), 114, np.uint8))
     assert out.shape == (4, 300, 6)
     assert any((tmp_path / "cache").iterdir())  # compiled blob cached for the next start
+
+
+def test_others_compile_pinned_reaches_code_that_compiles_its_own_models():
+    import openvino as ov
+
+    from worker.runtime import others_compile_pinned
+
+    original = ov.Core.compile_model
+    with others_compile_pinned("f32"):
+        # as ultralytics does: its own Core, its own config without a precision
+        xml = str(next(FP32_MODEL.glob("*.xml")))
+        compiled = ov.Core().compile_model(xml, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        assert compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    assert ov.Core.compile_model is original

@@ -12,6 +12,7 @@ from conftest import DEMO, FP32_MODEL, INT8_MODEL
 from worker import validate
 from worker.errors import ConfigError
 from worker.evaluation import DetectionMetrics
+from worker.runtime import others_compile_pinned
 
 HELDOUT_YAML = DEMO / "heldout.yaml"
 needs_demo = pytest.mark.skipif(not (FP32_MODEL / "metadata.yaml").exists(),
@@ -163,23 +164,16 @@ def test_agrees_with_ultralytics_val(tmp_path, monkeypatch):
     """
     pytest.importorskip("ultralytics")
     import numpy as np
-    import openvino as ov
     from ultralytics import YOLO
 
     import worker.preprocess
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
-    original = ov.Core.compile_model
-
-    def compile_f32(self, model, device_name=None, config=None, **kw):  # ultralytics would let the CPU pick bf16
-        return original(self, model, device_name, {**(config or {}), "INFERENCE_PRECISION_HINT": "f32"}, **kw)
-
-    monkeypatch.setattr(ov.Core, "compile_model", compile_f32)
-    metrics = YOLO(str(FP32_MODEL), task="detect").val(
-        data=str(HELDOUT_YAML), imgsz=320, batch=1, conf=0.001, iou=0.7, plots=False, verbose=False,
-        device="cpu", project=str(tmp_path), name="val")
+    with others_compile_pinned("f32"):  # ultralytics would let the CPU pick bf16
+        metrics = YOLO(str(FP32_MODEL), task="detect").val(
+            data=str(HELDOUT_YAML), imgsz=320, batch=1, conf=0.001, iou=0.7, plots=False, verbose=False,
+            device="cpu", project=str(tmp_path), name="val")
     box = metrics.box
-    monkeypatch.setattr(ov.Core, "compile_model", original)
 
     def ours(*flags: str) -> dict:
         out = tmp_path / "ours.json"
