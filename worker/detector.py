@@ -12,6 +12,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -186,16 +187,17 @@ class Detector:
         return transform, timings
 
     def _run_chunk(self, items, indices, results, confidence) -> None:
-        settings_of = [items[index][1] or CameraSettings() for index in indices]
-        calls = [(items[index][0], settings, slot) for slot, (index, settings) in enumerate(zip(indices, settings_of))]
-        futures = None
+        calls = [(items[index][0], items[index][1] or CameraSettings(), slot) for slot, index in enumerate(indices)]
         if self._preparers is not None and len(calls) > 1:
             futures = [self._preparers.submit(self._prepare, *call) for call in calls]
             wait(futures)  # every slot written (or failed) before anything reads the staging buffer
+            outcomes = [future.result for future in futures]
+        else:
+            outcomes = [partial(self._prepare, *call) for call in calls]
         prepared: list[tuple[int, int, CameraSettings, BoxTransform, StageTimings]] = []
-        for slot, (index, settings) in enumerate(zip(indices, settings_of)):
+        for index, (_, settings, slot), outcome in zip(indices, calls, outcomes):
             try:
-                transform, timings = futures[slot].result() if futures else self._prepare(*calls[slot])
+                transform, timings = outcome()
             except InputError as exc:
                 results[index] = exc
                 continue
