@@ -178,11 +178,9 @@ class DeerWorker(SimpleWorker):
     def _snapshot_key(job: Job) -> str | None:
         """The key of a deer job's snapshot, to prefetch; None for anything _admit will refuse or read otherwise."""
         try:
-            if job.func_name in ALLOWED_FUNCTIONS and len(job.args) == 1 and not job.kwargs:
-                return snapshot_key_of(job.args[0])
-        except Exception:  # noqa: BLE001 - undecodable job data: _admit refuses the job with the reason
-            pass
-        return None
+            return snapshot_key_of(_payload_of(job))
+        except Exception:  # noqa: BLE001 - a refused or undecodable job: _admit fails it with the reason
+            return None
 
     def _end_batch(self, done_keys: list[str]) -> None:
         """One pipeline: drop finished jobs' snapshots, go idle, read queue depth for the gauge."""
@@ -243,14 +241,7 @@ class DeerWorker(SimpleWorker):
     def _admit(self, item: _Taken) -> bool:
         """Check function, payload, age and input; False when the job already has its outcome."""
         try:
-            if item.job.func_name not in ALLOWED_FUNCTIONS:
-                raise ForbiddenFunctionError(f"function {item.job.func_name!r} is not allow-listed for deer workers")
-            if getattr(item.job, "has_hooks", False):
-                raise ForbiddenFunctionError("job callbacks and webhooks are not allowed on deer jobs")
-            args, kwargs = item.job.args, item.job.kwargs
-            if kwargs or len(args) != 1:
-                raise PayloadError("a snapshot job takes exactly one payload argument")
-            item.snapshot = parse_payload(args[0], max_snapshot_bytes=self.config.max_snapshot_bytes)
+            item.snapshot = parse_payload(_payload_of(item.job), max_snapshot_bytes=self.config.max_snapshot_bytes)
             item.settings = self.cameras.get(item.snapshot.camera_id)
             if item.snapshot.model and item.snapshot.model != self.detector.spec.name:
                 raise ModelUnavailableError(
@@ -341,3 +332,13 @@ class DeerWorker(SimpleWorker):
             self.metrics.count_job(outcome, kind)
         log.warning("job %s failed: %s: %s", item.job.id, kind, exc)
 
+
+def _payload_of(job: Job):
+    """The payload argument of an allow-listed deer job; raises the reason a job is refused."""
+    if job.func_name not in ALLOWED_FUNCTIONS:
+        raise ForbiddenFunctionError(f"function {job.func_name!r} is not allow-listed for deer workers")
+    if getattr(job, "has_hooks", False):
+        raise ForbiddenFunctionError("job callbacks and webhooks are not allowed on deer jobs")
+    if job.kwargs or len(job.args) != 1:
+        raise PayloadError("a snapshot job takes exactly one payload argument")
+    return job.args[0]
