@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import openvino as ov  # noqa: E402
 
-from worker.detector import Detector  # noqa: E402
-from worker.runtime import CompileOptions, compile_model, load_spec, others_compile_pinned  # noqa: E402
+from worker.inference.detector import Detector  # noqa: E402
+from worker.inference.runtime import CompileOptions, compile_model, load_spec, others_compile_pinned  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-models"
 SNAPSHOT = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
@@ -45,7 +45,7 @@ DEMO = ROOT / "models" / "demo"
 
 def build_yaml_model(name: str) -> tuple[Path, Path]:
     """YOLO26<size> from the ultralytics yaml -> FP32 end2end IR (640) and an INT8 IR, cached."""
-    from worker.export import calibration_tensors, quantize_ir
+    from worker.tools.export import calibration_tensors, quantize_ir
 
     fp32 = CACHE / f"{name}_openvino_model"
     int8 = CACHE / f"{name}_int8_openvino_model"
@@ -129,7 +129,7 @@ def ultralytics_server(model_dir: str) -> int:
 
 def rss_after_100(model_dir: Path) -> float:
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "from worker.detector import Detector\n"
+            "from worker.inference.detector import Detector\n"
             "d = Detector(%r, batch='1'); data = open(%r, 'rb').read()\n"
             "[d.detect(data) for _ in range(100)]\n"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"

@@ -36,11 +36,11 @@ import numpy as np  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.worker import Worker  # noqa: E402
 
-from worker.bench import measure_throughput  # noqa: E402
-from worker.connections import SERIALIZER, connect  # noqa: E402
-from worker.producer import enqueue_snapshot  # noqa: E402
-from worker.embedded import embedded_redis  # noqa: E402
-from worker.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
+from worker.tools.bench import measure_throughput  # noqa: E402
+from worker.jobqueue.connections import SERIALIZER, connect  # noqa: E402
+from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
+from worker.tools.embedded import embedded_redis  # noqa: E402
+from worker.inference.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
 
 SNAPSHOT = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
 QUEUE = "bench-snapshots"
@@ -185,7 +185,7 @@ def backlog(url: str, model: str, workers: int, batch: str, n: int) -> dict:
 
 def runtime_limit(model: str, seconds: float) -> dict:
     """The inference-only FPS ceiling: OpenVINO's own benchmark_app -hint throughput (f32 pinned) when
-    the environment has it, and our equivalent (worker.bench) on the worker's compiled graph; the
+    the environment has it, and our equivalent (worker.tools.bench) on the worker's compiled graph; the
     higher of the two is the limit, so the ratio never flatters the queue."""
     spec, ov_model = load_spec(model)
     runner = compile_model(ov_model, spec, 1, CompileOptions(precision="f32", hint="THROUGHPUT"))

@@ -45,14 +45,14 @@ def png_header_only(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="session")
 def fp32_detector():
-    from worker.detector import Detector
+    from worker.inference.detector import Detector
 
     return Detector(FP32_MODEL, batch="4")
 
 
 @pytest.fixture(scope="session")
 def int8_detector():
-    from worker.detector import Detector
+    from worker.inference.detector import Detector
 
     return Detector(INT8_MODEL, batch="1")
 

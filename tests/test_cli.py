@@ -49,7 +49,7 @@ def test_enqueue_puts_json_jobs_on_the_queue_and_refuses_bad_files(redis_conn, t
     from rq import Queue
 
     from conftest import TEST_REDIS_URL
-    from worker.connections import SERIALIZER
+    from worker.jobqueue.connections import SERIALIZER
 
     out = _cli("enqueue", str(SAMPLES / "day_640x360_deer.jpg"), str(SAMPLES / "night_640x360_deer.jpg"),
                "--camera", "10cea9e4511f", "--redis", TEST_REDIS_URL, "--queue", "cli-q")

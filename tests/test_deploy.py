@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from worker.constants import DEFAULT_METRICS_PORT
-from worker.health import HealthServer
-from worker.metrics import STAGES, WorkerMetrics
+from worker.serve.health import HealthServer
+from worker.serve.metrics import STAGES, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -14,7 +14,7 @@ from typing import Any
 from worker.config import read_yaml
 from worker.constants import DEFAULT_CONFIDENCE
 from worker.errors import ConfigError
-from worker.preprocess import Roi
+from worker.inference.preprocess import Roi
 
 UNKNOWN_CAMERA_LABEL = "other"  # metric label for cameras not in the file, so label sets stay bounded
 _SETTING_KEYS = {"name", "enabled", "clahe", "confidence", "classes", "roi"}

@@ -36,10 +36,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from worker.annotate import draw
+    from worker.tools.annotate import draw
     from worker.cameras import load_camera_book
-    from worker.detector import Detector
-    from worker.runtime import CompileOptions
+    from worker.inference.detector import Detector
+    from worker.inference.runtime import CompileOptions
 
     config = _config(args)
     book = load_camera_book(config.resolve(args.zones or config.zones))
@@ -92,17 +92,17 @@ def _overrides(args: argparse.Namespace) -> dict:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args, redis_url=args.redis_url, batch=args.batch, queue=args.queue)
     if args.workers == 1:
-        from worker.service import run_worker
+        from worker.serve.service import run_worker
 
         return run_worker(config, args.worker_index, burst=args.burst)
-    from worker.pool import WorkerPool
+    from worker.serve.pool import WorkerPool
 
     return WorkerPool(config, args.config, _overrides(args), args.workers, log_level=args.log_level).run_forever()
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from worker.connections import connect
-    from worker.producer import enqueue_snapshot
+    from worker.jobqueue.connections import connect
+    from worker.jobqueue.producer import enqueue_snapshot
 
     config = _config(args, redis_url=args.redis_url, queue=args.queue)
     connection = connect(config.redis_url)
@@ -131,7 +131,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from worker.tools.demo import run_demo
 
     config = _config(args)
     images = [Path(p) for p in args.images] if args.images else None
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _tool(name: str):
     import importlib
 
-    return importlib.import_module(f"worker.{name}")
+    return importlib.import_module(f"worker.tools.{name}")
 
 
 def main(argv: list[str] | None = None) -> int:

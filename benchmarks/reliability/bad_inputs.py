@@ -37,7 +37,7 @@ from rq import Queue
 from harness import (ROOT, SAMPLES, RedisServer, account, free_port, log, result_messages, wait_all_ended, wait_for,
                      worker_env)
 
-from worker.connections import SERIALIZER
+from worker.jobqueue.connections import SERIALIZER
 from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, JOB_FUNCTION
 
 QUEUE = "bad-inputs"

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from a clone without installing
 
-from worker.connections import SERIALIZER  # noqa: E402
-from worker.producer import enqueue_snapshot  # noqa: E402
+from worker.jobqueue.connections import SERIALIZER  # noqa: E402
+from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
 
 SAMPLES = ROOT / "models" / "demo" / "samples"
 DEMO_FP32 = ROOT / "models" / "demo" / "deer-yolo26n_openvino_model"

@@ -34,7 +34,7 @@ IMAGES = ("day_1920x1080_deer.jpg", "night_1920x1080_deer.jpg", "day_640x360_emp
 
 def measure_capacity(url: str, conn: redis.Redis, seconds: float, depth: int = 40) -> float:
     """Jobs/s finished while the queue never runs dry (closed loop: top the queue up to `depth`)."""
-    from worker.producer import enqueue_snapshot
+    from worker.jobqueue.producer import enqueue_snapshot
 
     images = sample_images(IMAGES)
     producer_conn = redis.Redis.from_url(url)

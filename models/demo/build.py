@@ -19,7 +19,7 @@ Steps
                nms=False -> end2end NMS-free head, output (1,300,6) x1,y1,x2,y2,score,class  (metadata end2end: true)
                nms=None  -> raw head (1,5,A) that needs NMS                                     (metadata end2end: false)
              -> deer-yolo26n_openvino_model/ (FP32), deer-yolo26n_raw_openvino_model/ (FP32)
-  4. int8    worker.export (the code behind `deer-worker export --int8`): --n-calib train images through the
+  4. int8    worker.tools.export (the code behind `deer-worker export --int8`): --n-calib train images through the
              worker's own preprocessing (decode, letterbox 320, pad 114), nncf.quantize preset MIXED; two
              variants: no ignored scope, and ultralytics' own exporter scope (every Sigmoid + every op of the
              Detect head). Picked in eval by held-out mAP50-95 first, then latency (both pinned f32)
@@ -46,7 +46,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 HERE = Path(__file__).resolve().parent  # models/demo
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent.parent))  # the repo, for worker.export
+sys.path.insert(0, str(HERE.parent.parent))  # the repo, for worker.tools.export
 import make_dataset  # noqa: E402
 
 STEM = "deer-yolo26n"
@@ -190,7 +190,7 @@ def stage_export(a, rep):
 def stage_int8(a, rep):
     """Through the same code as `deer-worker export --int8`: worker preprocessing for calibration,
     NNCF MIXED. Both ignored scopes are built and compared (on this model they came out identical)."""
-    from worker.export import calibration_tensors, quantize_ir
+    from worker.tools.export import calibration_tensors, quantize_ir
 
     t0 = time.time()
     files = sorted((Path(a.work) / "data" / "images" / "train").glob("*.jpg"))[: a.n_calib]

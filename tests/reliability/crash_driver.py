@@ -19,12 +19,12 @@ import sys
 
 from rq.queue import Queue
 
-import worker.rqworker as rqworker
+import worker.jobqueue.consumer as rqworker
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
-from worker.connections import SERIALIZER, connect
-from worker.recovery import worker_name
-from worker.service import build_detector
+from worker.jobqueue.connections import SERIALIZER, connect
+from worker.jobqueue.recovery import worker_name
+from worker.serve.service import build_detector
 
 
 def die() -> None:

@@ -17,8 +17,8 @@ from rq.job import JobStatus
 
 from conftest import FP32_MODEL, ROOT, sample
 from relsupport import harness, private_redis  # noqa: F401 - fixture
-from worker.producer import enqueue_snapshot
-from worker.recovery import recover_jobs, worker_name
+from worker.jobqueue.producer import enqueue_snapshot
+from worker.jobqueue.recovery import recover_jobs, worker_name
 
 QUEUE = "crash-points"
 DRIVER = ROOT / "tests" / "reliability" / "crash_driver.py"
@@ -65,8 +65,8 @@ def test_an_orphan_no_death_explains_is_requeued_by_maintenance(private_redis, f
 
     from worker.cameras import parse_camera_book
     from worker.config import WorkerConfig
-    from worker.connections import SERIALIZER
-    from worker.rqworker import DeerWorker
+    from worker.jobqueue.connections import SERIALIZER
+    from worker.jobqueue.consumer import DeerWorker
 
     conn = private_redis.client()
     job = enqueue_snapshot(conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)

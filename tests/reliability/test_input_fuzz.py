@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from conftest import SAMPLES, png_header_only
 from worker.errors import InputError
-from worker.imagecodec import decode
-from worker.preprocess import Roi, prepare
+from worker.inference.imagecodec import decode
+from worker.inference.preprocess import Roi, prepare
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PREFIXES = [b"", b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\xff\xd8\xff\xc0\x00\x11\x08",

@@ -23,10 +23,10 @@ from conftest import FP32_MODEL, ROOT, sample
 from relsupport import harness, private_redis  # noqa: F401 - fixture
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
-from worker.connections import SERIALIZER
+from worker.jobqueue.connections import SERIALIZER
 from worker.constants import JOB_FUNCTION
-from worker.recovery import recover_jobs, worker_name
-from worker.rqworker import DeerWorker
+from worker.jobqueue.recovery import recover_jobs, worker_name
+from worker.jobqueue.consumer import DeerWorker
 
 QUEUE = "hooks"
 HOOK = "hook_targets.touch"

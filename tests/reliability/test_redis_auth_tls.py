@@ -19,7 +19,7 @@ import redis
 
 from conftest import FP32_MODEL, ROOT, SAMPLES, sample
 from relsupport import harness
-from worker.producer import enqueue_snapshot
+from worker.jobqueue.producer import enqueue_snapshot
 
 QUEUE = "deer-secure"
 # Keys rq:* and deer:*, channels rq:* (worker commands) and deer:* (results); these commands only.
@@ -73,7 +73,7 @@ def test_minimal_acl_user_runs_worker_producer_and_recovery(acl_redis, tmp_path)
     jobs.append(enqueue_snapshot(conn, data, "cam0", queue=QUEUE, captured_at=time.time() - 3600))  # expires
     from rq import Queue
 
-    from worker.connections import SERIALIZER
+    from worker.jobqueue.connections import SERIALIZER
     from worker.constants import JOB_FUNCTION
     jobs.append(Queue(QUEUE, connection=conn, serializer=SERIALIZER).enqueue(JOB_FUNCTION, {"v": 1}))  # fails
     # A worker dies after taking jobs; the pool's recovery runs with the same user.

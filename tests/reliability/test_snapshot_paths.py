@@ -16,7 +16,7 @@ from rq import Queue
 
 from conftest import ROOT, sample
 from relsupport import harness, private_redis  # noqa: F401 - fixture
-from worker.connections import SERIALIZER
+from worker.jobqueue.connections import SERIALIZER
 from worker.constants import JOB_FUNCTION
 
 QUEUE = "snapshot-paths"

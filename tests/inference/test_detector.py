@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import DEMO_CONF, ROOT, deer_samples, empty_samples, png_header_only, sample
+from worker.cameras import CameraSettings
+from worker.errors import ConfigError, CorruptImageError, EmptyInputError, ImageTooLargeError, RoiError
+from worker.inference.preprocess import Roi
+
+
+@pytest.mark.parametrize("path", deer_samples(), ids=lambda p: p.name)
+def test_finds_the_deer_in_deer_samples(fp32_detector, path):
+    result = fp32_detector.detect(path.read_bytes(), confidence=DEMO_CONF)
+    assert len(result.detections) >= 1 and result.detections.class_names == ("deer",)
+    w, h = result.image_width, result.image_height
+    boxes = result.detections.xyxy
+    assert (boxes[:, [0, 2]] <= w).all() and (boxes[:, [1, 3]] <= h).all() and (boxes >= 0).all()
+
+
+@pytest.mark.parametrize("path", empty_samples(), ids=lambda p: p.name)
+def test_no_deer_in_empty_samples(fp32_detector, path):
+    assert len(fp32_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) == 0
+
+
+def test_int8_agrees_with_fp32_where_fp32_is_sure(fp32_detector, int8_detector):
+    """INT8 may move a score by a few hundredths, so only clear cases are compared: a deer FP32 scores
+    >= 0.5 must be found by INT8 too, and neither may find anything in the empty samples."""
+    for path in deer_samples():
+        fp32 = fp32_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections
+        if len(fp32) and fp32.confidence.max() >= 0.5:
+            assert len(int8_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) >= 1, path.name
+    for path in empty_samples():
+        assert len(int8_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) == 0, path.name
+
+
+@pytest.mark.parametrize("clahe", [False, True])
+def test_batch_results_equal_single_results(fp32_detector, clahe):
+    # A batch is decoded and letterboxed on several threads (where the process has the cores), one
+    # snapshot at a time otherwise: the results must not tell.
+    data = [p.read_bytes() for p in deer_samples()[:4]]
+    settings = CameraSettings(confidence=DEMO_CONF, clahe=clahe)
+    batch = fp32_detector.detect_batch([(d, settings) for d in data])
+    assert [r.batch_size for r in batch] == [4] * 4
+    for d, r in zip(data, batch):
+        single = fp32_detector.detect(d, settings)
+        assert single.batch_size == 1 and len(single.detections) == len(r.detections) >= (0 if clahe else 1)
+        assert np.allclose(single.detections.xyxy, r.detections.xyxy, atol=1.0)
+        assert np.allclose(single.detections.confidence, r.detections.confidence, atol=0.01)
+
+
+def test_a_bad_image_in_a_batch_fails_alone(fp32_detector):
+    good = sample("day_640x360_deer.jpg")
+    settings = CameraSettings(confidence=DEMO_CONF)
+    results = fp32_detector.detect_batch([(good, settings), (b"", settings), (good[:2000], settings), (good, settings)])
+    assert isinstance(results[1], EmptyInputError) and isinstance(results[2], CorruptImageError)
+    assert len(results[0].detections) == len(results[3].detections) >= 1
+
+
+def test_decoded_arrays_are_accepted(fp32_detector):
+    import cv2
+
+    image = cv2.imread(str(ROOT / "models/demo/samples/day_640x360_deer.jpg"))
+    assert len(fp32_detector.detect(image, confidence=DEMO_CONF).detections) >= 1
+    with pytest.raises(ImageTooLargeError):
+        fp32_detector.max_pixels, saved = 100, fp32_detector.max_pixels
+        try:
+            fp32_detector.detect(image)
+        finally:
+            fp32_detector.max_pixels = saved
+
+
+def test_bad_inputs_raise_typed_errors(fp32_detector):
+    with pytest.raises(ImageTooLargeError):
+        fp32_detector.detect(png_header_only(20000, 20000))
+    with pytest.raises(RoiError):
+        fp32_detector.detect(sample("day_640x360_deer.jpg"), CameraSettings(roi=Roi(600, 0, 100, 100)))
+
+
+def test_unknown_class_filter_is_a_config_error(fp32_detector):
+    with pytest.raises(ConfigError, match="not in the model"):
+        fp32_detector.detect(sample("day_640x360_deer.jpg"), CameraSettings(classes=("person",)))
+
+
+def test_the_worker_path_never_imports_torch():
+    code = ("import sys; from worker.inference.detector import Detector; import worker.jobqueue.consumer, worker.serve.service, worker.serve.pool;"
+            f"d = Detector({str(ROOT / 'models/demo/deer-yolo26n_int8_openvino_model')!r});"
+            f"d.detect(open({str(ROOT / 'models/demo/samples/day_640x360_deer.jpg')!r}, 'rb').read());"
+            "bad = [m for m in ('torch', 'ultralytics', 'nncf') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

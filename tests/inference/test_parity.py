@@ -1,0 +1,143 @@
+"""Parity with the reference implementation: our detector vs ultralytics `YOLO(ir_dir).predict()` on
+the same IR and images. A detection matches when the class is the same, IoU >= 0.99 and the
+confidences differ by <= 0.01; >= 99% must match, both ways, at batch 1 and batch 4, with and
+without ROI, for the end-to-end and the raw (NMS) head.
+
+Both sides run the IR pinned to f32 (ultralytics would let this CPU pick bf16, so its compile call
+is wrapped to add the same hint ours uses); only detections clear of the threshold by 0.01 count,
+so a score sitting on the threshold cannot flip the result."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import FP32_MODEL, INT8_MODEL, RAW_MODEL, SAMPLES
+from worker.cameras import CameraSettings
+from worker.inference.detector import Detector
+from worker.inference.preprocess import Roi
+from worker.inference.runtime import others_compile_pinned
+
+pytestmark = pytest.mark.reference
+CONF = 0.25
+IOU = 0.65
+IMAGES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
+ROI = Roi(0.05, 0.1, 0.8, 0.85, normalized=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ultralytics_pinned_f32():
+    with others_compile_pinned("f32"):
+        yield
+
+
+def _reference(model_dir, images: list[np.ndarray]):
+    import os
+
+    os.environ["YOLO_OFFLINE"] = "1"
+    from ultralytics import YOLO
+
+    model = YOLO(str(model_dir), task="detect")
+    out = []
+    for image in images:
+        r = model.predict(image, imgsz=320, conf=CONF, iou=IOU, verbose=False)[0].boxes
+        out.append((r.xyxy.numpy(), r.conf.numpy(), r.cls.numpy().astype(int)))
+    return out
+
+
+def _iou(a, b):
+    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
+    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
+    inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def _one_way(src, dst) -> tuple[int, int]:
+    (boxes, conf, cls), (dboxes, dconf, dcls) = src, dst
+    matched = total = 0
+    for box, c, k in zip(boxes, conf, cls):
+        if c <= CONF + 0.01:
+            continue
+        total += 1
+        same = dcls == k
+        if same.any():
+            ious = _iou(box, dboxes[same])
+            best = ious.argmax()
+            matched += bool(ious[best] >= 0.99 and abs(dconf[same][best] - c) <= 0.01)
+    return matched, total
+
+
+def _assert_parity(ours, theirs, min_detections=4):
+    matched = total = 0
+    for o, t in zip(ours, theirs):
+        for m, n in (_one_way(t, o), _one_way(o, t)):
+            matched, total = matched + m, total + n
+    assert total >= min_detections, f"too few detections ({total}) for parity to mean anything"
+    assert matched / total >= 0.99, f"{matched}/{total} detections match"
+    return matched, total
+
+
+def _ours(result):
+    d = result.detections
+    return d.xyxy, d.confidence, d.class_id
+
+
+def _decode_all():
+    return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in IMAGES]
+
+
+@pytest.fixture(scope="module")
+def f32_detector():
+    return Detector(FP32_MODEL, batch="4", iou=IOU)
+
+
+@pytest.mark.parametrize("reduced", [False, True], ids=["full-decode", "reduced-decode"])
+def test_batch1_matches_ultralytics(f32_detector, reduced):
+    saved, f32_detector.reduced_decode = f32_detector.reduced_decode, reduced
+    try:
+        ours = [_ours(f32_detector.detect(p.read_bytes(), CameraSettings(confidence=CONF))) for p in IMAGES]
+    finally:
+        f32_detector.reduced_decode = saved
+    if reduced:
+        # Measured, not required: decoding at 1/4 size changes pixels enough to move scores of this
+        # demo model by more than 0.01, so the worker's default is the full decode.
+        with pytest.raises(AssertionError, match="detections match") as outside:
+            _assert_parity(ours, _reference(FP32_MODEL, _decode_all()))
+        pytest.xfail(f"reduced decode is outside parity tolerance on the demo model, why it is off by default: "
+                     f"{str(outside.value).splitlines()[0]}")
+    _assert_parity(ours, _reference(FP32_MODEL, _decode_all()))
+
+
+def test_batch4_matches_ultralytics(f32_detector):
+    items = [(p.read_bytes(), CameraSettings(confidence=CONF)) for p in IMAGES[:4]]
+    results = f32_detector.detect_batch(items)
+    assert all(r.batch_size == 4 for r in results)
+    _assert_parity([_ours(r) for r in results], _reference(FP32_MODEL, _decode_all()[:4]), min_detections=2)
+
+
+def test_roi_matches_ultralytics_on_the_crop(f32_detector):
+    settings = CameraSettings(confidence=CONF, roi=ROI)
+    ours = [_ours(f32_detector.detect(p.read_bytes(), settings)) for p in IMAGES]
+    crops, offsets = [], []
+    for image in _decode_all():
+        x0, y0, x1, y1 = ROI.to_pixels(image.shape[1], image.shape[0])
+        crops.append(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        offsets.append(np.array([x0, y0, x0, y0], np.float32))
+    theirs = [(b + off, c, k) for (b, c, k), off in zip(_reference(FP32_MODEL, crops), offsets)]
+    _assert_parity(ours, theirs)
+
+
+def test_raw_head_with_nms_matches_ultralytics():
+    detector = Detector(RAW_MODEL, batch="1", iou=IOU)
+    assert not detector.spec.end2end
+    ours = [_ours(detector.detect(p.read_bytes(), CameraSettings(confidence=CONF))) for p in IMAGES]
+    _assert_parity(ours, _reference(RAW_MODEL, _decode_all()))
+
+
+def test_int8_matches_ultralytics():
+    detector = Detector(INT8_MODEL, batch="1", iou=IOU)
+    assert detector.spec.weights == "int8"
+    ours = [_ours(detector.detect(p.read_bytes(), CameraSettings(confidence=CONF))) for p in IMAGES]
+    _assert_parity(ours, _reference(INT8_MODEL, _decode_all()))

@@ -1,0 +1,151 @@
+"""Worker processes against the real Redis: SIGTERM finishes the batch in hand, SIGKILL loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
+
+from conftest import FP32_MODEL, ROOT, TEST_REDIS_URL, sample
+from worker.jobqueue.connections import SERIALIZER
+from worker.jobqueue.producer import enqueue_snapshot
+
+QUEUE = "test-pool"
+JOB_TIMEOUT = 20
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update({"DEER_WORKER_REDIS_URL": TEST_REDIS_URL, "DEER_WORKER_QUEUE": QUEUE, "DEER_WORKER_METRICS_PORT": "0",
+                "DEER_WORKER_MODEL": str(FP32_MODEL), "DEER_WORKER_BATCH": "4", "DEER_WORKER_MAX_AGE": "600",
+                "DEER_WORKER_JOB_TIMEOUT": str(JOB_TIMEOUT)})
+    env.update(extra)
+    return env
+
+
+def _start(*args, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "worker", "--log-level", "WARNING", "run", *args], cwd=ROOT,
+                            env=_env(**env), start_new_session=True)
+
+
+def _enqueue(conn, n: int) -> list:
+    data = sample("day_640x360_deer.jpg")
+    return [enqueue_snapshot(conn, data, f"cam{i % 3}", queue=QUEUE, job_timeout=JOB_TIMEOUT, retries=3)
+            for i in range(n)]
+
+
+def _statuses(jobs) -> dict:
+    out = {}
+    for job in jobs:
+        status = job.connection.hget(job.key, "status")
+        status = JobStatus(status.decode()) if status else f"missing:{job.id}:{job.connection.exists(job.key)}"
+        out[status] = out.get(status, 0) + 1
+    return out
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def _started(conn) -> int:
+    return StartedJobRegistry(QUEUE, connection=conn, serializer=SERIALIZER).count
+
+
+def test_sigterm_finishes_the_batch_in_hand_then_exits_zero(redis_conn):
+    proc = _start()
+    try:
+        jobs = _enqueue(redis_conn, 200)
+        _wait(lambda: _started(redis_conn) > 0, 60, "the worker to be mid-batch")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(JOB_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    counts = _statuses(jobs)
+    assert _started(redis_conn) == 0 and counts.get(JobStatus.STARTED, 0) == 0
+    assert counts.get(JobStatus.FINISHED, 0) >= 1 and counts.get(JobStatus.QUEUED, 0) >= 1
+    assert sum(counts.values()) == 200
+
+
+def _kill_mid_batch(conn, proc_pid: int) -> int:
+    """SIGKILL the worker while it holds started jobs; returns how many it held."""
+    def held():
+        count = _started(conn)
+        if count:
+            os.kill(proc_pid, signal.SIGKILL)
+        return count
+
+    return _wait(held, 60, "the worker to hold a batch")
+
+
+def test_pool_recovers_a_killed_workers_jobs_and_restarts_it(redis_conn):
+    pool = _start("--workers", "2")
+    jobs = _enqueue(redis_conn, 120)
+    try:
+        children = _wait(lambda: _children(pool.pid), 30, "two worker processes")
+        held = _kill_mid_batch(redis_conn, children[0])
+        killed_at = time.monotonic()
+        assert held >= 1
+        # the pool sees the death at once: the dead worker's jobs leave STARTED long before its TTL
+        _wait(lambda: not _held_by_dead(redis_conn, children[0]), 2 * JOB_TIMEOUT, "recovery")
+        recovery = time.monotonic() - killed_at
+        _wait(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
+              120, "all jobs to end")
+        assert len(_children(pool.pid)) == 2 and children[0] not in _children(pool.pid)
+    finally:
+        os.killpg(pool.pid, signal.SIGTERM)
+        pool.wait(60)
+    counts = _statuses(jobs)
+    assert counts == {JobStatus.FINISHED: 120}, counts  # retried, none lost, none stuck
+    assert recovery < 2 * JOB_TIMEOUT
+    print(f"recovered {held} job(s) in {recovery:.2f} s")
+
+
+def test_a_restarted_worker_recovers_jobs_of_a_dead_one_on_this_host(redis_conn):
+    first = _start()
+    jobs = _enqueue(redis_conn, 120)
+    held = _kill_mid_batch(redis_conn, first.pid)
+    first.wait()
+    assert held >= 1 and _started(redis_conn) >= 1
+    second = _start()
+    try:
+        _wait(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
+              120, "all jobs to end")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+    assert _statuses(jobs) == {JobStatus.FINISHED: 120}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        pytest.skip("pgrep missing")
+    return sorted(int(p) for p in out.split())
+
+
+def _held_by_dead(conn, pid: int) -> bool:
+    from rq.executions import Execution
+    from rq.utils import parse_composite_key
+
+    for raw in conn.zrange(StartedJobRegistry(QUEUE, connection=conn).key, 0, -1):
+        job_id, execution_id = parse_composite_key(raw.decode())
+        try:
+            if Execution.fetch(execution_id, job_id, conn).worker_name.endswith(f".{pid}"):
+                return True
+        except Exception:
+            continue
+    return False

@@ -1,0 +1,64 @@
+"""The producer side: enqueue snapshot jobs, refusing before Redis what a worker would refuse.
+
+By default the JPEG/PNG bytes go to their own Redis key (`deer:snap:<id>`, with a TTL that outlives
+the job's queue time and retries) and the job carries only the key: RQ re-serializes and
+re-compresses a job's data whenever it saves the job, so inline base64 costs time on every job.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from rq import Queue, Retry
+from rq.job import Job
+
+from worker import constants as C
+from worker.inference.imagecodec import read_header
+from worker.jobqueue.contract import SnapshotJob, parse_payload, snapshot_bytes
+from worker.jobqueue.connections import SERIALIZER
+
+LATEST_KEY = "deer:latest"  # hash camera_id -> "captured_at|job_id" of the newest enqueued snapshot
+
+
+def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, camera_id: str, *,
+                     captured_at: float | None = None, queue: str = C.DEFAULT_QUEUE, job_id: str | None = None,
+                     model: str | None = None, by_path: bool = False, inline: bool = False,
+                     max_snapshot_bytes: int = C.DEFAULT_MAX_SNAPSHOT_BYTES,
+                     job_timeout: int = C.DEFAULT_JOB_TIMEOUT, result_ttl: int = C.DEFAULT_RESULT_TTL,
+                     failure_ttl: int = C.DEFAULT_FAILURE_TTL, queued_ttl: int = C.DEFAULT_QUEUED_TTL,
+                     retries: int = C.DEFAULT_RETRIES) -> Job:
+    """Enqueue one snapshot (bytes or a file). The bytes go under a Redis key by default; inline=True
+    puts them in the job as base64; by_path=True sends only the file path (same-host workers)."""
+    captured_at = time.time() if captured_at is None else captured_at
+    data = None
+    if by_path:
+        job = SnapshotJob(camera_id, captured_at, None, str(Path(snapshot).resolve()), job_id, model)
+    else:
+        data = snapshot if isinstance(snapshot, bytes) else Path(snapshot).read_bytes()
+        if inline:
+            job = SnapshotJob(camera_id, captured_at, base64.b64encode(data).decode("ascii"), None, job_id, model)
+        else:
+            key = f"{C.SNAPSHOT_KEY_PREFIX}{uuid.uuid4().hex}"
+            job = SnapshotJob(camera_id, captured_at, None, None, job_id, model, snapshot_key=key)
+    payload = job.to_payload()
+    parsed = parse_payload(payload, max_snapshot_bytes=max_snapshot_bytes)  # the worker's own checks
+    if data is not None:
+        read_header(snapshot_bytes(parsed, max_snapshot_bytes=max_snapshot_bytes, fetch_key=lambda _: data))
+    rq_queue = Queue(queue, connection=connection, serializer=SERIALIZER)
+    # One MULTI/EXEC round trip (RQ opens the transaction): the job, its snapshot and the camera's
+    # newest-snapshot marker become visible together, so no worker sees a job without its bytes.
+    with connection.pipeline() as pipe:
+        rq_job = rq_queue.enqueue(
+            C.JOB_FUNCTION, payload, job_id=job_id, job_timeout=job_timeout, result_ttl=result_ttl,
+            failure_ttl=failure_ttl, ttl=queued_ttl, retry=Retry(max=retries) if retries else None,
+            description=f"snapshot {camera_id}", pipeline=pipe)
+        if parsed.snapshot_key is not None:
+            # Outlives the longest the job can wait and be retried; the worker deletes it when the job ends.
+            pipe.set(parsed.snapshot_key, data, ex=queued_ttl + (retries + 1) * (job_timeout + 60))
+        pipe.hset(LATEST_KEY, camera_id, f"{captured_at}|{rq_job.id}")
+        pipe.execute()
+    return rq_job

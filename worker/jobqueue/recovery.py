@@ -1,0 +1,132 @@
+"""Fast recovery of jobs a dead worker held.
+
+RQ alone notices an abandoned job only when its StartedJobRegistry entry expires (heartbeat TTL)
+and some live worker runs maintenance. Here the pool (which sees a child die at once) and every
+worker at start-up (which can see dead pids on its own host) expire the dead worker's entries
+immediately, and RQ's own cleanup then retries them (if retries are left) or fails them with
+AbandonedJobError. The TTL path stays as the fallback for workers on other hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+
+import redis
+from rq.executions import Execution
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.utils import parse_composite_key
+
+from worker.jobqueue.connections import SERIALIZER
+from worker.tasks import DeerJob
+
+log = logging.getLogger(__name__)
+NAME_PREFIX = "deer"
+ORPHAN_GRACE = 1.0  # s; a live worker registers a job it took within milliseconds
+
+
+def worker_name(index: int, *, host: str | None = None, pid: int | None = None) -> str:
+    """deer-<host>-w<index>.<pid>: unique per process, and tells recovery where it ran."""
+    host = (host or socket.gethostname()).replace(".", "_")
+    return f"{NAME_PREFIX}-{host}-w{index}.{pid or os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dead_on_this_host(name: str) -> bool:
+    """True for a deer worker name of this host whose process no longer exists."""
+    host = socket.gethostname().replace(".", "_")
+    prefix = f"{NAME_PREFIX}-{host}-w"
+    if not name.startswith(prefix) or "." not in name[len(prefix):]:
+        return False
+    try:
+        pid = int(name.rsplit(".", 1)[1])
+    except ValueError:
+        return False
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
+def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: Callable[[str], bool]) -> int:
+    """Recover the jobs of workers for which is_dead(name) holds; returns how many.
+
+    Started jobs go through RQ's cleanup (retried, or failed with AbandonedJobError); orphans of RQ's
+    intermediate list (taken, never registered: a worker registers and starts a job in one MULTI) go
+    back to the queue untouched.
+    """
+    recovered = 0
+    for queue_name in queue_names:
+        registry = StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER, job_class=DeerJob)
+        dead_keys = []
+        for raw in connection.zrange(registry.key, 0, -1):
+            composite = raw.decode() if isinstance(raw, bytes) else raw
+            job_id, execution_id = parse_composite_key(composite)
+            try:
+                owner = Execution.fetch(execution_id, job_id, connection).worker_name
+            except Exception:  # execution hash gone: its TTL already ran out, so it is abandoned
+                owner = ""
+            if not owner or is_dead(owner):
+                dead_keys.append(composite)
+        if dead_keys:
+            connection.zadd(registry.key, {key: 0 for key in dead_keys}, xx=True)
+            registry.cleanup(timestamp=1)  # only entries scored 0..1: exactly the ones expired above
+            recovered += len(dead_keys)
+            log.warning("recovered %d job(s) of dead workers from %s", len(dead_keys), queue_name)
+        recovered += _rescue_orphans(connection, queue_name)
+    return recovered
+
+
+def orphans(connection: redis.Redis, queue_name: str) -> set[str]:
+    """Jobs in RQ's intermediate list of `queue_name` that no started-registry entry covers: taken by a
+    worker that has not registered them yet (a millisecond window) or never will (it, or Redis, died)."""
+    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
+    registry = StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER, job_class=DeerJob)
+    registered = {parse_composite_key(raw.decode())[0] for raw in connection.zrange(registry.key, 0, -1)}
+    return {raw.decode() for raw in connection.lrange(queue.intermediate_queue_key, 0, -1)} - registered
+
+
+def requeue_orphans(connection: redis.Redis, queue_name: str, suspects: set[str]) -> int:
+    """Requeue those of `suspects` (seen orphaned a while ago) that are orphaned still; returns how many.
+
+    RQ's own maintenance fails such jobs only after a minute, and a job whose queued TTL runs out first
+    is deleted unrun. A worker stalled between taking and registering a job for longer than the
+    caller waited would see it run twice: at least once, never lost.
+    """
+    if not suspects:
+        return 0
+    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
+    rescued = 0
+    for job_id in suspects & orphans(connection, queue_name):
+        def move(pipe, job_id=job_id):
+            if pipe.lpos(queue.intermediate_queue_key, job_id) is None:
+                return False  # taken care of meanwhile
+            pipe.multi()
+            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+            pipe.lpush(queue.key, job_id)
+            return True
+
+        if connection.transaction(move, queue.intermediate_queue_key, value_from_callable=True):
+            rescued += 1
+    if rescued:
+        log.warning("requeued %d job(s) taken by a worker that died (or lost Redis) before starting them, on %s",
+                    rescued, queue_name)
+    return rescued
+
+
+def _rescue_orphans(connection: redis.Redis, queue_name: str, grace: float = ORPHAN_GRACE) -> int:
+    """After a death: entries still unregistered `grace` seconds after they were seen are orphans."""
+    suspects = orphans(connection, queue_name)
+    if suspects:
+        time.sleep(grace)
+    return requeue_orphans(connection, queue_name, suspects)

@@ -1,0 +1,1 @@
+"""Serving: the worker process, the pool of them, health and metrics endpoints."""

@@ -1,0 +1,110 @@
+"""One worker process: load and warm the model once, serve health/metrics, consume the queue.
+
+Redis going away does not end the process: the RQ loop ends, and this loop reconnects with
+backoff and starts a fresh RQ worker around the same warm detector.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import redis
+from rq.queue import Queue
+
+from worker.cameras import load_camera_book
+from worker.config import WorkerConfig, parse_cpus
+from worker.jobqueue.connections import SERIALIZER, connect, ping
+from worker.constants import REDIS_MAX_BACKOFF
+from worker.inference.detector import Detector
+from worker.jobqueue.recovery import dead_on_this_host, recover_jobs, worker_name
+from worker.jobqueue.consumer import DeerWorker
+from worker.inference.runtime import CompileOptions
+
+log = logging.getLogger(__name__)
+
+
+def build_detector(config: WorkerConfig) -> Detector:
+    return Detector(config.resolve(config.model), batch=config.batch, iou=config.iou,
+                    max_pixels=config.max_pixels, reduced_decode=config.reduced_decode,
+                    options=CompileOptions(threads=config.threads, pin_threads=config.pin_threads,
+                                           precision=config.precision,
+                                           cache_dir=str(Path(config.cache_dir).expanduser())))
+
+
+def _start_health(config: WorkerConfig, index: int, detector: Detector, book, name: str,
+                  ready: threading.Event):
+    """Metrics + /healthz + /readyz on metrics_port + index (0 turns it off)."""
+    if not config.metrics_port:
+        return None, None
+    from worker.serve.health import HealthServer
+    from worker.serve.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(camera_labels=book.labels, class_names=detector.class_names,
+                            queues=[config.queue], worker_name=name)
+    metrics.set_model(model=detector.spec.name, version=detector.spec.version,
+                      precision=f"{detector.spec.weights}/{detector.precision}", batch=detector.max_batch)
+    probe = connect(config.redis_url, timeout=1.0, command_timeout=1.0)  # a hung Redis must not hang /healthz
+    server = HealthServer(metrics, config.metrics_host, config.metrics_port + index,
+                          redis_ping=lambda: ping(probe), ready=ready.is_set)
+    server.start()
+    return metrics, server
+
+
+def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> int:
+    cpus = parse_cpus(config.cpus)
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # before OpenVINO starts its threads, so pinning stays inside
+    name = worker_name(index)
+    book = load_camera_book(config.resolve(config.zones))
+    detector = build_detector(config)
+    detector.check_cameras(book)
+    log.info("%s: model %s (%s weights, %s inference, batch<=%d) warm: batch1 %.1f ms%s", name,
+             detector.spec.name, detector.spec.weights, detector.precision, detector.max_batch,
+             detector.warmup.batch1_seconds * 1e3,
+             f", batch4 {detector.warmup.batch4_seconds * 1e3:.1f} ms" if detector.warmup.batch4_seconds else "")
+    connection = connect(config.redis_url)
+    ready = threading.Event()
+    metrics, server = _start_health(config, index, detector, book, name, ready)
+
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):  # only while between RQ loops; RQ installs its own inside work()
+        stop["requested"] = True
+
+    backoff = 0.5
+    try:
+        while not stop["requested"]:
+            signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+            try:
+                # Our own name too: a previous RQ loop that ended on a Redis error left its batch started.
+                recover_jobs(connection, [config.queue], lambda owner: owner == name or dead_on_this_host(owner))
+                connection.delete(f"rq:worker:{name}")  # our own stale key from a previous loop, if any
+                queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
+                rq_worker = DeerWorker([queue], name=name, connection=connection, detector=detector,
+                                       cameras=book, config=config, metrics=metrics)
+                ready.set()
+                if metrics:
+                    metrics.set_ready(True)
+                backoff = 0.5
+                rq_worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
+                if burst or rq_worker._shutdown_requested_date is not None:
+                    break
+                log.warning("%s: RQ loop ended without a stop request (Redis trouble?); restarting it", name)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("%s: Redis unavailable (%s); retrying in %.1f s", name, exc, backoff)
+            ready.clear()
+            if metrics:
+                metrics.set_ready(False)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, REDIS_MAX_BACKOFF)
+    finally:
+        if server:
+            server.stop()
+    log.info("%s: stopped", name)
+    return 0

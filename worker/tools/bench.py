@@ -1,0 +1,338 @@
+"""`deer-worker bench`: how fast is a model on this host, raw and as served?
+
+For each model x precision x threads x batch:
+- latency: compiled exactly as the worker compiles it (runtime.compile_model: latency hint, one
+  stream), one infer request looping on a pre-filled tensor for --seconds, as `benchmark_app -hint
+  latency` does; p50/p95/p99 and FPS;
+- throughput: the same graph with the throughput hint and OpenVINO's optimal number of async infer
+  requests (ov.AsyncInferQueue), as `benchmark_app -hint throughput`: the host's FPS ceiling;
+- service (batch 1): Detector.detect on real snapshots, i.e. decode + preprocess + infer + postprocess.
+Then FP32 vs INT8 speedups, batch 4 vs batch 1 images/s, and the process RSS (VmRSS, peak VmHWM).
+Timings on a shared host are noisy: compare figures from the same run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+DEMO_MODELS = ("models/demo/deer-yolo26n_openvino_model", "models/demo/deer-yolo26n_int8_openvino_model")
+SAMPLES = "models/demo/samples"
+_WARMUP_RUNS = 3  # the first inferences allocate and tune kernels; benchmark_app reports them apart too
+
+
+# --- measurements ---------------------------------------------------------------------------------
+def memory_mb(status: Path = Path("/proc/self/status")) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) of this process in MiB; empty where /proc is not available."""
+    out = {}
+    try:
+        for line in status.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss" if key == "VmRSS" else "peak"] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return out
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def _input_tensor(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
+    # Random pixels like benchmark_app's default fill; a dense CNN's time does not depend on content.
+    return np.random.default_rng(0).integers(0, 256, (batch, imgsz[0], imgsz[1], 3), dtype=np.uint8)
+
+
+def measure_latency(runner, tensor: np.ndarray, seconds: float) -> dict[str, float]:
+    """Synchronous loop on one request with its input set once: pure inference time."""
+    import openvino as ov
+
+    request = runner.request
+    request.set_input_tensor(ov.Tensor(tensor, shared_memory=True))
+    for _ in range(_WARMUP_RUNS):
+        request.infer()
+    times: list[float] = []
+    started = time.perf_counter()
+    while not times or time.perf_counter() - started < seconds:
+        t0 = time.perf_counter()
+        request.infer()
+        times.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    batch = tensor.shape[0]
+    return {**_percentiles(times), "fps": len(times) / elapsed, "images_per_s": len(times) * batch / elapsed,
+            "iterations": len(times)}
+
+
+def measure_throughput(compiled, tensor: np.ndarray, seconds: float) -> dict[str, float]:
+    """OpenVINO's optimal number of async requests kept busy for `seconds`: the FPS ceiling."""
+    import openvino as ov
+
+    requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    queue = ov.AsyncInferQueue(compiled, requests)
+    data = {0: tensor}
+    for _ in range(requests):  # warm-up, one per request
+        queue.start_async(data, share_inputs=True)
+    queue.wait_all()
+    count = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds or count == 0:
+        queue.start_async(data, share_inputs=True)  # blocks until a request is free
+        count += 1
+    queue.wait_all()
+    elapsed = time.perf_counter() - started
+    return {"fps": count / elapsed, "images_per_s": count * tensor.shape[0] / elapsed, "requests": requests,
+            "streams": int(compiled.get_property("NUM_STREAMS")), "iterations": count}
+
+
+def measure_service(detector, snapshots: list[bytes], seconds: float) -> dict[str, float]:
+    """Detector.detect over the snapshots, round-robin, for `seconds` (at least one pass)."""
+    for data in snapshots[:2]:
+        detector.detect(data)
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < len(snapshots) or time.perf_counter() - started < seconds:
+        result = detector.detect(snapshots[len(times) % len(snapshots)])
+        times.append(result.timings.total)
+    stats = _percentiles(times)
+    return {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "mean_ms": stats["mean_ms"],
+            "images": len(snapshots), "iterations": len(times)}
+
+
+# --- one model ------------------------------------------------------------------------------------
+@dataclass
+class Config:
+    precision: str
+    threads: int
+    batch: int
+
+
+@dataclass
+class Result:
+    model: str
+    name: str
+    weights: str
+    config: Config
+    runs: str  # the precision OpenVINO actually uses for non-quantized ops
+    latency: dict
+    throughput: dict
+    service: dict | None
+    memory_mb: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "name": self.name, "weights": self.weights, "precision": self.config.precision,
+                "runs": self.runs, "threads": self.config.threads, "batch": self.config.batch,
+                "latency": self.latency, "throughput": self.throughput, "service": self.service,
+                "memory_mb": self.memory_mb}
+
+
+def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes], seconds: float,
+                log=print) -> list[Result]:
+    import openvino as ov
+
+    from worker.config import resolve_path
+    from worker.inference.detector import Detector
+    from worker.inference.runtime import CompileOptions, compile_model, inference_precision, load_spec
+
+    path = resolve_path(model)
+    spec, ov_model = load_spec(path)
+    results = []
+    for cfg in configs:
+        options = CompileOptions(threads=cfg.threads, precision=cfg.precision)
+        tensor = _input_tensor(cfg.batch, spec.imgsz)
+        log(f"  {spec.name} {cfg.precision} threads={cfg.threads} batch={cfg.batch}: latency")
+        runner = compile_model(ov_model, spec, cfg.batch, options, ov.Core())
+        runs = inference_precision(runner)
+        latency = measure_latency(runner, tensor, seconds)
+        del runner
+        log(f"  {spec.name} {cfg.precision} threads={cfg.threads} batch={cfg.batch}: throughput")
+        throughput_runner = compile_model(ov_model, spec, cfg.batch, replace(options, hint="THROUGHPUT"), ov.Core())
+        throughput = measure_throughput(throughput_runner.compiled, tensor, seconds)
+        del throughput_runner
+        service = None
+        if cfg.batch == 1 and snapshots:
+            log(f"  {spec.name} {cfg.precision} threads={cfg.threads}: service time on {len(snapshots)} snapshots")
+            detector = Detector(path, batch="1", options=options)
+            service = measure_service(detector, snapshots, seconds)
+            del detector
+        results.append(Result(str(model), spec.name, spec.weights, cfg, runs, latency, throughput, service,
+                              memory_mb()))
+    return results
+
+
+# --- summaries ------------------------------------------------------------------------------------
+def _base_name(name: str) -> str:
+    """deer-yolo26n_int8 -> deer-yolo26n: an INT8 model is compared with its own FP32 original only."""
+    return name.replace("_int8", "").replace("-int8", "")
+
+
+def speedups(results: list[Result]) -> list[dict]:
+    """INT8 vs its FP32 model at the same precision, threads and batch (ratio of p50 and of FPS)."""
+    out = []
+    for fp32 in (r for r in results if r.weights == "fp32"):
+        for int8 in (r for r in results if r.weights == "int8"):
+            if (_base_name(fp32.name), fp32.config.precision, fp32.config.threads, fp32.config.batch) != (
+                    _base_name(int8.name), int8.config.precision, int8.config.threads, int8.config.batch):
+                continue
+            out.append({"fp32": fp32.name, "int8": int8.name, "precision": fp32.config.precision,
+                        "threads": fp32.config.threads, "batch": fp32.config.batch,
+                        "latency_speedup": fp32.latency["p50_ms"] / int8.latency["p50_ms"],
+                        "throughput_speedup": int8.throughput["fps"] / fp32.throughput["fps"]})
+    return out
+
+
+def batch_gains(results: list[Result]) -> list[dict]:
+    """Images/s at batch 4 over batch 1, same model, precision and threads (latency-hint loop)."""
+    out = []
+    for b1 in (r for r in results if r.config.batch == 1):
+        for b4 in (r for r in results if r.config.batch == 4):
+            if (b1.model, b1.config.precision, b1.config.threads) == (b4.model, b4.config.precision, b4.config.threads):
+                out.append({"model": b1.name, "precision": b1.config.precision, "threads": b1.config.threads,
+                            "batch1_images_per_s": b1.latency["images_per_s"],
+                            "batch4_images_per_s": b4.latency["images_per_s"],
+                            "gain": b4.latency["images_per_s"] / b1.latency["images_per_s"]})
+    return out
+
+
+def table(results: list[Result]) -> str:
+    header = (f"{'model':<28} {'weights':<7} {'prec':<12} {'thr':>3} {'batch':>5} {'p50 ms':>7} {'p95 ms':>7} "
+              f"{'p99 ms':>7} {'FPS':>7} {'img/s':>7} {'tput img/s':>10} {'svc p50':>8} {'svc p95':>8} {'RSS MB':>7}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lat, svc = r.latency, r.service
+        prec = r.config.precision if r.config.precision == r.runs else f"{r.config.precision}>{r.runs}"
+        svc_cols = f"{svc['p50_ms']:>8.1f} {svc['p95_ms']:>8.1f}" if svc else f"{'-':>8} {'-':>8}"
+        lines.append(f"{r.name[:28]:<28} {r.weights:<7} {prec:<12} {r.config.threads or 'all':>3} {r.config.batch:>5} "
+                     f"{lat['p50_ms']:>7.1f} {lat['p95_ms']:>7.1f} {lat['p99_ms']:>7.1f} {lat['fps']:>7.1f} "
+                     f"{lat['images_per_s']:>7.1f} {r.throughput['images_per_s']:>10.1f} {svc_cols} "
+                     f"{r.memory_mb.get('rss', 0):>7.0f}")
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], path: str) -> bool:
+    """Bar chart of p50 latency and throughput per configuration; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels = [f"{r.name}\n{r.runs} threads {r.config.threads or 'all'}\nbatch {r.config.batch}" for r in results]
+    x = np.arange(len(results))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(results) * 2), 4.5))
+    ax1.bar(x - 0.2, [r.latency["p50_ms"] for r in results], 0.4, label="inference p50")
+    ax1.bar(x + 0.2, [r.service["p50_ms"] if r.service else 0 for r in results], 0.4, label="service p50")
+    ax1.set_ylabel("ms per call (lower is better)")
+    ax2.bar(x - 0.2, [r.latency["images_per_s"] for r in results], 0.4, label="latency hint")
+    ax2.bar(x + 0.2, [r.throughput["images_per_s"] for r in results], 0.4, label="throughput hint")
+    ax2.set_ylabel("images/s (higher is better)")
+    for ax in (ax1, ax2):
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# --- the command ----------------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _precision_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in ("f32", "bf16", "f16", "default")]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"precisions are f32, bf16, f16, default; got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append",
+                        help="OpenVINO IR directory or .xml; repeat for several (default: the demo FP32 and INT8)")
+    parser.add_argument("--threads", type=_int_list, default=[0], help="comma list, 0 = all cores (default 0)")
+    parser.add_argument("--batch", type=_int_list, default=[1, 4],
+                        help="comma list of static batch sizes (default 1,4)")
+    parser.add_argument("--precision", type=_precision_list, default=["f32"],
+                        help="comma list of f32, bf16, f16, default (default f32, as served)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
+    parser.add_argument("--images", nargs="+", help="snapshots for the service-time run (default: the demo samples)")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help="bar chart (needs matplotlib)")
+
+
+def _default_models() -> list[str]:
+    from worker.config import resolve_path
+    from worker.errors import ConfigError
+
+    models = [m for m in DEMO_MODELS if resolve_path(m).exists()]
+    if not models:
+        raise ConfigError(f"no --model given and no demo model in {', '.join(DEMO_MODELS)}")
+    return models
+
+
+def _snapshots(images: list[str] | None) -> list[bytes]:
+    from worker.config import resolve_path
+
+    paths = [Path(p) for p in images] if images else sorted(
+        p for p in resolve_path(SAMPLES).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return [p.read_bytes() for p in paths]
+
+
+def run(args: argparse.Namespace) -> int:
+    import openvino as ov
+
+    if any(b < 1 for b in args.batch):
+        print("bench: --batch sizes must be >= 1", file=sys.stderr)
+        return 2
+    models = args.model or _default_models()
+    snapshots = _snapshots(args.images)
+    configs = [Config(p, t, b) for p in args.precision for t in args.threads for b in args.batch]
+    baseline = memory_mb()
+    per_model = 2 * len(configs) + sum(c.batch == 1 for c in configs)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"bench: {len(models)} models x {len(configs)} configs, ~{len(models) * per_model * args.seconds:.0f} s "
+        f"of measurement; {len(snapshots)} snapshots for service time")
+    results: list[Result] = []
+    for model in models:
+        results += bench_model(model, configs, snapshots, args.seconds, log)
+    memory = {"baseline": baseline.get("rss"), **memory_mb()}
+
+    print(table(results))
+    print("latency: one request, latency hint (as served); tput: throughput hint, "
+          f"{results[0].throughput['requests']} async requests; svc: Detector.detect incl. decode/pre/postprocess")
+    for s in speedups(results):
+        print(f"INT8 speedup ({s['int8']} vs {s['fp32']}, {s['precision']}, threads {s['threads'] or 'all'}, "
+              f"batch {s['batch']}): latency x{s['latency_speedup']:.2f}, throughput x{s['throughput_speedup']:.2f}")
+    for g in batch_gains(results):
+        print(f"batch 4 vs 1 ({g['model']}, {g['precision']}, threads {g['threads'] or 'all'}): "
+              f"{g['batch4_images_per_s']:.1f} vs {g['batch1_images_per_s']:.1f} images/s, x{g['gain']:.2f}")
+    print(f"memory: RSS {memory.get('rss')} MiB now, peak {memory.get('peak')} MiB "
+          f"(baseline before loading models {memory.get('baseline')} MiB; all models share this process)")
+    if args.plot:
+        if plot(results, args.plot):
+            print(f"plot written to {args.plot}")
+        else:
+            print("matplotlib is not installed: --plot skipped (pip install matplotlib)")
+    if args.json:
+        report = {"openvino": ov.get_version(), "seconds": args.seconds, "snapshots": len(snapshots),
+                  "results": [r.as_dict() for r in results], "speedups": speedups(results),
+                  "batch_gains": batch_gains(results), "memory_mb": memory}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0

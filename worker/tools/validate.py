@@ -1,0 +1,234 @@
+"""`deer-worker validate`: accuracy of one or more models on a labelled split, through the served path.
+
+Every image goes through `Detector.detect` (same decode, letterbox, OpenVINO precision and
+postprocessing as the worker), at ultralytics val's settings (conf 0.001, iou 0.7, max_det 300), and
+is scored by worker.tools.evaluation, which reproduces ultralytics' DetMetrics. The first --model is the
+reference; the gate fails (exit 1) when another model's mAP50 is more than --max-drop below it
+(0.02 = 2 points). The table's dmAP columns are changes vs the first model (negative = worse).
+mAP50-95 changes are reported beside it but do not gate: on small held-out sets it
+moves more between runs of identical quality, and mAP50 is what a deer/no-deer decision depends on.
+
+Versus `YOLO(ir).val()`: identical when boxes are left unclipped and JPEGs decoded at full size
+(tests/test_validate.py). The served path clips boxes to the image (as ultralytics predict does;
+its val does not), which raised mAP50-95 by ~2 points on the demo split (many deer at the image
+border; mAP50 moved < 0.2 points); with --reduced-decode it also decodes JPEGs at reduced size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from worker.config import read_yaml, resolve_path
+from worker.errors import ConfigError, InputError
+from worker.tools.evaluation import (
+    DetectionMetrics,
+    GroundTruth,
+    MetricsAccumulator,
+    label_path,
+    labels_to_truth,
+    list_images,
+    read_labels,
+)
+
+GATE_METRIC = "mAP50"
+
+
+# --- the dataset yaml -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataSpec:
+    """An ultralytics data yaml: dataset root, split entries and class names."""
+
+    yaml: Path
+    root: Path
+    names: tuple[str, ...]
+    splits: dict[str, list[str]] = field(default_factory=dict)
+
+    def images(self, split: str) -> list[Path]:
+        if not self.splits.get(split):
+            raise ConfigError(f"{self.yaml}: no '{split}' split (has: {', '.join(sorted(self.splits)) or 'none'})")
+        images: list[Path] = []
+        for entry in self.splits[split]:
+            path = Path(entry).expanduser()
+            images += list_images(path if path.is_absolute() else self.root / path)
+        return images
+
+
+def _dataset_root(yaml_path: Path, raw: object) -> Path:
+    """`path:` taken relative to the yaml's directory first, then the cwd, then the project root.
+
+    ultralytics resolves a relative `path` against the cwd only (then its datasets dir), so yamls
+    written for it (like models/demo/heldout.yaml, repo-root relative) still work here from any cwd.
+    """
+    if raw in (None, ""):
+        return yaml_path.parent
+    path = Path(str(raw)).expanduser()
+    if path.is_absolute():
+        return path
+    for candidate in (yaml_path.parent / path, Path.cwd() / path, resolve_path(path)):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"{yaml_path}: path: {raw} not found next to the yaml, in the cwd or in the project root")
+
+
+def load_data_yaml(path: str | Path) -> DataSpec:
+    yaml_path = resolve_path(path)
+    data = read_yaml(yaml_path, "data yaml")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{yaml_path}: expected a mapping (path, train, val, names)")
+    raw_names = data.get("names")
+    if isinstance(raw_names, dict):
+        names = tuple(str(raw_names[k]) for k in sorted(raw_names, key=int))
+    elif isinstance(raw_names, list):
+        names = tuple(str(n) for n in raw_names)
+    elif isinstance(data.get("nc"), int):
+        names = tuple(f"class_{i}" for i in range(data["nc"]))
+    else:
+        raise ConfigError(f"{yaml_path}: names: expected a list or an id -> name mapping (or nc)")
+    if isinstance(data.get("nc"), int) and data["nc"] != len(names):
+        raise ConfigError(f"{yaml_path}: nc: {data['nc']} but {len(names)} names")
+    splits = {}
+    for split in ("train", "val", "test", "minival"):
+        entry = data.get(split)
+        if entry:
+            splits[split] = [str(e) for e in entry] if isinstance(entry, list) else [str(entry)]
+    return DataSpec(yaml_path, _dataset_root(yaml_path, data.get("path")), names, splits)
+
+
+# --- running a model ------------------------------------------------------------------------------
+@dataclass
+class ModelResult:
+    model: str
+    name: str
+    weights: str
+    precision: str
+    metrics: DetectionMetrics
+    ms_per_image: float  # median full service time (decode + preprocess + infer + postprocess)
+    skipped: list[dict] = field(default_factory=list)
+
+    def drop(self, reference: ModelResult) -> dict[str, float]:
+        return {"mAP50": reference.metrics.map50 - self.metrics.map50,
+                "mAP50-95": reference.metrics.map50_95 - self.metrics.map50_95}
+
+
+def evaluate_model(model: str | Path, images: list[Path], labels: list[np.ndarray], names: tuple[str, ...], *,
+                   conf: float = 0.001, iou: float = 0.7, max_det: int = 300, precision: str = "f32",
+                   threads: int = 0, reduced_decode: bool = False, clahe: bool = False) -> ModelResult:
+    """Run every image through a fresh Detector and score it against `labels` (normalised, per image)."""
+    from worker.cameras import CameraSettings
+    from worker.inference.detector import Detector
+    from worker.inference.runtime import CompileOptions
+
+    detector = Detector(resolve_path(model), batch="1", iou=iou, max_detections=max_det,
+                        reduced_decode=reduced_decode, options=CompileOptions(threads=threads, precision=precision))
+    # As ultralytics val: ground truth of classes the model cannot predict is left out.
+    model_classes = len(detector.class_names)
+    settings = CameraSettings(clahe=clahe, confidence=conf)
+    accumulator = MetricsAccumulator(names)
+    skipped, times = [], []
+    for image, rows in zip(images, labels):
+        try:
+            result = detector.detect(image.read_bytes(), settings, confidence=conf)
+        except (OSError, InputError) as exc:
+            skipped.append({"image": str(image), "error": getattr(exc, "kind", "io"), "message": str(exc)})
+            continue
+        truth = labels_to_truth(rows, result.image_width, result.image_height)
+        if len(truth) and truth.classes.max() >= model_classes:
+            keep = truth.classes < model_classes
+            truth = GroundTruth(truth.boxes[keep], truth.classes[keep])
+        accumulator.add_detections(result.detections, truth)
+        times.append(result.timings.total)
+    return ModelResult(str(model), detector.spec.name, detector.spec.weights, detector.precision,
+                       accumulator.compute(), float(np.median(times)) * 1e3 if times else 0.0, skipped)
+
+
+# --- the command ----------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", required=True,
+                        help="OpenVINO IR directory or .xml; repeat to compare (the first is the reference)")
+    parser.add_argument("--data", required=True, help="ultralytics data yaml (path, train/val/test, names)")
+    parser.add_argument("--split", default="val", choices=["val", "test", "train", "minival"])
+    parser.add_argument("--max-drop", type=float, default=0.02,
+                        help=f"largest allowed {GATE_METRIC} drop vs the first model, as a fraction (0.02 = 2 points)")
+    parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold (ultralytics val: 0.001)")
+    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU for raw-head models (ultralytics val: 0.7)")
+    parser.add_argument("--max-det", type=int, default=300)
+    parser.add_argument("--precision", choices=["f32", "bf16", "f16", "default"], default="f32",
+                        help="inference precision, as served (default f32)")
+    parser.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
+    parser.add_argument("--reduced-decode", action=argparse.BooleanOptionalAction, default=False,
+                        help="decode large JPEGs at 1/2, 1/4, 1/8 size, as a worker with reduced_decode: true "
+                             "does (default off, as the worker's default; ultralytics val decodes at full size)")
+    parser.add_argument("--clahe", action="store_true", help="apply the CLAHE preprocessing cameras can enable")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
+
+
+def _table(results: list[ModelResult]) -> str:
+    reference = results[0]
+    header = (f"{'model':<34} {'weights':<7} {'prec':<5} {'images':>6} {'inst':>5} {'P':>6} {'R':>6} "
+              f"{'mAP50':>6} {'mAP50-95':>8} {'dmAP50':>7} {'dmAP50-95':>9} {'ms/img':>7}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        m = r.metrics
+        drop = r.drop(reference)
+        drops = (f"{'(ref)':>7} {'':>9}" if r is reference
+                 else f"{0.0 - drop['mAP50']:>+7.3f} {0.0 - drop['mAP50-95']:>+9.3f}")  # 0.0 - : no "-0.000"
+        lines.append(f"{r.name[:34]:<34} {r.weights:<7} {r.precision:<5} {m.images:>6} {m.instances:>5} "
+                     f"{m.precision:>6.3f} {m.recall:>6.3f} {m.map50:>6.3f} {m.map50_95:>8.3f} {drops} "
+                     f"{r.ms_per_image:>7.1f}")
+        if len(m.per_class) > 1:
+            for c in m.per_class:
+                lines.append(f"  {c.name[:32]:<32} {'':<7} {'':<5} {c.images:>6} {c.instances:>5} {c.precision:>6.3f} "
+                             f"{c.recall:>6.3f} {c.map50:>6.3f} {c.map50_95:>8.3f}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 = every model within --max-drop of the first; 1 = a model dropped more. Config errors raise."""
+    data = load_data_yaml(args.data)
+    images = data.images(args.split)
+    labels = [read_labels(label_path(image), len(data.names)) for image in images]  # bad labels fail before any model
+    started = time.time()
+    results = [evaluate_model(model, images, labels, data.names, conf=args.conf, iou=args.iou,
+                              max_det=args.max_det, precision=args.precision, threads=args.threads,
+                              reduced_decode=args.reduced_decode, clahe=args.clahe)
+               for model in args.model]
+    reference = results[0]
+    failed = [r for r in results[1:] if r.drop(reference)["mAP50"] > args.max_drop]
+
+    out = sys.stdout if args.json != "-" else sys.stderr
+    print(f"data {data.yaml} split {args.split}: {len(images)} images, {sum(len(x) for x in labels)} boxes, "
+          f"classes {', '.join(data.names)}; conf {args.conf} iou {args.iou} max_det {args.max_det}, "
+          f"reduced decode {'on' if args.reduced_decode else 'off'}", file=out)
+    print(_table(results), file=out)
+    for r in results:
+        for s in r.skipped:
+            print(f"{r.name}: skipped {s['image']}: {s['error']}: {s['message']}", file=out)
+    if len(results) > 1:
+        verdict = "FAIL" if failed else "PASS"
+        print(f"gate: {GATE_METRIC} drop vs {reference.name} <= {args.max_drop:.3f} ({args.max_drop * 100:g} points): "
+              f"{verdict}" + (f" ({', '.join(r.name for r in failed)})" if failed else ""), file=out)
+    if args.json:
+        report = {
+            "data": str(data.yaml), "split": args.split, "images": len(images),
+            "settings": {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "precision": args.precision,
+                         "reduced_decode": args.reduced_decode, "clahe": args.clahe},
+            "gate": {"metric": GATE_METRIC, "max_drop": args.max_drop, "passed": not failed,
+                     "failed": [r.model for r in failed]},
+            "wall_s": round(time.time() - started, 2),
+            "models": [{"model": r.model, "name": r.name, "weights": r.weights, "precision": r.precision,
+                        "metrics": r.metrics.as_dict(), "drop": r.drop(reference),
+                        "ms_per_image": r.ms_per_image, "skipped": r.skipped} for r in results],
+        }
+        text = json.dumps(report, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 1 if failed else 0
