@@ -24,15 +24,42 @@ def test_no_deer_in_empty_samples(fp32_detector, path):
     assert len(fp32_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) == 0
 
 
-def test_int8_agrees_with_fp32_where_fp32_is_sure(fp32_detector, int8_detector):
-    """INT8 may move a score by a few hundredths, so only clear cases are compared: a deer FP32 scores
-    >= 0.5 must be found by INT8 too, and neither may find anything in the empty samples."""
-    for path in deer_samples():
-        fp32 = fp32_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections
-        if len(fp32) and fp32.confidence.max() >= 0.5:
-            assert len(int8_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) >= 1, path.name
-    for path in empty_samples():
-        assert len(int8_detector.detect(path.read_bytes(), confidence=DEMO_CONF).detections) == 0, path.name
+INT8_FLOOR = 0.10  # INT8 moves a score by up to ~0.1 here (0.554 -> 0.451): matches are looked for down to this
+INT8_SCORE_DRIFT = 0.15
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N, 4) with every box in b (M, 4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clip(0).prod(2)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clip(0).prod(1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def _unmatched(found, reference) -> list[str]:
+    """Boxes of `found` with no box of `reference` at IoU >= 0.5 and a score within INT8_SCORE_DRIFT."""
+    if not len(found):
+        return []
+    if not len(reference):
+        return [f"{s:.3f} (nothing to match)" for s in found.confidence]
+    iou = _iou(found.xyxy, reference.xyxy)
+    close = np.abs(found.confidence[:, None] - reference.confidence[None, :]) <= INT8_SCORE_DRIFT
+    return [f"{s:.3f}" for s, ok in zip(found.confidence, ((iou >= 0.5) & close).any(1)) if not ok]
+
+
+@pytest.mark.parametrize("path", deer_samples() + empty_samples(), ids=lambda p: p.name)
+def test_int8_agrees_with_fp32_box_for_box(fp32_detector, int8_detector, path):
+    """Every box either model reports at the working threshold, weak ones included, is found by the
+    other at the same place (IoU >= 0.5) with a score within 0.15, looked for down to 0.10 so a score
+    that crosses the threshold is still compared rather than skipped."""
+    data = path.read_bytes()
+    fp32, int8 = (d.detect(data, confidence=DEMO_CONF).detections for d in (fp32_detector, int8_detector))
+    fp32_low, int8_low = (d.detect(data, confidence=INT8_FLOOR).detections for d in (fp32_detector, int8_detector))
+    assert not _unmatched(fp32, int8_low), f"FP32 boxes INT8 lacks: {_unmatched(fp32, int8_low)}"
+    assert not _unmatched(int8, fp32_low), f"INT8 boxes FP32 lacks: {_unmatched(int8, fp32_low)}"
+    if path in empty_samples():
+        assert len(fp32) == len(int8) == 0
 
 
 @pytest.mark.parametrize("clahe", [False, True])
@@ -43,9 +70,14 @@ def test_batch_results_equal_single_results(fp32_detector, clahe):
     settings = CameraSettings(confidence=DEMO_CONF, clahe=clahe)
     batch = fp32_detector.detect_batch([(d, settings) for d in data])
     assert [r.batch_size for r in batch] == [4] * 4
+    if clahe:  # the setting reached the batch path: CLAHE moves the demo model's scores (0.721 -> 0.604)
+        plain = fp32_detector.detect_batch([(d, CameraSettings(confidence=DEMO_CONF)) for d in data])
+        assert any(not np.allclose(p.detections.confidence[:1], r.detections.confidence[:1], atol=0.01)
+                   for p, r in zip(plain, batch))
     for d, r in zip(data, batch):
         single = fp32_detector.detect(d, settings)
-        assert single.batch_size == 1 and len(single.detections) == len(r.detections) >= (0 if clahe else 1)
+        # the demo model finds a deer in each of these with or without CLAHE (scores 0.29-0.72)
+        assert single.batch_size == 1 and len(single.detections) == len(r.detections) >= 1
         assert np.allclose(single.detections.xyxy, r.detections.xyxy, atol=1.0)
         assert np.allclose(single.detections.confidence, r.detections.confidence, atol=0.01)
 
