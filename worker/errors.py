@@ -63,5 +63,23 @@ class SnapshotMissingError(PayloadError):
     kind = "snapshot_missing"
 
 
-class ForbiddenFunctionError(DeerWorkerError):
+class ModelUnavailableError(PayloadError):
+    """The job asks for a model this worker does not serve."""
+
+    kind = "model_unavailable"
+
+
+class JobRefusedError(DeerWorkerError):
+    """Not a deer job at all (its function, hooks or encoding): refused unrun, counted as `refused`."""
+
+    kind = "refused"
+
+
+class ForbiddenFunctionError(JobRefusedError):
     kind = "forbidden_function"
+
+
+class NotJsonError(JobRefusedError):
+    """Job data that is not a JSON job (e.g. pickled): never deserialized."""
+
+    kind = "not_json"

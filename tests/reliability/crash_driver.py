@@ -1,13 +1,13 @@
-"""Run a real DeerWorker that SIGKILLs itself at one chosen point of its batch handling.
+"""Run a real DeerWorker that SIGKILLs itself at one chosen step of taking and running a batch.
 
     python crash_driver.py REDIS_URL QUEUE MODEL POINT
 
-POINT (each a moment where a crash leaves Redis in a different state):
-  after_take      the 2nd job of a batch was moved to RQ's intermediate list, not yet registered
-  after_register  the 2nd job is registered as started (snapshot read), the batch not yet inferred
-  mid_inference   every job of the batch is started, inference is running
-  mid_finalize    the 1st job of the batch is finished, the others still started
-  after_publish   the results are published, no job is finished in RQ yet
+The driver loads the model, prints "ready" and waits for a line on stdin before it starts working, so
+the test enqueues its jobs only once the model is loaded: no job TTL races a slow model load.
+
+POINTS holds every step, in the order a batch goes through them; each is the function whose nth call
+(counting from the start of the run) kills the process before or after it runs. A new step of the
+consumer loop is one more row here (and in the test's list, which reads this table).
 The crash is a real SIGKILL of this process; only where it happens is chosen.
 """
 
@@ -15,58 +15,97 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+from pathlib import Path
+from typing import NamedTuple
 
 from rq.queue import Queue
 
-import worker.jobqueue.consumer as rqworker
+import worker.jobqueue.consumer as consumer
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
+from worker.inference.detector import Detector
 from worker.jobqueue.connections import SERIALIZER, connect
 from worker.jobqueue.recovery import worker_name
 from worker.serve.service import build_detector
+
+ROOT = Path(__file__).resolve().parents[2]
+BATCH = 4  # the driver's batch size: the test queues two batches' worth
+
+
+class Point(NamedTuple):
+    owner: object  # the class or module whose attribute is wrapped
+    name: str
+    nth: int
+    after: bool  # die after the call returns (else before it runs)
+
+
+POINTS = {
+    # the 1st job LMOVEd into RQ's intermediate list, nothing registered yet
+    "after_dequeue": Point(consumer.DeerWorker, "execute_job", 1, after=False),
+    **{f"after_drain_{n}": Point(consumer.DeerWorker, "dequeue_more", n, after=True)  # job n+1 taken, unregistered
+       for n in range(1, BATCH)},
+    **{f"after_register_{n}": Point(consumer.DeerWorker, "register_started", n, after=True)  # job n started
+       for n in range(1, BATCH + 1)},
+    "after_admit": Point(consumer.DeerWorker, "admit", BATCH, after=True),  # verdicts in, snapshots read
+    "mid_inference": Point(Detector, "detect_batch", 1, after=False),
+    "after_inference": Point(Detector, "detect_batch", 1, after=True),
+    "after_publish": Point(consumer, "publish", 1, after=True),  # results out, no job finished in RQ
+    **{f"after_finalize_{n}": Point(consumer.DeerWorker, "finish", n, after=True)  # jobs 1..n finished
+       for n in range(1, BATCH + 1)},
+    "after_end_of_batch": Point(consumer.DeerWorker, "end_batch", 1, after=True),
+}
+
+
+def launch(redis_url: str, queue: str, model, point: str) -> subprocess.Popen:
+    """Start the driver and return once its model is loaded; it starts working on go()."""
+    proc = subprocess.Popen([sys.executable, __file__, redis_url, queue, str(model), point], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = proc.stdout.readline()
+    if ready.strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"crash driver did not start: {ready!r} {proc.stderr.read()[-2000:]}")
+    return proc
+
+
+def go(proc: subprocess.Popen, timeout: float = 120) -> str:
+    """Let a launched driver work until it kills itself; returns its stderr."""
+    _, stderr = proc.communicate("go\n", timeout=timeout)
+    return stderr
 
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def on_call(cls, name: str, nth: int, after: bool = False) -> None:
-    """Make cls.name SIGKILL the process on its nth call (before or after the real call)."""
-    real, calls = getattr(cls, name), {"n": 0}
+def crash_at(point: Point) -> None:
+    """Make point.owner.name SIGKILL the process on its nth call (before or after the real call)."""
+    real, calls = getattr(point.owner, point.name), {"n": 0}
 
     def wrapper(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == nth and not after:
+        if calls["n"] == point.nth and not point.after:
             die()
         result = real(*args, **kwargs)
-        if calls["n"] == nth and after:
+        if calls["n"] == point.nth and point.after:
             die()
         return result
 
-    setattr(cls, name, wrapper)
+    setattr(point.owner, point.name, wrapper)
 
 
 def main(redis_url: str, queue_name: str, model: str, point: str) -> None:
-    config = WorkerConfig(redis_url=redis_url, queue=queue_name, model=model, batch="4", max_age=600,
+    config = WorkerConfig(redis_url=redis_url, queue=queue_name, model=model, batch=str(BATCH), max_age=600,
                           metrics_port=0)
     detector = build_detector(config)
-    if point == "after_take":  # the second job dequeued, not yet registered
-        on_call(rqworker.DeerWorker, "_take", 2)
-    elif point == "after_register":  # the second job registered as started, not yet inferred
-        on_call(rqworker.DeerWorker, "_take", 2, after=True)
-    elif point == "mid_inference":
-        on_call(type(detector), "detect_batch", 1)
-    elif point == "mid_finalize":
-        on_call(rqworker.DeerWorker, "_finalize_success", 2)
-    elif point == "after_publish":
-        on_call(rqworker, "publish", 1, after=True)
-    else:
-        raise SystemExit(f"unknown point {point!r}")
+    crash_at(POINTS[point])
     connection = connect(redis_url)
-    worker = rqworker.DeerWorker([Queue(queue_name, connection=connection, serializer=SERIALIZER)],
+    worker = consumer.DeerWorker([Queue(queue_name, connection=connection, serializer=SERIALIZER)],
                                  name=worker_name(0), connection=connection, detector=detector,
                                  cameras=parse_camera_book({}), config=config)
+    print("ready", flush=True)
+    sys.stdin.readline()
     worker.work(burst=True)
     raise SystemExit("the crash point was never reached")
 

@@ -9,8 +9,6 @@ anyone who can write to the queue could otherwise run code on, or make requests 
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -19,7 +17,8 @@ import pytest
 from rq import Callback, Queue
 from rq.webhook import Webhook
 
-from conftest import FP32_MODEL, ROOT, sample
+from conftest import FP32_MODEL, sample
+from crash_driver import go, launch
 from relsupport import harness, private_redis  # noqa: F401 - fixture
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
@@ -105,10 +104,9 @@ def test_recovery_never_calls_a_failure_callback_planted_on_a_started_job(privat
     conn = private_redis.client()
     queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
     jobs = [queue.enqueue(JOB_FUNCTION, _payload()) for _ in range(4)]
-    crashed = subprocess.Popen([sys.executable, str(ROOT / "tests" / "reliability" / "crash_driver.py"),
-                                private_redis.url(), QUEUE, str(FP32_MODEL), "mid_inference"], cwd=ROOT,
-                               stderr=subprocess.DEVNULL)
-    assert crashed.wait(120) == -signal.SIGKILL
+    crashed = launch(private_redis.url(), QUEUE, FP32_MODEL, "mid_inference")
+    go(crashed)
+    assert crashed.returncode == -signal.SIGKILL
     for job in jobs:  # what someone with write access to Redis could do to jobs in flight
         conn.hset(job.key, "failure_callback_name", HOOK)
     assert recover_jobs(conn, [QUEUE], lambda name: name == worker_name(0, pid=crashed.pid)) == 4

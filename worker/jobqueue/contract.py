@@ -7,6 +7,8 @@
      "job_id": "optional-caller-id",
      "model": "optional model name the job requires"}
 
+The RQ job is data only (DeerJob): the worker never imports or calls what a job names.
+
 A key snapshot (the producer's default) holds the raw bytes in a Redis string under
 `deer:snap:`, so the job itself stays small; the worker reads only keys under that prefix. A path
 snapshot is for same-host producers and must lie inside one of the configured snapshot directories
@@ -28,14 +30,32 @@ from typing import Any
 
 from collections.abc import Callable
 
+from rq.job import Job
+
 from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, PAYLOAD_VERSION, SNAPSHOT_KEY_PREFIX
 from worker.errors import PayloadError, PayloadTooLargeError, SnapshotFileError, SnapshotMissingError
+from worker.jobqueue.rq_compat import names_hooks
 
 
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # no ":": RQ splits registry keys on it
 _KEYS = {"v", "camera_id", "captured_at", "snapshot", "job_id", "model"}
 _SNAPSHOT_KEY = re.compile(r"^" + re.escape(SNAPSHOT_KEY_PREFIX) + r"[A-Za-z0-9_.-]{1,128}$")
+
+
+class DeerJob(Job):
+    """An RQ job that is data only. RQ imports and calls a job's callbacks (on_success, on_failure,
+    on_stopped) and sends its webhooks from whatever process handles it, the pool's recovery included;
+    whoever enqueues chooses them, so deer processes never run or send them (and workers refuse such jobs)."""
+
+    success_callback = failure_callback = stopped_callback = property(lambda self: None)
+
+    def send_webhooks(self, status, *, exc_string=None) -> None:
+        return None
+
+    @property
+    def has_hooks(self) -> bool:
+        return names_hooks(self)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable, Iterable
 
 import redis
-from rq.executions import Execution
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
-from rq.utils import parse_composite_key
 
 from worker.jobqueue.connections import SERIALIZER
-from worker.tasks import DeerJob
+from worker.jobqueue.contract import DeerJob
+from worker.jobqueue.rq_compat import (execution_owner, expire_started_entries, intermediate_job_ids,
+                                       requeue_from_intermediate, started_entries)
 
 log = logging.getLogger(__name__)
 NAME_PREFIX = "deer"
@@ -67,33 +67,30 @@ def recover_jobs(connection: redis.Redis, queue_names: Iterable[str], is_dead: C
     """
     recovered = 0
     for queue_name in queue_names:
-        registry = StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER, job_class=DeerJob)
-        dead_keys = []
-        for raw in connection.zrange(registry.key, 0, -1):
-            composite = raw.decode() if isinstance(raw, bytes) else raw
-            job_id, execution_id = parse_composite_key(composite)
-            try:
-                owner = Execution.fetch(execution_id, job_id, connection).worker_name
-            except Exception:  # execution hash gone: its TTL already ran out, so it is abandoned
-                owner = ""
-            if not owner or is_dead(owner):
-                dead_keys.append(composite)
-        if dead_keys:
-            connection.zadd(registry.key, {key: 0 for key in dead_keys}, xx=True)
-            registry.cleanup(timestamp=1)  # only entries scored 0..1: exactly the ones expired above
-            recovered += len(dead_keys)
-            log.warning("recovered %d job(s) of dead workers from %s", len(dead_keys), queue_name)
+        registry = _started_registry(connection, queue_name)
+        dead = [entry for entry in started_entries(registry)
+                if not (owner := execution_owner(connection, entry)) or is_dead(owner)]
+        if dead:
+            expire_started_entries(registry, dead)
+            recovered += len(dead)
+            log.warning("recovered %d job(s) of dead workers from %s", len(dead), queue_name)
         recovered += _rescue_orphans(connection, queue_name)
     return recovered
+
+
+def _started_registry(connection: redis.Redis, queue_name: str) -> StartedJobRegistry:
+    return StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER, job_class=DeerJob)
+
+
+def _queue(connection: redis.Redis, queue_name: str) -> Queue:
+    return Queue(queue_name, connection=connection, serializer=SERIALIZER)
 
 
 def orphans(connection: redis.Redis, queue_name: str) -> set[str]:
     """Jobs in RQ's intermediate list of `queue_name` that no started-registry entry covers: taken by a
     worker that has not registered them yet (a millisecond window) or never will (it, or Redis, died)."""
-    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
-    registry = StartedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER, job_class=DeerJob)
-    registered = {parse_composite_key(raw.decode())[0] for raw in connection.zrange(registry.key, 0, -1)}
-    return {raw.decode() for raw in connection.lrange(queue.intermediate_queue_key, 0, -1)} - registered
+    registered = {entry.job_id for entry in started_entries(_started_registry(connection, queue_name))}
+    return set(intermediate_job_ids(_queue(connection, queue_name))) - registered
 
 
 def requeue_orphans(connection: redis.Redis, queue_name: str, suspects: set[str]) -> int:
@@ -105,19 +102,8 @@ def requeue_orphans(connection: redis.Redis, queue_name: str, suspects: set[str]
     """
     if not suspects:
         return 0
-    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
-    rescued = 0
-    for job_id in suspects & orphans(connection, queue_name):
-        def move(pipe, job_id=job_id):
-            if pipe.lpos(queue.intermediate_queue_key, job_id) is None:
-                return False  # taken care of meanwhile
-            pipe.multi()
-            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
-            pipe.lpush(queue.key, job_id)
-            return True
-
-        if connection.transaction(move, queue.intermediate_queue_key, value_from_callable=True):
-            rescued += 1
+    queue = _queue(connection, queue_name)
+    rescued = sum(requeue_from_intermediate(queue, job_id) for job_id in suspects & orphans(connection, queue_name))
     if rescued:
         log.warning("requeued %d job(s) taken by a worker that died (or lost Redis) before starting them, on %s",
                     rescued, queue_name)

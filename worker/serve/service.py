@@ -23,6 +23,7 @@ from worker.constants import REDIS_MAX_BACKOFF
 from worker.inference.detector import Detector
 from worker.jobqueue.recovery import dead_on_this_host, recover_jobs, worker_name
 from worker.jobqueue.consumer import DeerWorker
+from worker.jobqueue.rq_compat import worker_key
 from worker.inference.runtime import CompileOptions
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
             try:
                 # Our own name too: a previous RQ loop that ended on a Redis error left its batch started.
                 recover_jobs(connection, [config.queue], lambda owner: owner == name or dead_on_this_host(owner))
-                connection.delete(f"rq:worker:{name}")  # our own stale key from a previous loop, if any
+                connection.delete(worker_key(name))  # our own stale key from a previous loop, if any
                 queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
                 rq_worker = DeerWorker([queue], name=name, connection=connection, detector=detector,
                                        cameras=book, config=config, metrics=metrics)
@@ -93,7 +94,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
                     metrics.set_ready(True)
                 backoff = 0.5
                 rq_worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
-                if burst or rq_worker._shutdown_requested_date is not None:
+                if burst or rq_worker.stop_was_requested():
                     break
                 log.warning("%s: RQ loop ended without a stop request (Redis trouble?); restarting it", name)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:

@@ -1,0 +1,205 @@
+"""The one seam to RQ: every use of RQ's private API or Redis key layout in the project, each with why.
+
+Written against rq 3.0.0 (pinned in pyproject.toml to the minor range tests/jobqueue/test_rq_compat.py
+passes on; that test exercises each name below against the installed RQ, so an upgrade that moves one
+fails there by name). tests/jobqueue/test_rq_seam.py fails when any other module under worker/ touches
+a private attribute of RQ or writes an `rq:` key.
+
+What leans on RQ internals:
+  worker_key                RQ's key layout of a worker hash
+  BatchWorker.stop_was_requested   private _shutdown_requested_date
+  BatchWorker._set_ip_address      private method, overridden
+  BatchWorker.set_state            private _state
+  BatchWorker.heartbeat            RQ's loop beats three times around every job (behaviour, not API)
+  BatchWorker.handle_execution_ended  replaced without super (RQ's extra job heartbeat)
+  BatchWorker.dequeue_more         private _ordered_queues
+  BatchWorker.register_started     RQ 3.0's prepare_execution + prepare_job_execution, re-implemented
+  BatchWorker.finalize_success / finalize_failure  private _finalize_success / _finalize_failure
+  names_hooks                      private _success/_failure/_stopped_callback_name
+  started_entries                  the started registry's member layout "<job id>:<execution id>"
+  execution_owner                  Execution.fetch (the execution hash says which worker ran it)
+  expire_started_entries           rewrites registry scores so RQ's cleanup abandons exactly these
+  intermediate_job_ids / requeue_from_intermediate  RQ 3.0's intermediate list "<queue>:intermediate"
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.utils import now, parse_composite_key
+from rq.worker import BaseWorker, SimpleWorker, WorkerStatus
+
+HEARTBEAT_REPEAT = 1.0  # s; a full worker heartbeat repeated sooner than this changes nothing
+
+
+def worker_key(name: str) -> str:
+    """The Redis key of a worker's hash: a restarted loop deletes its own stale one, because RQ refuses
+    to register a name whose key still exists."""
+    return BaseWorker.redis_worker_namespace_prefix + name
+
+
+class BatchWorker(SimpleWorker):
+    """A SimpleWorker (no fork per job) that holds several started jobs at once, with RQ's per-job
+    round trips folded. Subclasses implement execute_job with dequeue_more, register_started and
+    finalize_success / finalize_failure."""
+
+    heartbeat_repeat = HEARTBEAT_REPEAT
+
+    def __init__(self, queues, **kwargs) -> None:
+        super().__init__(queues, **kwargs)
+        for queue in self.queues:  # RQ's registry maintenance fetches jobs with the queue's class
+            queue.job_class = self.job_class
+        self._full_heartbeat_at = float("-inf")  # monotonic time of the last heartbeat with the full worker TTL
+
+    def stop_was_requested(self) -> bool:
+        """True when work() ended on a stop signal; RQ's work() returns the same way when its loop broke
+        on a Redis error, and only this private field tells the two apart."""
+        return self._shutdown_requested_date is not None
+
+    def _set_ip_address(self, connection) -> None:
+        # The embedded in-process server answers CLIENT INFO in a shape RQ cannot parse; the address
+        # is only informational, so an unknown one must not stop the worker.
+        try:
+            super()._set_ip_address(connection)
+        except Exception:  # noqa: BLE001
+            self.ip_address = "unknown"
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        if pipeline is None and state == self._state:
+            return  # RQ re-sends IDLE before every dequeue; the worker key already says so
+        super().set_state(state, pipeline=pipeline)
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        # RQ sends three commands a beat and beats three times around every job (after it, before the
+        # next dequeue, after the dequeue). One pipeline a beat, and a full beat repeated within
+        # heartbeat_repeat is skipped: the key still has nearly all of its worker_ttl + 60 s to live.
+        # A beat with another TTL (a job's, shorter) re-arms the next full one.
+        if pipeline is not None:
+            if timeout is not None:
+                self._full_heartbeat_at = float("-inf")
+            return super().heartbeat(timeout, pipeline=pipeline)
+        if timeout is None and time.monotonic() - self._full_heartbeat_at < self.heartbeat_repeat:
+            return None
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipeline=pipe)
+            pipe.execute()
+        self._full_heartbeat_at = time.monotonic() if timeout is None else float("-inf")
+        return None
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        # RQ beats the job once more here to keep it alive while callbacks run; deer jobs have none,
+        # and the success/failure pipeline that follows sets the job's final TTL.
+        job.ended_at = now()
+
+    def dequeue_more(self) -> tuple[Job, Queue] | None:
+        """One more job without waiting (None when the queues are empty), in RQ's own queue order."""
+        return self.queue_class.dequeue_any(self._ordered_queues, None, connection=self.connection,
+                                            job_class=self.job_class, serializer=self.serializer,
+                                            death_penalty_class=self.death_penalty_class)
+
+    def register_started(self, job: Job, queue: Queue, ttl: int,
+                         read_keys: Iterable[str] = ()) -> tuple[Execution, dict[str, bytes | None]]:
+        """Register a dequeued job as started and GET `read_keys`, in one MULTI round trip.
+
+        RQ 3.0's prepare_execution and prepare_job_execution (two pipelines) folded into one: from
+        here a dead worker's job is in the StartedJobRegistry under its name (recovery retries it);
+        before it, the job sits in RQ's intermediate list (recovery requeues orphans there).
+        """
+        read_keys = list(read_keys)
+        with self.connection.pipeline() as pipe:
+            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)  # status STARTED, started_at, worker_name
+            pipe.persist(job.key)
+            if len(self.queues) == 1:  # RQ LMOVEs into the intermediate list only when it serves one queue
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            for key in read_keys:
+                pipe.get(key)
+            replies = pipe.execute()
+        self.executions[execution.id] = execution
+        return execution, dict(zip(read_keys, replies[len(replies) - len(read_keys):]))
+
+    def finalize_success(self, job: Job, queue: Queue, execution: Execution, result) -> None:
+        """RQ's own end of a job that returned `result` (status, result, registries, execution cleanup):
+        only the private _finalize_success sets the job's result and status before handle_job_success."""
+        self._finalize_success(job, queue, execution, result)
+
+    def finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: tuple) -> None:
+        """RQ's own end of a failed job (failed registry or retry), through the private _finalize_failure."""
+        self._finalize_failure(job, queue, execution, exc_info)
+
+
+def names_hooks(job: Job) -> bool:
+    """True if the job names callbacks or webhooks. RQ exposes a callback only by importing it
+    (job.success_callback imports the dotted path); the stored names are private fields."""
+    return bool(job._success_callback_name or job._failure_callback_name or job._stopped_callback_name
+                or job.webhooks)
+
+
+# --- recovery -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StartedEntry:
+    member: str  # the registry's sorted-set member
+    job_id: str
+    execution_id: str
+
+
+def started_entries(registry: StartedJobRegistry) -> list[StartedEntry]:
+    """The started registry's entries with their execution ids, read without RQ's cleanup: members are
+    "<job id>:<execution id>" in RQ 3.0, and get_job_ids() drops the execution id (and cleans up)."""
+    entries = []
+    for raw in registry.connection.zrange(registry.key, 0, -1):
+        member = raw.decode() if isinstance(raw, bytes) else raw
+        job_id, execution_id = parse_composite_key(member)
+        entries.append(StartedEntry(member, job_id, execution_id))
+    return entries
+
+
+def execution_owner(connection: redis.Redis, entry: StartedEntry) -> str:
+    """The name of the worker that started this execution, "" once the execution hash has expired: only
+    the execution says so, and it outlives the worker's own key when the worker is killed."""
+    try:
+        return Execution.fetch(entry.execution_id, entry.job_id, connection).worker_name
+    except Exception:  # noqa: BLE001 - execution hash gone: its TTL already ran out, so it is abandoned
+        return ""
+
+
+def expire_started_entries(registry: StartedJobRegistry, entries: Iterable[StartedEntry]) -> None:
+    """Abandon these started entries now: RQ has no public call for it, but its cleanup abandons the
+    entries scored (expiring) before a timestamp, so they are scored 0 and cleaned up to 1; RQ then
+    retries each job if it has retries left, else fails it with AbandonedJobError."""
+    members = [entry.member for entry in entries]
+    if members:
+        registry.connection.zadd(registry.key, {member: 0 for member in members}, xx=True)
+        registry.cleanup(timestamp=1)
+
+
+def intermediate_job_ids(queue: Queue) -> list[str]:
+    """Jobs in RQ 3.0's intermediate list of `queue`: a single-queue worker LMOVEs a job there when it
+    takes it and removes it when it registers the job as started."""
+    return [raw.decode() for raw in queue.connection.lrange(queue.intermediate_queue_key, 0, -1)]
+
+
+def requeue_from_intermediate(queue: Queue, job_id: str) -> bool:
+    """Move one job from the intermediate list back to the queue's front if it is still there; False when
+    something took care of it meanwhile. RQ has no public call; its own cleanup fails such jobs later."""
+    key = queue.intermediate_queue_key
+
+    def move(pipe) -> bool:
+        if pipe.lpos(key, job_id) is None:
+            return False
+        pipe.multi()
+        pipe.lrem(key, 1, job_id)
+        pipe.lpush(queue.key, job_id)
+        return True
+
+    return queue.connection.transaction(move, key, value_from_callable=True)
