@@ -35,8 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 import openvino as ov  # noqa: E402
 
+from worker.inference.build import tune_process  # noqa: E402
 from worker.inference.detector import Detector  # noqa: E402
-from worker.inference.runtime import CompileOptions, compile_model, load_spec, others_compile_pinned  # noqa: E402
+from worker.inference.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
+from worker.tools.reference import others_compile_pinned  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-models"
 SNAPSHOT = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
@@ -71,8 +73,8 @@ def build_yaml_model(name: str) -> tuple[Path, Path]:
 def measure_interleaved(model_dir: Path, seconds: float, reduced_decode: bool = False) -> dict:
     """Raw inference, our service and ultralytics predict, one call of each in turn, so that the
     machine's drift (this shared host's speed moves by 2x over minutes) hits all three alike.
-    Ultralytics runs in a process of its own, as it would in the user's service: our Detector tunes
-    its process's allocator (imagecodec.reuse_freed_frame_memory), which must not speed it up too."""
+    Ultralytics runs in a process of its own, as it would in the user's service: our process tunes
+    its allocator (inference.build.tune_process), which must not speed ultralytics up too."""
     import numpy as np
 
     spec, model = load_spec(model_dir)
@@ -129,6 +131,7 @@ def ultralytics_server(model_dir: str) -> int:
 
 def rss_after_100(model_dir: Path) -> float:
     code = ("import sys; sys.path.insert(0, %r)\n"
+            "from worker.inference.build import tune_process; tune_process()\n"
             "from worker.inference.detector import Detector\n"
             "d = Detector(%r, batch='1'); data = open(%r, 'rb').read()\n"
             "[d.detect(data) for _ in range(100)]\n"
@@ -149,6 +152,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.ultralytics_server:
         return ultralytics_server(args.ultralytics_server)
+    tune_process()  # as the worker's entry point does; the ultralytics child stays untuned
     pairs = []
     for name in args.models.split(","):
         if name == "demo":

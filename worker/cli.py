@@ -1,4 +1,9 @@
-"""`deer-worker` command line. Each subcommand imports only what it needs (detect needs no Redis)."""
+"""`deer-worker` command line. Each subcommand imports only what it needs (detect needs no Redis).
+
+Conventions (worker/tools/options.py): images are positional; `--json` prints JSON on stdout instead of
+the table; a report file is `--out FILE`. An expected failure is one line on stderr,
+`deer-worker: <kind>: <what and what to do>`, and a non-zero exit; -v adds the traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,53 +12,98 @@ import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from worker.errors import DeerWorkerError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ERROR_EXIT = 2  # an expected failure or a refused invocation (argparse's code); 1 = some results failed
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line too, in the same form as every other failure."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"deer-worker: usage: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(ERROR_EXIT)
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _global_options(top_level: bool) -> argparse.ArgumentParser:
+    """-v and --log-level, accepted before and after the subcommand. After it they default to
+    SUPPRESS, so a subcommand that is not given them keeps what was given before it."""
+    options = argparse.ArgumentParser(add_help=False)
+    unset = {} if top_level else {"default": argparse.SUPPRESS}
+    options.add_argument("-v", "--verbose", action="store_true", **unset,
+                         help="debug logging, and a traceback with an error line")
+    options.add_argument("--log-level", type=_log_level, **({"default": None} if top_level else unset),
+                         help=f"one of {', '.join(LOG_LEVELS)} (default INFO; -v = DEBUG)")
+    return options
+
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="OpenVINO IR directory or .xml (default: the shipped demo INT8 model)")
-    p.add_argument("--precision", choices=["f32", "bf16", "f16", "default"], default=None,
-                   help="inference precision (default f32: this CPU would silently use bf16 otherwise)")
+    from worker.config import DEFAULT_CONFIG
+    from worker.tools.options import add_precision
+
+    p.add_argument("--model", help="OpenVINO IR directory or .xml (default: the config's, the demo INT8 model)")
+    add_precision(p, None, "inference precision (default f32: this CPU would silently use bf16 otherwise)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (0 = all cores)")
-    p.add_argument("--config", help="worker.yaml (default configs/worker.yaml when present)")
+    p.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
 
 
 def _config(args: argparse.Namespace, **extra):
-    from worker.config import load_config, resolve_path
+    from worker.config import default_config_path, load_config
 
-    path = args.config
-    if path is None and resolve_path("configs/worker.yaml").exists():
-        path = "configs/worker.yaml"
     overrides = {"model": getattr(args, "model", None), "precision": getattr(args, "precision", None),
                  "threads": getattr(args, "threads", None)}
     overrides.update(extra)
-    return load_config(path, overrides=overrides)
+    return load_config(default_config_path(args.config), overrides=overrides)
+
+
+def _annotated_path(save_dir: Path, image: Path, taken: set[Path]) -> Path:
+    """<stem>.jpg in save_dir; same-stem images of one run (a/x.jpg, b/x.png) get <stem>-2.jpg, ..."""
+    target, n = save_dir / f"{image.stem}.jpg", 1
+    while target in taken:
+        n += 1
+        target = save_dir / f"{image.stem}-{n}.jpg"
+    taken.add(target)
+    return target
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from worker.tools.annotate import draw
     from worker.cameras import load_camera_book
-    from worker.inference.detector import Detector
-    from worker.inference.runtime import CompileOptions
+    from worker.inference.build import build_detector
+    from worker.tools.annotate import draw
+    from worker.tools.options import expand_images, make_dir
 
     config = _config(args)
+    images = expand_images(args.images, missing_ok=True)  # a missing image is reported with the others
+    save_dir = make_dir(args.save_dir, "--save-dir folder") if args.save_dir else None
     book = load_camera_book(config.resolve(args.zones or config.zones))
-    detector = Detector(config.resolve(config.model), batch="1", iou=config.iou, max_pixels=config.max_pixels,
-                        reduced_decode=config.reduced_decode,
-                        options=CompileOptions(threads=config.threads, pin_threads=config.pin_threads,
-                                               precision=config.precision,
-                                               cache_dir=str(Path(config.cache_dir).expanduser())))
+    detector = build_detector(config, batch="1")
     detector.check_cameras(book)
     settings = book.get(args.camera or "")
-    if args.save_dir:
-        Path(args.save_dir).mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for image_path in args.images:
+    failures, saved = 0, set()
+    for image_path in map(str, images):
         try:
             data = Path(image_path).read_bytes()
             result = detector.detect(data, settings, confidence=args.conf)
@@ -76,9 +126,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
                   f"postprocess {ms['postprocess']} ms, total {ms['total']} ms]")
             for det in result.detections.to_json():
                 print(f"  {det['class_name']:<10} {det['confidence']:.3f}  box {det['box']}")
-        if args.save_dir:
+        if save_dir:
+            target = _annotated_path(save_dir, Path(image_path), saved)
+            if target.exists():
+                logging.getLogger(__name__).warning("replacing %s (from an earlier run)", target)
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            cv2.imwrite(str(Path(args.save_dir) / (Path(image_path).stem + ".jpg")), draw(image, result.detections))
+            cv2.imwrite(str(target), draw(image, result.detections))
     return 1 if failures else 0
 
 
@@ -90,84 +143,116 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from worker.errors import UsageError
+
     config = _config(args, redis_url=args.redis_url, batch=args.batch, queue=args.queue)
-    if args.workers == 1:
+    workers = args.workers or config.workers  # the flag beats worker.yaml
+    if workers == 1:
         from worker.serve.service import run_worker
 
-        return run_worker(config, args.worker_index, burst=args.burst)
+        return run_worker(config, args.worker_index or 0, burst=args.burst)
+    for given, option in ((args.burst, "--burst"), (args.worker_index is not None, "--worker-index")):
+        if given:
+            raise UsageError(f"{option} applies to one worker process, not a pool of {workers}: "
+                             "add --workers 1, or leave it out")
     from worker.serve.pool import WorkerPool
 
-    return WorkerPool(config, args.config, _overrides(args), args.workers, log_level=args.log_level).run_forever()
+    return WorkerPool(config, args.config, _overrides(args), workers, log_level=args.log_level).run_forever()
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from worker.jobqueue.connections import connect
+    import redis
+
+    from worker.config import redact_url
+    from worker.errors import RedisUnavailableError
+    from worker.jobqueue.connections import connect, ping
     from worker.jobqueue.producer import enqueue_snapshot
+    from worker.tools.options import expand_images
 
     config = _config(args, redis_url=args.redis_url, queue=args.queue)
+    images = expand_images(args.images)  # every file found before the first job is enqueued
     connection = connect(config.redis_url)
+    unreachable = RedisUnavailableError(f"{redact_url(config.redis_url)} does not answer: start Redis or fix "
+                                        "--redis / redis_url")
+    if not ping(connection):
+        raise unreachable
     pubsub = None
-    if args.wait:
-        pubsub = connection.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(config.results_channel)
-    ids = []
-    for image in args.images:
-        job = enqueue_snapshot(connection, image, args.camera, queue=config.queue, by_path=args.by_path,
-                               inline=args.inline,
-                               max_snapshot_bytes=config.max_snapshot_bytes, job_timeout=config.job_timeout,
-                               result_ttl=config.result_ttl, failure_ttl=config.failure_ttl,
-                               queued_ttl=config.queued_ttl, retries=config.retries)
-        ids.append(job.id)
-        print(f"{image}: enqueued job {job.id} on {config.queue}")
-    if pubsub is None:
-        return 0
-    pending, deadline = set(ids), time.monotonic() + args.wait
-    while pending and time.monotonic() < deadline:
-        raw = pubsub.get_message(timeout=0.5)
-        if raw and json.loads(raw["data"])["job_id"] in pending:
-            print(raw["data"].decode())
-            pending.discard(json.loads(raw["data"])["job_id"])
-    return 1 if pending else 0
+    try:
+        if args.wait:
+            pubsub = connection.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(config.results_channel)
+        ids = []
+        for image in images:
+            job = enqueue_snapshot(connection, image, args.camera, queue=config.queue, by_path=args.by_path,
+                                   inline=args.inline, max_snapshot_bytes=config.max_snapshot_bytes,
+                                   job_timeout=config.job_timeout, result_ttl=config.result_ttl,
+                                   failure_ttl=config.failure_ttl, queued_ttl=config.queued_ttl,
+                                   retries=config.retries)
+            ids.append(job.id)
+            print(json.dumps({"image": str(image), "job_id": job.id, "queue": config.queue}) if args.json
+                  else f"{image}: enqueued job {job.id} on {config.queue}")
+        if pubsub is None:
+            return 0
+        pending, deadline = set(ids), time.monotonic() + args.wait
+        while pending and time.monotonic() < deadline:
+            raw = pubsub.get_message(timeout=0.5)
+            if raw and json.loads(raw["data"])["job_id"] in pending:
+                print(raw["data"].decode())
+                pending.discard(json.loads(raw["data"])["job_id"])
+        return 1 if pending else 0
+    except (redis.ConnectionError, redis.TimeoutError) as exc:  # Redis went away part-way
+        raise unreachable from exc
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.tools.demo import run_demo
+    from worker.tools.options import expand_images, images_of
 
-    config = _config(args)
-    images = [Path(p) for p in args.images] if args.images else None
-    return run_demo(config, args.config, redis_url=args.redis_url, workers=args.workers, images=images,
-                    repeat=args.repeat, embedded=args.embedded, log_level="INFO" if args.verbose else "WARNING",
-                    zones=args.zones)
+    config = _config(args, redis_url=args.redis_url)  # checks the URL's scheme like any other setting
+    images = expand_images(images_of(args)) or None
+    return run_demo(config, args.config, redis_url=config.redis_url if args.redis_url else None, workers=args.workers,
+                    images=images, repeat=args.repeat, embedded=args.embedded,
+                    log_level="INFO" if args.verbose else "WARNING", zones=args.zones)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deer-worker", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO; -v = DEBUG)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from worker.constants import BATCH_MODES
+    from worker.tools.options import add_images, add_output
 
-    p = sub.add_parser("detect", help="run the detector on image files")
-    p.add_argument("images", nargs="+")
+    parser = _Parser(prog="deer-worker", description=__doc__, parents=[_global_options(top_level=True)],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, func, *, runs_inference: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[_global_options(top_level=False)])
+        p.set_defaults(func=func, runs_inference=runs_inference)
+        return p
+
+    p = command("detect", "run the detector on image files", cmd_detect, runs_inference=True)
+    add_images(p, "JPEG/PNG snapshots, or folders of them", optional=False)
     _add_model_args(p)
     p.add_argument("--camera", help="camera id whose settings (ROI, CLAHE, threshold) apply")
-    p.add_argument("--zones", help="camera settings file (default configs/zones.yaml)")
+    p.add_argument("--zones", help="camera settings file (default: the config's zones, configs/zones.yaml)")
     p.add_argument("--conf", type=float, default=None, help="confidence threshold (overrides the camera's)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.add_argument("--save-dir", help="write annotated images here")
-    p.set_defaults(func=cmd_detect)
+    add_output(p)
+    p.add_argument("--save-dir", help="write annotated images here (<stem>.jpg; same stems get -2, -3, ...)")
 
-    p = sub.add_parser("run", help="consume snapshot jobs: one worker, or a pool with --workers N")
+    p = command("run", "consume snapshot jobs: one worker, or a pool with --workers N", cmd_run,
+                runs_inference=True)
     _add_model_args(p)
-    p.add_argument("--workers", type=int, default=1, help="worker processes (1 = this process, as systemd runs)")
-    p.add_argument("--worker-index", type=int, default=0, help="index of this worker (metrics port offset, name)")
-    p.add_argument("--batch", choices=["1", "4", "auto"], default=None, help="drain up to 4 queued jobs per run")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="worker processes (default: the config's workers, 1 = this process, as systemd runs)")
+    p.add_argument("--worker-index", type=int, default=None,
+                   help="index of this worker (metrics port offset, name); one worker only")
+    p.add_argument("--batch", choices=BATCH_MODES, default=None,
+                   help="drain up to 4 queued jobs per run: 4, 1, or auto (4 only where warm-up shows it pays)")
     p.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://)")
     p.add_argument("--queue", help="queue name")
-    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    p.set_defaults(func=cmd_run)
+    p.add_argument("--burst", action="store_true",
+                   help="exit when the queue is empty (one worker only; gives up on an unreachable Redis)")
 
-    p = sub.add_parser("enqueue", help="enqueue snapshot files as jobs")
-    p.add_argument("images", nargs="+")
+    p = command("enqueue", "enqueue snapshot files as jobs", cmd_enqueue)
+    add_images(p, "JPEG/PNG snapshots, or folders of them", optional=False)
     p.add_argument("--camera", required=True, help="camera id, e.g. 10cea9e4511f")
     p.add_argument("--redis", dest="redis_url", help="Redis URL")
     p.add_argument("--queue", help="queue name")
@@ -175,28 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by-path", action="store_true", help="send the file path, not the bytes (same host only)")
     p.add_argument("--inline", action="store_true", help="put the bytes in the job as base64 (default: a Redis key)")
     p.add_argument("--wait", type=float, default=0, help="wait this many seconds for the results and print them")
-    p.set_defaults(func=cmd_enqueue)
+    p.add_argument("--json", action="store_true", help="print each enqueued job as a JSON line")
 
-    p = sub.add_parser("demo", help="embedded Redis + workers + the sample snapshots, end to end")
+    p = command("demo", "embedded Redis + workers + the sample snapshots, end to end", cmd_demo)
+    add_images(p, "snapshots or folders to send (default: models/demo/samples)", legacy="--images")
     _add_model_args(p)
     p.add_argument("--redis", dest="redis_url", help="use this Redis instead of an embedded one")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--images", nargs="*", help="snapshots to send (default: models/demo/samples)")
-    p.add_argument("--repeat", type=int, default=1, help="send the images this many times")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--repeat", type=_positive_int, default=1, help="send the images this many times")
     p.add_argument("--zones", default="models/demo/zones.yaml",
                    help="camera settings (default: the demo model's, threshold 0.25)")
     p.add_argument("--embedded", choices=["auto", "redis-server", "fakeredis"], default="auto",
                    help="embedded server kind (auto: redis-server if on PATH, else in-process)")
-    p.set_defaults(func=cmd_demo)
 
     # Model tooling: each module owns its arguments; imported lazily so the worker stays light.
-    for name, help_text in (("export", "export a trained .pt to FP32 and (--int8) calibrated INT8 IR (export extra)"),
-                            ("validate", "mAP/precision/recall of IR models through the worker's own pipeline"),
-                            ("bench", "raw inference limit vs full service time, FP32 vs INT8, batch 1 vs 4"),
-                            ("doctor", "check this machine, OpenVINO, the model, Redis and the configs")):
-        p = sub.add_parser(name, help=help_text)
+    for name, help_text, runs_inference in (
+            ("export", "export a trained .pt to FP32 and (--int8) calibrated INT8 IR (export extra)", False),
+            ("validate", "mAP/precision/recall of IR models through the worker's own pipeline", True),
+            ("bench", "raw inference limit vs full service time, FP32 vs INT8, batch 1 vs 4", True),
+            ("doctor", "check this machine, OpenVINO, the model, Redis and the configs", True)):
+        p = command(name, help_text, lambda args, name=name: _tool(name).run(args), runs_inference=runs_inference)
         _tool(name).add_arguments(p)
-        p.set_defaults(func=lambda args, name=name: _tool(name).run(args))
     return parser
 
 
@@ -206,17 +290,28 @@ def _tool(name: str):
     return importlib.import_module(f"worker.tools.{name}")
 
 
+def _fail(exc: BaseException, kind: str, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exception(exc)
+    message = " ".join(str(exc).split())  # one line, whatever the exception's text holds
+    print(f"deer-worker: {kind}: {message}", file=sys.stderr)
+    return ERROR_EXIT
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = args.log_level or ("DEBUG" if args.verbose else "INFO")
-    args.log_level = level
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.log_level = args.log_level or ("DEBUG" if args.verbose else "INFO")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.runs_inference:
+            from worker.inference.build import tune_process
+
+            tune_process()  # once, before any detector: this process serves inference
         return args.func(args)
     except DeerWorkerError as exc:
-        print(f"deer-worker: {exc.kind}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, exc.kind, args.verbose)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from worker.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "models/demo/deer-yolo26n_int8_openvino_model"
 DEFAULT_ZONES = "configs/zones.yaml"
+DEFAULT_CONFIG = "configs/worker.yaml"  # read when no --config is given and it exists
 ENV_PREFIX = "DEER_WORKER_"
 
 
@@ -53,14 +54,15 @@ class WorkerConfig:
     metrics_host: str = C.DEFAULT_METRICS_HOST
     metrics_port: int = C.DEFAULT_METRICS_PORT  # worker i of a pool serves on metrics_port + i; 0 = off
 
-    def validate(self, source: str = "worker.yaml") -> WorkerConfig:
+    def validate(self, source: str = "worker.yaml", origins: dict[str, str] | None = None) -> WorkerConfig:
+        """`origins` names where a key's value came from when not `source` (an environment variable, an option)."""
         def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"{source}: {key}: {why}")
+            return ConfigError(f"{(origins or {}).get(key, source)}: {key}: {why}")
 
-        if self.batch not in ("1", "4", "auto"):
-            raise bad("batch", f"must be 1, 4 or auto, got {self.batch!r}")
-        if self.precision not in ("f32", "bf16", "f16", "default"):
-            raise bad("precision", f"must be f32, bf16, f16 or default, got {self.precision!r}")
+        if self.batch not in C.BATCH_MODES:
+            raise bad("batch", f"must be one of {', '.join(C.BATCH_MODES)}, got {self.batch!r}")
+        if self.precision not in C.PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(C.PRECISIONS)}, got {self.precision!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise bad("redis_url", f"must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
         for key in ("workers", "job_timeout", "result_ttl", "failure_ttl", "queued_ttl",
@@ -90,8 +92,27 @@ def read_yaml(path: Path, what: str) -> Any:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no read permission, a binary file
+        reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise ConfigError(f"{path}: cannot read the {what} ({reason})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
+def default_config_path(path: str | Path | None) -> str | Path | None:
+    """The --config given, else configs/worker.yaml where it exists, else None (built-in defaults)."""
+    if path is None and resolve_path(DEFAULT_CONFIG).exists():
+        return DEFAULT_CONFIG
+    return path
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in redis://user:password@host, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
 
 
 def parse_cpus(text: str) -> list[int]:
@@ -152,6 +173,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     config = WorkerConfig()
     defaults = {f.name: getattr(config, f.name) for f in fields(config)}
     source = "worker.yaml"
+    origins: dict[str, str] = {}
     if path is not None:
         path = resolve_path(path)
         source = str(path)
@@ -165,8 +187,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     for key, default in defaults.items():
         env_key = ENV_PREFIX + key.upper()
         if env_key in env:
-            setattr(config, key, _coerce(key, env[env_key], default, f"environment {env_key}"))
+            origins[key] = f"environment {env_key}"
+            setattr(config, key, _coerce(key, env[env_key], default, origins[key]))
     for key, value in (overrides or {}).items():
         if value is not None:
-            setattr(config, key, _coerce(key, value, defaults[key], f"option --{key.replace('_', '-')}"))
-    return config.validate(source)
+            origins[key] = "command line"
+            setattr(config, key, _coerce(key, value, defaults[key], origins[key]))
+    return config.validate(source, origins)

@@ -15,6 +15,9 @@ LETTERBOX_PAD_VALUE = 114
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILE_GRID = (8, 8)
 DEER_CLASS_NAMES = ("deer",)
+# Inference precision of non-quantized ops; "default" lets the CPU pick (bf16 where it has it).
+PRECISIONS = ("f32", "bf16", "f16", "default")
+BATCH_MODES = ("1", "4", "auto")  # "4" and "auto" drain up to 4 queued jobs; "auto" keeps 4 only if it pays
 
 # --- Redis / RQ names ---------------------------------------------------------------------------
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

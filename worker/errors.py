@@ -83,3 +83,34 @@ class NotJsonError(JobRefusedError):
     """Job data that is not a JSON job (e.g. pickled): never deserialized."""
 
     kind = "not_json"
+
+
+# --- the command line: failures a user can fix, each printed as one line `deer-worker: <kind>: ...` ---
+class UsageError(DeerWorkerError):
+    """Options that contradict each other, or a value out of range."""
+
+    kind = "usage"
+
+
+class MissingFileError(DeerWorkerError):
+    kind = "missing_file"
+
+
+class PermissionDeniedError(DeerWorkerError):
+    kind = "permission_denied"
+
+
+class RedisUnavailableError(DeerWorkerError):
+    kind = "redis_unavailable"
+
+
+class MissingDependencyError(DeerWorkerError):
+    """An optional extra or an external program the command needs is not installed."""
+
+    kind = "missing_dependency"
+
+
+class WorkerStartError(DeerWorkerError):
+    """A pool's workers keep dying as they start: restarting them again would loop forever."""
+
+    kind = "worker_start"

@@ -17,7 +17,7 @@ from conftest import FP32_MODEL, INT8_MODEL, RAW_MODEL, SAMPLES
 from worker.cameras import CameraSettings
 from worker.inference.detector import Detector
 from worker.inference.preprocess import Roi
-from worker.inference.runtime import others_compile_pinned
+from worker.tools.reference import others_compile_pinned
 
 pytestmark = pytest.mark.reference
 CONF = 0.25

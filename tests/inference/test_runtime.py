@@ -73,7 +73,7 @@ def test_precision_is_pinned_to_f32_unless_asked(tmp_path):
 def test_others_compile_pinned_reaches_code_that_compiles_its_own_models():
     import openvino as ov
 
-    from worker.inference.runtime import others_compile_pinned
+    from worker.tools.reference import others_compile_pinned
 
     original = ov.Core.compile_model
     with others_compile_pinned("f32"):

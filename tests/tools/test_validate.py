@@ -12,7 +12,7 @@ from conftest import DEMO, FP32_MODEL, INT8_MODEL
 from worker import validate
 from worker.errors import ConfigError
 from worker.tools.evaluation import DetectionMetrics
-from worker.inference.runtime import others_compile_pinned
+from worker.tools.reference import others_compile_pinned
 
 HELDOUT_YAML = DEMO / "heldout.yaml"
 needs_demo = pytest.mark.skipif(not (FP32_MODEL / "metadata.yaml").exists(),

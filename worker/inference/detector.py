@@ -19,10 +19,10 @@ import numpy as np
 import openvino as ov
 
 from worker.cameras import CameraBook, CameraSettings
-from worker.constants import DEFAULT_IOU, DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS, LETTERBOX_PAD_VALUE
+from worker.constants import BATCH_MODES, DEFAULT_IOU, DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS, LETTERBOX_PAD_VALUE
 from worker.inference.detections import Detections
 from worker.errors import ConfigError, EmptyInputError, ImageTooLargeError, InputError
-from worker.inference.imagecodec import DecodedImage, choose_reduction, decode, read_header, reuse_freed_frame_memory
+from worker.inference.imagecodec import DecodedImage, choose_reduction, decode, read_header
 from worker.inference.postprocess import DetectionFilter, to_detections
 from worker.inference.preprocess import BoxTransform, prepare
 from worker.inference.runtime import CompileOptions, CompiledRunner, compile_model, inference_precision, load_spec, time_runner
@@ -72,8 +72,8 @@ class Detector:
                  max_pixels: int = DEFAULT_MAX_PIXELS, reduced_decode: bool = False,
                  names: tuple[str, ...] | None = None, imgsz: int | None = None) -> None:
         batch = str(batch)
-        if batch not in ("1", "4", "auto"):
-            raise ConfigError(f"batch must be 1, 4 or auto, got {batch!r}")
+        if batch not in BATCH_MODES:
+            raise ConfigError(f"batch must be one of {', '.join(BATCH_MODES)}, got {batch!r}")
         self.options = options or CompileOptions()
         self.spec, ov_model = load_spec(model, names=names, imgsz=imgsz)
         self.iou, self.max_detections, self.max_pixels = iou, max_detections, max_pixels
@@ -87,7 +87,6 @@ class Detector:
         height, width = self.spec.imgsz
         self._staging = np.full((self.max_batch, height, width, 3), LETTERBOX_PAD_VALUE, np.uint8)
         self._class_ids: dict[tuple[str, ...], tuple[int, ...]] = {}
-        reuse_freed_frame_memory()  # process-wide, once per worker: see imagecodec
         # A drained batch's snapshots decode and letterbox side by side (OpenCV releases the GIL): a
         # worker owning several cores would otherwise idle all but one through every decode.
         cores = len(os.sched_getaffinity(0))

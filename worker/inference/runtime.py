@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +17,10 @@ import numpy as np
 import openvino as ov
 import yaml
 
+from worker.constants import PRECISIONS
 from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("f32", "bf16", "f16", "default")
 
 
 @dataclass(frozen=True)
@@ -200,23 +197,6 @@ def compile_model(model: ov.Model, spec: ModelSpec, batch: int, options: Compile
     except RuntimeError as exc:
         raise ModelLoadError(f"{spec.xml}: compile failed ({str(exc).splitlines()[0]})") from exc
     return CompiledRunner(batch, compiled)
-
-
-@contextmanager
-def others_compile_pinned(precision: str = "f32") -> Iterator[None]:
-    """While inside, every ov.Core.compile_model call of this process runs with INFERENCE_PRECISION_HINT
-    set to `precision`. For comparisons with code that compiles its own models (ultralytics), which
-    would let this CPU pick bf16, a precision the target machine lacks. Not used on the worker's path."""
-    original = ov.Core.compile_model
-
-    def compile_pinned(self, model, device_name=None, config=None, **kw):
-        return original(self, model, device_name, {**(config or {}), "INFERENCE_PRECISION_HINT": precision}, **kw)
-
-    ov.Core.compile_model = compile_pinned
-    try:
-        yield
-    finally:
-        ov.Core.compile_model = original
 
 
 def inference_precision(runner: CompiledRunner) -> str:

@@ -17,11 +17,16 @@ import time
 from dataclasses import dataclass
 
 from worker.config import ENV_PREFIX, WorkerConfig
+from worker.errors import WorkerStartError
 from worker.jobqueue.connections import connect
 from worker.jobqueue.recovery import recover_jobs, worker_name
 
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_MAX = 30.0
+QUICK_EXIT = 10.0  # seconds: a worker dying sooner than this after its start did not get going
+# A worker that dies this many times in a row right after starting has a problem a restart cannot fix
+# (model, config, zones): the pool stops, and systemd (if it runs the pool) restarts it with its own backoff.
+START_FAILURES_LIMIT = 5
 
 
 def split_cpus(workers: int, cpus: list[int] | None = None) -> list[str]:
@@ -89,8 +94,13 @@ class WorkerPool:
                 continue
             log.warning("pool: worker %d (pid %d) exited with %s", child.index, child.process.pid, code)
             self._recover(child)
-            quick = time.monotonic() - child.started < 10
+            quick = time.monotonic() - child.started < QUICK_EXIT
             child.restarts = child.restarts + 1 if quick else 0
+            if child.restarts >= START_FAILURES_LIMIT:
+                raise WorkerStartError(
+                    f"worker {child.index} died within {QUICK_EXIT:.0f} s of starting {child.restarts} times in a "
+                    f"row (last exit status {code}); the lines above say why (model, config, zones): fix that "
+                    "and start again")
             if child.restarts:
                 time.sleep(min(RESTART_BACKOFF_MAX, 0.5 * 2 ** child.restarts))
             child.process = self._spawn(child.index)
@@ -119,9 +129,11 @@ class WorkerPool:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
-        while not self.stopping:
-            self.check()
-            time.sleep(0.2)
-        self.stop(self.config.job_timeout + 10)
-        log.info("pool: stopped")
+        try:
+            while not self.stopping:
+                self.check()
+                time.sleep(0.2)
+        finally:  # also when a worker keeps failing to start: the others stop cleanly
+            self.stop(self.config.job_timeout + 10)
+            log.info("pool: stopped")
         return 0

@@ -11,30 +11,25 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import redis
 from rq.queue import Queue
 
 from worker.cameras import load_camera_book
-from worker.config import WorkerConfig, parse_cpus
+from worker.config import WorkerConfig, parse_cpus, redact_url
 from worker.jobqueue.connections import SERIALIZER, connect, ping
 from worker.constants import REDIS_MAX_BACKOFF
+from worker.errors import RedisUnavailableError
+from worker.inference.build import build_detector
 from worker.inference.detector import Detector
 from worker.jobqueue.recovery import dead_on_this_host, recover_jobs, worker_name
 from worker.jobqueue.consumer import DeerWorker
 from worker.jobqueue.rq_compat import worker_key
-from worker.inference.runtime import CompileOptions
 
 log = logging.getLogger(__name__)
-
-
-def build_detector(config: WorkerConfig) -> Detector:
-    return Detector(config.resolve(config.model), batch=config.batch, iou=config.iou,
-                    max_pixels=config.max_pixels, reduced_decode=config.reduced_decode,
-                    options=CompileOptions(threads=config.threads, pin_threads=config.pin_threads,
-                                           precision=config.precision,
-                                           cache_dir=str(Path(config.cache_dir).expanduser())))
+# A burst run (a batch job, a CI step) gives up on an unreachable Redis after this many seconds and
+# exits non-zero; a serving worker keeps retrying, since Redis coming back is the normal case.
+BURST_REDIS_WAIT = 10.0
 
 
 def _start_health(config: WorkerConfig, index: int, detector: Detector, book, name: str,
@@ -78,6 +73,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
         stop["requested"] = True
 
     backoff = 0.5
+    unreachable_since: float | None = None
     try:
         while not stop["requested"]:
             signal.signal(signal.SIGTERM, request_stop)
@@ -92,12 +88,17 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
                 ready.set()
                 if metrics:
                     metrics.set_ready(True)
-                backoff = 0.5
+                backoff, unreachable_since = 0.5, None
                 rq_worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
                 if burst or rq_worker.stop_was_requested():
                     break
                 log.warning("%s: RQ loop ended without a stop request (Redis trouble?); restarting it", name)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                unreachable_since = unreachable_since or time.monotonic()
+                if burst and time.monotonic() - unreachable_since > BURST_REDIS_WAIT:
+                    raise RedisUnavailableError(
+                        f"{redact_url(config.redis_url)} unreachable for {BURST_REDIS_WAIT:.0f} s ({exc}); "
+                        "start Redis or fix redis_url / --redis") from exc
                 log.warning("%s: Redis unavailable (%s); retrying in %.1f s", name, exc, backoff)
             ready.clear()
             if metrics:

@@ -138,15 +138,16 @@ def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes]
                 log=print) -> list[Result]:
     import openvino as ov
 
-    from worker.config import resolve_path
-    from worker.inference.detector import Detector
-    from worker.inference.runtime import CompileOptions, compile_model, inference_precision, load_spec
+    from worker.config import WorkerConfig, resolve_path
+    from worker.inference.build import build_detector, compile_options
+    from worker.inference.runtime import compile_model, inference_precision, load_spec
 
     path = resolve_path(model)
     spec, ov_model = load_spec(path)
     results = []
     for cfg in configs:
-        options = CompileOptions(threads=cfg.threads, precision=cfg.precision)
+        served = WorkerConfig(model=str(path), threads=cfg.threads, precision=cfg.precision, batch="1")
+        options = compile_options(served)
         tensor = _input_tensor(cfg.batch, spec.imgsz)
         log(f"  {spec.name} {cfg.precision} threads={cfg.threads} batch={cfg.batch}: latency")
         runner = compile_model(ov_model, spec, cfg.batch, options, ov.Core())
@@ -160,7 +161,7 @@ def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes]
         service = None
         if cfg.batch == 1 and snapshots:
             log(f"  {spec.name} {cfg.precision} threads={cfg.threads}: service time on {len(snapshots)} snapshots")
-            detector = Detector(path, batch="1", options=options)
+            detector = build_detector(served)
             service = measure_service(detector, snapshots, seconds)
             del detector
         results.append(Result(str(model), spec.name, spec.weights, cfg, runs, latency, throughput, service,
@@ -256,14 +257,20 @@ def _int_list(text: str) -> list[int]:
 
 
 def _precision_list(text: str) -> list[str]:
+    from worker.constants import PRECISIONS
+
     values = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in values if v not in ("f32", "bf16", "f16", "default")]
+    bad = [v for v in values if v not in PRECISIONS]
     if not values or bad:
-        raise argparse.ArgumentTypeError(f"precisions are f32, bf16, f16, default; got {text!r}")
+        raise argparse.ArgumentTypeError(f"precisions are {', '.join(PRECISIONS)}; got {text!r}")
     return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from worker.tools.options import add_images, add_output
+
+    add_images(parser, "snapshots (files or folders) for the service-time run (default: the demo samples)",
+               legacy="--images")
     parser.add_argument("--model", action="append",
                         help="OpenVINO IR directory or .xml; repeat for several (default: the demo FP32 and INT8)")
     parser.add_argument("--threads", type=_int_list, default=[0], help="comma list, 0 = all cores (default 0)")
@@ -272,8 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", type=_precision_list, default=["f32"],
                         help="comma list of f32, bf16, f16, default (default f32, as served)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
-    parser.add_argument("--images", nargs="+", help="snapshots for the service-time run (default: the demo samples)")
-    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    add_output(parser, report=True)
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart (needs matplotlib)")
 
 
@@ -287,52 +293,61 @@ def _default_models() -> list[str]:
     return models
 
 
-def _snapshots(images: list[str] | None) -> list[bytes]:
+def _snapshots(images: list[str]) -> list[bytes]:
     from worker.config import resolve_path
+    from worker.tools.options import expand_images
 
-    paths = [Path(p) for p in images] if images else sorted(
-        p for p in resolve_path(SAMPLES).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    return [p.read_bytes() for p in paths]
+    return [p.read_bytes() for p in expand_images(images or [resolve_path(SAMPLES)])]
 
 
 def run(args: argparse.Namespace) -> int:
     import openvino as ov
 
+    from worker.errors import UsageError
+    from worker.tools.options import images_of, write_report
+    from worker.tools.progress import note
+
     if any(b < 1 for b in args.batch):
-        print("bench: --batch sizes must be >= 1", file=sys.stderr)
-        return 2
+        raise UsageError("bench: --batch sizes must be >= 1")
     models = args.model or _default_models()
-    snapshots = _snapshots(args.images)
+    snapshots = _snapshots(images_of(args))  # a missing image fails here, before minutes of measuring
     configs = [Config(p, t, b) for p in args.precision for t in args.threads for b in args.batch]
     baseline = memory_mb()
-    per_model = 2 * len(configs) + sum(c.batch == 1 for c in configs)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"bench: {len(models)} models x {len(configs)} configs, ~{len(models) * per_model * args.seconds:.0f} s "
-        f"of measurement; {len(snapshots)} snapshots for service time")
+    per_model = 2 * len(configs) + sum(c.batch == 1 for c in configs)  # measurements of one model
+    note(f"bench: {len(models)} models x {len(configs)} configs, "
+                  f"~{len(models) * per_model * args.seconds:.0f} s of measurement; "
+                  f"{len(snapshots)} snapshots for service time")
     results: list[Result] = []
     for model in models:
-        results += bench_model(model, configs, snapshots, args.seconds, log)
+        results += bench_model(model, configs, snapshots, args.seconds, note)
     memory = {"baseline": baseline.get("rss"), **memory_mb()}
 
-    print(table(results))
+    human = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
+    print(table(results), file=human)
     print("latency: one request, latency hint (as served); tput: throughput hint, "
-          f"{results[0].throughput['requests']} async requests; svc: Detector.detect incl. decode/pre/postprocess")
+          f"{results[0].throughput['requests']} async requests; svc: Detector.detect incl. decode/pre/postprocess",
+          file=human)
     for s in speedups(results):
         print(f"INT8 speedup ({s['int8']} vs {s['fp32']}, {s['precision']}, threads {s['threads'] or 'all'}, "
-              f"batch {s['batch']}): latency x{s['latency_speedup']:.2f}, throughput x{s['throughput_speedup']:.2f}")
+              f"batch {s['batch']}): latency x{s['latency_speedup']:.2f}, throughput x{s['throughput_speedup']:.2f}",
+              file=human)
     for g in batch_gains(results):
         print(f"batch 4 vs 1 ({g['model']}, {g['precision']}, threads {g['threads'] or 'all'}): "
-              f"{g['batch4_images_per_s']:.1f} vs {g['batch1_images_per_s']:.1f} images/s, x{g['gain']:.2f}")
+              f"{g['batch4_images_per_s']:.1f} vs {g['batch1_images_per_s']:.1f} images/s, x{g['gain']:.2f}",
+              file=human)
     print(f"memory: RSS {memory.get('rss')} MiB now, peak {memory.get('peak')} MiB "
-          f"(baseline before loading models {memory.get('baseline')} MiB; all models share this process)")
+          f"(baseline before loading models {memory.get('baseline')} MiB; all models share this process)", file=human)
     if args.plot:
         if plot(results, args.plot):
-            print(f"plot written to {args.plot}")
+            print(f"plot written to {args.plot}", file=human)
         else:
-            print("matplotlib is not installed: --plot skipped (pip install matplotlib)")
+            print("matplotlib is not installed: --plot skipped (pip install matplotlib)", file=human)
+    report = {"openvino": ov.get_version(), "seconds": args.seconds, "snapshots": len(snapshots),
+              "results": [r.as_dict() for r in results], "speedups": speedups(results),
+              "batch_gains": batch_gains(results), "memory_mb": memory}
+    text = json.dumps(report, indent=2) + "\n"
     if args.json:
-        report = {"openvino": ov.get_version(), "seconds": args.seconds, "snapshots": len(snapshots),
-                  "results": [r.as_dict() for r in results], "speedups": speedups(results),
-                  "batch_gains": batch_gains(results), "memory_mb": memory}
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(text, end="")
+    if args.out:
+        write_report(args.out, text)
     return 0

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from rq.worker import Worker
 
-from worker.config import WorkerConfig, resolve_path
-from worker.jobqueue.connections import SERIALIZER, connect
+from worker.config import WorkerConfig, redact_url, resolve_path
+from worker.errors import RedisUnavailableError, WorkerStartError
+from worker.jobqueue.connections import SERIALIZER, connect, ping
 from worker.tools.embedded import embedded_redis
 from worker.serve.pool import WorkerPool
 from worker.jobqueue.producer import enqueue_snapshot
@@ -47,9 +48,10 @@ def _wait_for_workers(connection, queue: str, pool: WorkerPool, count: int, time
     while Worker.count(connection=connection, queue=_queue(connection, queue)) < count:
         for child in pool.children.values():
             if child.process.poll() is not None:
-                raise RuntimeError(f"worker {child.index} exited with {child.process.returncode} while starting")
+                raise WorkerStartError(f"worker {child.index} exited with {child.process.returncode} while starting; "
+                                       "the lines above say why (add -v for the workers' logs)")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"workers did not become ready within {timeout:.0f} s")
+            raise WorkerStartError(f"workers did not become ready within {timeout:.0f} s (add -v for their logs)")
         time.sleep(0.1)
 
 
@@ -72,8 +74,11 @@ def run_demo(config: WorkerConfig, config_path: str | None, *, redis_url: str | 
 
 def _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_level) -> int:
     config = replace(config, redis_url=url)
-    print(f"demo: Redis {url} ({kind}), {workers} worker(s), model {config.model}, precision {config.precision}")
     connection = connect(url)
+    if not ping(connection):  # before any worker starts, so a wrong --redis is one line, not a stuck demo
+        raise RedisUnavailableError(f"{redact_url(url)} does not answer: start Redis, fix --redis, "
+                                    "or leave --redis out for an embedded one")
+    print(f"demo: Redis {url} ({kind}), {workers} worker(s), model {config.model}, precision {config.precision}")
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(config.results_channel)
     pool = WorkerPool(config, config_path, {"redis_url": url, "metrics_port": 0, "zones": config.zones}, workers,

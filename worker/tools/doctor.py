@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from worker.config import redact_url as _redact
+
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 REDIS_TIMEOUT = 2.0  # seconds; a reachable Redis answers in milliseconds
 _CPUINFO = Path("/proc/cpuinfo")
@@ -166,15 +168,14 @@ def precision_finding(cpu_default: str, configured: str | None = None) -> Findin
 def check_configs(config_path: str | None):
     """-> (findings, WorkerConfig (defaults when the file is bad), CameraBook | None)."""
     from worker.cameras import load_camera_book
-    from worker.config import load_config, resolve_path
+    from worker.config import DEFAULT_CONFIG, default_config_path, load_config, resolve_path
     from worker.errors import ConfigError
 
     findings = []
-    if config_path is None and resolve_path("configs/worker.yaml").exists():
-        config_path = "configs/worker.yaml"
+    config_path = default_config_path(config_path)
     try:
         config = load_config(config_path)
-        source = str(resolve_path(config_path)) if config_path else "built-in defaults (no configs/worker.yaml)"
+        source = str(resolve_path(config_path)) if config_path else f"built-in defaults (no {DEFAULT_CONFIG})"
         findings.append(Finding(OK, "config", f"{source} valid"))
     except ConfigError as exc:
         findings.append(Finding(FAIL, "config", str(exc), "fix the named key; the worker refuses to start with it"))
@@ -214,17 +215,13 @@ def _sample_image(image: str | None) -> tuple[str, bytes]:
 
 def check_model(model: str, config, book, image: str | None = None) -> Finding:
     from worker.config import resolve_path
-    from worker.inference.detector import Detector
     from worker.errors import DeerWorkerError
-    from worker.inference.runtime import CompileOptions
+    from worker.inference.build import build_detector
 
     path = resolve_path(model)
     try:
         started = time.perf_counter()
-        detector = Detector(path, batch="1", iou=config.iou, max_pixels=config.max_pixels,
-                            reduced_decode=config.reduced_decode,
-                            options=CompileOptions(threads=config.threads, pin_threads=config.pin_threads,
-                                                   precision=config.precision))
+        detector = build_detector(config, model=path, batch="1")
         load_s = time.perf_counter() - started
         name, data = _sample_image(image)
         result = detector.detect(data, book.default if book else None)
@@ -260,15 +257,6 @@ def check_redis(url: str) -> Finding:
     return Finding(OK, "redis", detail)
 
 
-def _redact(url: str) -> str:
-    """Hide a password in redis://user:password@host."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
-
-
 # --- the command ----------------------------------------------------------------------------------
 def diagnose(config_path: str | None = None, model: str | None = None, redis_url: str | None = None,
              image: str | None = None) -> list[Finding]:
@@ -286,15 +274,25 @@ def diagnose(config_path: str | None = None, model: str | None = None, redis_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="worker.yaml (default configs/worker.yaml when present)")
+    from worker.config import DEFAULT_CONFIG
+    from worker.tools.options import add_images, add_output
+
+    add_images(parser, "snapshot for the test inference (default: a shipped sample)", legacy="--image", single=True)
+    parser.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
     parser.add_argument("--model", help="model to load (default: the config's model)")
     parser.add_argument("--redis", help="Redis URL (default: the config's redis_url)")
-    parser.add_argument("--image", help="snapshot for the test inference (default: a shipped sample)")
-    parser.add_argument("--json", action="store_true", help="print the findings as a JSON list")
+    add_output(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    findings = diagnose(args.config, args.model, args.redis, args.image)
+    from worker.errors import UsageError
+    from worker.tools.options import images_of, require_files
+
+    images = images_of(args)
+    if len(images) > 1:
+        raise UsageError(f"doctor runs one test inference; got {len(images)} images")
+    require_files(images, "doctor image")  # a typo is the user's, not a model failure
+    findings = diagnose(args.config, args.model, args.redis, images[0] if images else None)
     if args.json:
         print(json.dumps([asdict(f) for f in findings], indent=2))
     else:

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 import redis
 
+from worker.errors import MissingDependencyError
+
 log = logging.getLogger(__name__)
 
 
@@ -53,7 +55,8 @@ def embedded_redis(kind: str = "auto") -> Iterator[tuple[str, str]]:
             proc.wait(10)
         return
     if kind == "redis-server":
-        raise RuntimeError("redis-server is not on PATH")
+        raise MissingDependencyError("redis-server is not on PATH: install it (apt install redis-server) "
+                                     "or use --embedded fakeredis")
     from fakeredis import TcpFakeServer
 
     server = TcpFakeServer(("127.0.0.1", port), server_version=(7, 2))

@@ -13,27 +13,20 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from worker.errors import ConfigError, MissingDependencyError, MissingFileError, UsageError
 from worker.inference.imagecodec import decode
 from worker.inference.preprocess import prepare
+from worker.tools.options import make_dir
+from worker.tools.progress import Progress, note
 
 IGNORED_SCOPES = ("none", "head")  # "head": ultralytics' own choice (Sigmoids + the Detect head stay float)
 DEFAULT_IGNORED_SCOPE = "none"  # measured faster with equal accuracy on the demo model; see models/demo/README.md
-
-
-def _progress(done: int, total: int, what: str) -> None:
-    width = 30
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
 
 
 def dataset_images(data_yaml: str | Path, split: str = "train", fraction: float = 1.0) -> list[Path]:
@@ -43,7 +36,7 @@ def dataset_images(data_yaml: str | Path, split: str = "train", fraction: float 
 
     images = load_data_yaml(data_yaml).images(split)
     if not images:
-        raise SystemExit(f"{data_yaml}: split '{split}' has no images")
+        raise ConfigError(f"{data_yaml}: split '{split}' has no images")
     count = max(1, round(len(images) * fraction))
     step = len(images) / count
     return [images[int(i * step)] for i in range(count)]
@@ -53,10 +46,11 @@ def calibration_tensors(images: list[Path], imgsz: int, *, clahe: bool) -> list[
     """(1,3,H,W) float32 RGB 0-1 tensors, exactly what the FP32 IR receives from the worker."""
     buffer = np.empty((imgsz, imgsz, 3), np.uint8)
     tensors = []
-    for i, path in enumerate(images, 1):
+    progress = Progress(len(images), "calibration images")
+    for path in images:
         prepare(decode(path.read_bytes()), buffer, clahe=clahe)
         tensors.append(np.ascontiguousarray(buffer[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0)
-        _progress(i, len(images), "calibration images")
+        progress.step()
     return tensors
 
 
@@ -93,9 +87,21 @@ def quantize_ir(fp32_dir: Path, out_dir: Path, tensors: list[np.ndarray], *, ign
     return out_dir
 
 
+def require_export_extra(int8: bool) -> None:
+    """The packages the export needs are importable; else one error saying how to install them."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics' first import: no update checks
+    try:
+        import ultralytics  # noqa: F401
+        if int8:
+            import nncf  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(f"{exc.name or 'a package'} is not installed: export needs the export "
+                                     "extra, pip install -e '.[export]'") from None
+
+
 def export_fp32(pt: Path, out_dir: Path, *, imgsz: int, batch: int = 1, end2end: bool = True) -> Path:
     """ultralytics export to OpenVINO FP32 (end-to-end YOLO26 head with nms=False, else the raw head)."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+    require_export_extra(int8=False)
     from ultralytics import YOLO
 
     work = out_dir.parent / f".export-{out_dir.name}"
@@ -124,47 +130,67 @@ def _size_mb(folder: Path) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from worker.tools.options import add_output
+
     p.add_argument("pt", help="trained ultralytics checkpoint (.pt)")
-    p.add_argument("--data", required=True, help="ultralytics data yaml with local images (calibration)")
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--int8", action="store_true", help="also write a calibrated INT8 IR")
+    p.add_argument("--data", help="ultralytics data yaml with local images to calibrate on (needed with --int8)")
+    p.add_argument("--imgsz", type=int, default=640, help="square input size of the exported model (default 640)")
+    p.add_argument("--int8", action="store_true", help="also write a calibrated INT8 IR (needs --data)")
     p.add_argument("--fraction", type=float, default=0.5, help="share of the train split used to calibrate")
     p.add_argument("--max-calibration", type=int, default=300, help="cap on calibration images")
     p.add_argument("--clahe", action="store_true", help="the model was trained on CLAHE images: calibrate likewise")
     p.add_argument("--batch", type=int, choices=[1, 4], default=1, help="static batch of the exported IR")
-    p.add_argument("--ignored-scope", choices=IGNORED_SCOPES, default=DEFAULT_IGNORED_SCOPE)
-    p.add_argument("--split", default="train", help="split to calibrate on")
+    p.add_argument("--ignored-scope", choices=IGNORED_SCOPES, default=DEFAULT_IGNORED_SCOPE,
+                   help="INT8: layers left in float ('head': ultralytics' choice; default 'none', measured "
+                        "as accurate and faster)")
+    p.add_argument("--split", default="train", help="split to calibrate on (default train)")
     p.add_argument("--out", help="output directory (default models/<pt stem>)")
+    add_output(p)
+
+
+def _checked_inputs(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """Everything that can be wrong with the inputs, found before the minutes-long FP32 export:
+    -> (the checkpoint, the calibration images, empty without --int8)."""
+    pt = Path(args.pt).expanduser().resolve()
+    if not pt.is_file():
+        raise MissingFileError(f"checkpoint {args.pt} not found: pass the trained ultralytics .pt")
+    if args.int8 and not args.data:
+        raise UsageError("--int8 needs --data DATA.yaml: its images calibrate the INT8 ranges")
+    require_export_extra(args.int8)
+    images = dataset_images(args.data, args.split, args.fraction)[: args.max_calibration] if args.int8 else []
+    return pt, images
 
 
 def run(args: argparse.Namespace) -> int:
-    pt = Path(args.pt).resolve()
+    pt, calibration_images = _checked_inputs(args)
     stem = pt.stem
-    out = Path(args.out or f"models/{stem}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(args.out or f"models/{stem}", "output folder")
     started = time.time()
+    note(f"export: {pt.name} -> FP32 IR (ultralytics, a few minutes)")
     fp32 = export_fp32(pt, out / f"{stem}_openvino_model", imgsz=args.imgsz, batch=args.batch)
-    card = {"source": str(pt), "source_sha256": _sha256(pt), "data": str(Path(args.data).resolve()),
+    card = {"source": str(pt), "source_sha256": _sha256(pt),
+            "data": str(Path(args.data).resolve()) if args.data else None,
             "imgsz": args.imgsz, "batch": args.batch, "clahe": args.clahe,
             "fp32": {"dir": str(fp32), "size_mb": _size_mb(fp32)}}
     if args.int8:
-        images = dataset_images(args.data, args.split, args.fraction)[: args.max_calibration]
-        tensors = calibration_tensors(images, args.imgsz, clahe=args.clahe)
+        tensors = calibration_tensors(calibration_images, args.imgsz, clahe=args.clahe)
+        note(f"export: quantizing to INT8 on {len(tensors)} images (NNCF)")
         int8 = quantize_ir(fp32, out / f"{stem}_int8_openvino_model", tensors, ignored_scope=args.ignored_scope,
                            extra_metadata={"clahe": args.clahe})
         card["int8"] = {"dir": str(int8), "size_mb": _size_mb(int8), "calibration_images": len(tensors),
                         "calibration_split": args.split, "ignored_scope": args.ignored_scope, "preset": "mixed"}
     card["wall_s"] = round(time.time() - started, 1)
     (out / "MODEL_CARD.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out / "MODEL_CARD.md").write_text(_card_markdown(card))
-    print(json.dumps(card, indent=2))
+    markdown = _card_markdown(card)
+    (out / "MODEL_CARD.md").write_text(markdown)
+    print(json.dumps(card, indent=2) if args.json else markdown, end="\n" if args.json else "")
     return 0
 
 
 def _card_markdown(card: dict) -> str:
     lines = [f"# Model card: {Path(card['source']).stem}", "",
              f"- source: `{card['source']}` (sha256 `{card['source_sha256']}`)",
-             f"- data: `{card['data']}`", f"- imgsz {card['imgsz']}, batch {card['batch']}, CLAHE {card['clahe']}",
+             f"- data: `{card['data'] or 'none (FP32 only)'}`", f"- imgsz {card['imgsz']}, batch {card['batch']}, CLAHE {card['clahe']}",
              f"- FP32 IR: `{card['fp32']['dir']}` ({card['fp32']['size_mb']} MB)"]
     if "int8" in card:
         i = card["int8"]

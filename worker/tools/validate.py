@@ -27,6 +27,7 @@ import numpy as np
 
 from worker.config import read_yaml, resolve_path
 from worker.errors import ConfigError, InputError
+from worker.tools.progress import Progress
 from worker.tools.evaluation import (
     DetectionMetrics,
     GroundTruth,
@@ -119,14 +120,15 @@ class ModelResult:
 
 def evaluate_model(model: str | Path, images: list[Path], labels: list[np.ndarray], names: tuple[str, ...], *,
                    conf: float = 0.001, iou: float = 0.7, max_det: int = 300, precision: str = "f32",
-                   threads: int = 0, reduced_decode: bool = False, clahe: bool = False) -> ModelResult:
+                   threads: int = 0, reduced_decode: bool = False, clahe: bool = False,
+                   progress: Progress | None = None) -> ModelResult:
     """Run every image through a fresh Detector and score it against `labels` (normalised, per image)."""
     from worker.cameras import CameraSettings
-    from worker.inference.detector import Detector
-    from worker.inference.runtime import CompileOptions
+    from worker.config import WorkerConfig
+    from worker.inference.build import build_detector
 
-    detector = Detector(resolve_path(model), batch="1", iou=iou, max_detections=max_det,
-                        reduced_decode=reduced_decode, options=CompileOptions(threads=threads, precision=precision))
+    served = WorkerConfig(model=str(model), precision=precision, threads=threads, reduced_decode=reduced_decode)
+    detector = build_detector(served, batch="1", iou=iou, max_detections=max_det)
     # As ultralytics val: ground truth of classes the model cannot predict is left out.
     model_classes = len(detector.class_names)
     settings = CameraSettings(clahe=clahe, confidence=conf)
@@ -144,29 +146,33 @@ def evaluate_model(model: str | Path, images: list[Path], labels: list[np.ndarra
             truth = GroundTruth(truth.boxes[keep], truth.classes[keep])
         accumulator.add_detections(result.detections, truth)
         times.append(result.timings.total)
+        if progress:
+            progress.step()
     return ModelResult(str(model), detector.spec.name, detector.spec.weights, detector.precision,
                        accumulator.compute(), float(np.median(times)) * 1e3 if times else 0.0, skipped)
 
 
 # --- the command ----------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from worker.tools.options import add_output, add_precision
+
     parser.add_argument("--model", action="append", required=True,
                         help="OpenVINO IR directory or .xml; repeat to compare (the first is the reference)")
     parser.add_argument("--data", required=True, help="ultralytics data yaml (path, train/val/test, names)")
-    parser.add_argument("--split", default="val", choices=["val", "test", "train", "minival"])
+    parser.add_argument("--split", default="val", choices=["val", "test", "train", "minival"],
+                        help="which split of the data yaml to score (default val)")
     parser.add_argument("--max-drop", type=float, default=0.02,
                         help=f"largest allowed {GATE_METRIC} drop vs the first model, as a fraction (0.02 = 2 points)")
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold (ultralytics val: 0.001)")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU for raw-head models (ultralytics val: 0.7)")
-    parser.add_argument("--max-det", type=int, default=300)
-    parser.add_argument("--precision", choices=["f32", "bf16", "f16", "default"], default="f32",
-                        help="inference precision, as served (default f32)")
+    parser.add_argument("--max-det", type=int, default=300, help="detections kept per image (ultralytics val: 300)")
+    add_precision(parser, "f32", "inference precision, as served (default f32)")
     parser.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
     parser.add_argument("--reduced-decode", action=argparse.BooleanOptionalAction, default=False,
                         help="decode large JPEGs at 1/2, 1/4, 1/8 size, as a worker with reduced_decode: true "
                              "does (default off, as the worker's default; ultralytics val decodes at full size)")
     parser.add_argument("--clahe", action="store_true", help="apply the CLAHE preprocessing cameras can enable")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
+    add_output(parser, report=True)
 
 
 def _table(results: list[ModelResult]) -> str:
@@ -191,18 +197,21 @@ def _table(results: list[ModelResult]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """0 = every model within --max-drop of the first; 1 = a model dropped more. Config errors raise."""
+    from worker.tools.options import write_report
+
     data = load_data_yaml(args.data)
     images = data.images(args.split)
     labels = [read_labels(label_path(image), len(data.names)) for image in images]  # bad labels fail before any model
     started = time.time()
+    progress = Progress(len(images) * len(args.model), "validate")
     results = [evaluate_model(model, images, labels, data.names, conf=args.conf, iou=args.iou,
                               max_det=args.max_det, precision=args.precision, threads=args.threads,
-                              reduced_decode=args.reduced_decode, clahe=args.clahe)
+                              reduced_decode=args.reduced_decode, clahe=args.clahe, progress=progress)
                for model in args.model]
     reference = results[0]
     failed = [r for r in results[1:] if r.drop(reference)["mAP50"] > args.max_drop]
 
-    out = sys.stdout if args.json != "-" else sys.stderr
+    out = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
     print(f"data {data.yaml} split {args.split}: {len(images)} images, {sum(len(x) for x in labels)} boxes, "
           f"classes {', '.join(data.names)}; conf {args.conf} iou {args.iou} max_det {args.max_det}, "
           f"reduced decode {'on' if args.reduced_decode else 'off'}", file=out)
@@ -214,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         verdict = "FAIL" if failed else "PASS"
         print(f"gate: {GATE_METRIC} drop vs {reference.name} <= {args.max_drop:.3f} ({args.max_drop * 100:g} points): "
               f"{verdict}" + (f" ({', '.join(r.name for r in failed)})" if failed else ""), file=out)
-    if args.json:
+    if args.json or args.out:
         report = {
             "data": str(data.yaml), "split": args.split, "images": len(images),
             "settings": {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "precision": args.precision,
@@ -227,8 +236,8 @@ def run(args: argparse.Namespace) -> int:
                         "ms_per_image": r.ms_per_image, "skipped": r.skipped} for r in results],
         }
         text = json.dumps(report, indent=2)
-        if args.json == "-":
+        if args.json:
             print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+        if args.out:
+            write_report(args.out, text + "\n")
     return 1 if failed else 0

@@ -1,0 +1,125 @@
+"""The command line's conventions, shared by every subcommand so a flag name means one thing.
+
+- Images (files or folders) are positional arguments.
+- `--json` prints JSON on stdout instead of the human table; logs and progress go to stderr.
+- `--out FILE` writes a report file.
+The previous release's spellings (`--json FILE`, `--images`, `--image`) still parse, with a
+deprecation warning on stderr, until the next release removes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from worker.constants import PRECISIONS
+from worker.errors import MissingFileError, PermissionDeniedError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    print(f"deer-worker: warning: {old} is deprecated and will be removed in the next release; {new}",
+          file=sys.stderr)
+
+
+class _DeprecatedImages(argparse.Action):
+    """`--images A B` / `--image A`: appended to the positional images, with a warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warn_deprecated(option_string, "pass images as positional arguments")
+        extra = values if isinstance(values, list) else [values]
+        setattr(namespace, "legacy_images", [*(getattr(namespace, "legacy_images", None) or []), *extra])
+
+
+def add_images(parser: argparse.ArgumentParser, help_text: str, *, legacy: str | None = None,
+               optional: bool = True, single: bool = False) -> None:
+    """Positional images; `legacy` is the option that used to take them ("--images" or "--image")."""
+    nargs = "?" if single else ("*" if optional else "+")
+    parser.add_argument("images", nargs=nargs, metavar="IMAGE", help=help_text)
+    if legacy:
+        parser.add_argument(legacy, nargs=1 if single else "+", action=_DeprecatedImages, metavar="IMAGE",
+                            help=f"deprecated spelling of the positional images (warns; removed next release)")
+    parser.set_defaults(legacy_images=None)
+
+
+def images_of(args: argparse.Namespace) -> list[str]:
+    """The positional images plus any given with the deprecated option, in that order."""
+    given = args.images if isinstance(args.images, list) else [args.images] if args.images else []
+    return [*given, *(getattr(args, "legacy_images", None) or [])]
+
+
+class _JsonFlag(argparse.Action):
+    """`--json`: JSON on stdout. `--json FILE` (the previous spelling of `--out FILE`) still writes
+    FILE, with a warning; `--json -` (validate's previous spelling of stdout) is `--json`."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", const=True, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if value is True or value == "-":
+            if value == "-":
+                warn_deprecated("--json -", "use --json")
+            namespace.json = True
+            return
+        if Path(value).suffix.lower() in IMAGE_SUFFIXES:  # never overwrite an image taken for a report name
+            parser.error(f"--json takes no file name ({value} looks like an image): put images before --json, "
+                         "or write a report with --out FILE")
+        warn_deprecated(f"--json {value}", f"use --out {value}")
+        namespace.out = value
+
+
+def add_output(parser: argparse.ArgumentParser, *, report: bool = False) -> None:
+    """`--json`, and `--out FILE` where the command writes a report (whose `--json FILE` still parses)."""
+    if not report:
+        parser.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
+        return
+    parser.add_argument("--json", action=_JsonFlag, metavar="FILE",
+                        help="print JSON on stdout instead of the table (progress stays on stderr); "
+                             "'--json FILE' is the deprecated spelling of --out FILE")
+    parser.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
+
+
+def add_precision(parser: argparse.ArgumentParser, default: str | None, help_text: str) -> None:
+    parser.add_argument("--precision", choices=PRECISIONS, default=default, help=help_text)
+
+
+def require_files(paths: list[str] | list[Path], what: str) -> None:
+    """Each path exists (a file or, for images, a folder); else one MissingFileError naming it."""
+    for path in paths:
+        if not Path(path).exists():
+            raise MissingFileError(f"{what} {path} not found: check the path")
+
+
+def expand_images(paths: list[str] | list[Path], *, missing_ok: bool = False) -> list[Path]:
+    """Image files as given, and a folder's JPEG/PNG files (sorted) in its place. A missing path is an
+    error, unless `missing_ok` (a command that reports each image's own failure and goes on)."""
+    if not missing_ok:
+        require_files(paths, "image")
+    files: list[Path] = []
+    for path in map(Path, paths):
+        files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    return files
+
+
+def write_report(path: str | Path, text: str) -> None:
+    """Write a report file; a missing folder or an unwritable place is one clear error, not a traceback."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise MissingFileError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise PermissionDeniedError(f"cannot write {path} ({exc.strerror}): choose a writable path") from None
+
+
+def make_dir(path: str | Path, what: str) -> Path:
+    """mkdir -p; failing means the place is not writable by us (EACCES, EPERM, or a kernel file system
+    such as /proc that answers ENOENT), reported as one clear error."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionDeniedError(f"cannot create {what} {path} ({exc.strerror}): choose a writable folder") \
+            from None
+    return Path(path)
