@@ -146,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from worker.errors import UsageError
 
     config = _config(args, redis_url=args.redis_url, batch=args.batch, queue=args.queue)
-    workers = args.workers or config.workers  # the flag beats worker.yaml
+    workers = config.workers if args.workers is None else args.workers  # the flag beats worker.yaml
     if workers == 1:
         from worker.serve.service import run_worker
 
@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="deer-worker", description=__doc__, parents=[_global_options(top_level=True)],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do; `deer-worker COMMAND --help` lists its options")
 
     def command(name: str, help_text: str, func, *, runs_inference: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[_global_options(top_level=False)])

@@ -1,0 +1,96 @@
+"""The deliberate breaks that tests/test_cli.py catches (issue 11's front door), run with run.py's machinery:
+
+    .venv/bin/python tests/mutations/cli_breaks.py [--only NAME] [--list] [--no-baseline]
+
+Each stands for the front door going back to what it did before: a traceback, a silent default, a
+flag ignored. Kept apart from breaks.py so the two lists can be run on their own.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run  # noqa: E402
+from breaks import Break  # noqa: E402
+
+T = "tests/test_cli.py::"
+FAIL = T + "test_an_expected_failure_is_one_line_and_no_traceback"
+
+CLI_BREAKS = [
+    Break("enqueue-redis-error-raw", "worker/cli.py", "unreachable = RedisUnavailableError(",
+          "unreachable = RuntimeError(", FAIL + "[enqueue-redis-down]", "Redis down shown as a traceback"),
+    Break("enqueue-reads-missing-file", "worker/cli.py",
+          "images = expand_images(args.images)  # every file found", "images = expand_images(args.images, missing_ok=True)  #",
+          FAIL + "[enqueue-missing-file]", "a missing image reaches the producer (FileNotFoundError)"),
+    Break("url-scheme-unchecked", "worker/config.py",
+          'if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):', "if False:",
+          FAIL + "[enqueue-bad-url-scheme]", "a bad URL scheme reaches redis-py (ValueError)"),
+    Break("demo-no-ping", "worker/tools/demo.py", "    if not ping(connection):", "    if False:",
+          FAIL + "[demo-redis-down]", "demo at a dead Redis fails inside redis-py"),
+    Break("embedded-runtime-error", "worker/tools/embedded.py",
+          'raise MissingDependencyError("redis-server is not on PATH:', 'raise RuntimeError("redis-server is not on PATH:',
+          FAIL + "[demo-no-redis-server]", "the missing binary as a RuntimeError traceback"),
+    Break("export-extra-unchecked", "worker/tools/export.py", "        import ultralytics  # noqa: F401", "        pass",
+          FAIL + "[export-without-extra]", "export imports ultralytics unchecked"),
+    Break("export-pt-unchecked", "worker/tools/export.py", "    if not pt.is_file():", "    if False:",
+          FAIL + "[export-missing-pt]", "a missing .pt found by shutil.copy2"),
+    Break("export-int8-data-unchecked", "worker/tools/export.py", "    if args.int8 and not args.data:", "    if False:",
+          FAIL + "[export-int8-without-data]", "--int8 without --data found by the data loader"),
+    Break("bench-image-unchecked", "worker/tools/bench.py",
+          "expand_images(images or [resolve_path(SAMPLES)])", "expand_images(images or [resolve_path(SAMPLES)], missing_ok=True)",
+          FAIL + "[bench-missing-image]", "bench reads a missing image (FileNotFoundError)"),
+    Break("workers-zero-accepted", "worker/cli.py", "    if value < 1:\n", "    if value < 0:\n",
+          FAIL + "[run-zero-workers]", "--workers 0 reaches the pool (ZeroDivisionError)"),
+    Break("pool-burst-ignored", "worker/cli.py", '((args.burst, "--burst"),', '((False, "--burst"),',
+          FAIL + "[run-pool-burst]", "--burst silently ignored by a pool"),
+    Break("pool-worker-index-ignored", "worker/cli.py", '(args.worker_index is not None, "--worker-index")',
+          '(False, "--worker-index")', FAIL + "[run-pool-worker-index]", "--worker-index silently ignored by a pool"),
+    Break("doctor-image-unchecked", "worker/tools/doctor.py",
+          'require_files(images, "doctor image")', "pass", FAIL + "[doctor-missing-image]",
+          "a missing doctor image reported as a model failure"),
+    Break("config-read-unguarded", "worker/config.py", "except (OSError, UnicodeDecodeError) as exc:",
+          "except UnicodeDecodeError as exc:", FAIL + "[config-unreadable]", "a directory as config: IsADirectoryError"),
+    Break("zones-read-unguarded", "worker/config.py", "except (OSError, UnicodeDecodeError) as exc:",
+          "except UnicodeDecodeError as exc:", FAIL + "[zones-unreadable]", "a directory as zones: IsADirectoryError"),
+    Break("save-dir-unchecked", "worker/cli.py", 'make_dir(args.save_dir, "--save-dir folder")', "Path(args.save_dir)",
+          FAIL + "[save-dir-not-writable]", "an unwritable --save-dir: cv2.imwrite fails silently, exit 0"),
+    Break("log-level-unchecked", "worker/cli.py", 'options.add_argument("--log-level", type=_log_level,',
+          'options.add_argument("--log-level", type=str,', FAIL + "[log-level-after-command]",
+          "a bogus level reaches logging (ValueError)"),
+    Break("burst-waits-forever", "worker/serve/service.py",
+          "if burst and time.monotonic() - unreachable_since > BURST_REDIS_WAIT:", "if False:",
+          FAIL + "[run-burst-redis-down]", "run --burst retries an unreachable Redis forever"),
+    Break("verbose-no-traceback", "worker/cli.py", "    if verbose:\n        traceback", "    if False:\n        traceback",
+          T + "test_verbose_adds_the_traceback_to_the_line", "-v adds nothing"),
+    Break("pool-restarts-forever", "worker/serve/pool.py", "if child.restarts >= START_FAILURES_LIMIT:", "if False:",
+          T + "test_a_pool_whose_workers_die_at_start_stops", "a pool restarts a dying worker forever"),
+    Break("option-without-help", "worker/cli.py", 'help="camera id, e.g. 10cea9e4511f")', ")",
+          T + "test_every_option_of_every_command_has_help", "an option without help text"),
+    Break("global-options-before-only", "worker/cli.py",
+          "description=help_text, parents=[_global_options(top_level=False)])", "description=help_text)",
+          T + "test_global_options_before_or_after_the_command", "-v/--log-level only before the command"),
+    Break("deprecation-silent", "worker/tools/options.py",
+          'warn_deprecated(option_string, "pass images as positional arguments")', "pass",
+          T + "test_previous_spellings_still_parse_with_a_warning", "an old spelling accepted without a warning"),
+    Break("json-takes-image-name", "worker/tools/options.py",
+          "if Path(value).suffix.lower() in IMAGE_SUFFIXES:", "if False:",
+          T + "test_json_never_takes_an_image_for_a_report_name", "bench --json a.jpg would overwrite the image"),
+    Break("workers-setting-ignored", "worker/cli.py",
+          "workers = config.workers if args.workers is None else args.workers", "workers = args.workers or 1",
+          T + "test_run_takes_workers_from_the_config_and_the_flag_beats_it", "worker.yaml's workers never read"),
+    Break("boxes-drawn-elsewhere", "worker/tools/annotate.py", "cv2.rectangle(out, p1, p2, (0, 200, 255), thickness)",
+          "cv2.rectangle(out, (p1[0] + 40, p1[1]), (p2[0] + 40, p2[1]), (0, 200, 255), thickness)",
+          T + "test_detect_json_and_annotated_output", "annotated boxes not where the detections are"),
+    Break("boxes-not-drawn", "worker/cli.py", "cv2.imwrite(str(target), draw(image, result.detections))",
+          "cv2.imwrite(str(target), image)", T + "test_detect_json_and_annotated_output",
+          "the 'annotated' image is the snapshot as it came"),
+    Break("same-stem-overwritten", "worker/cli.py", "    while target in taken:", "    while False:",
+          T + "test_detect_save_dir_keeps_same_stem_images_apart", "a/x.jpg and b/x.png both saved as x.jpg"),
+]
+
+if __name__ == "__main__":
+    run.BREAKS = CLI_BREAKS
+    sys.exit(run.main())
