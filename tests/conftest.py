@@ -3,6 +3,7 @@ fakeredis serves only fast unit tests."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import struct
@@ -19,6 +20,17 @@ RAW_MODEL = DEMO / "deer-yolo26n_raw_openvino_model"
 SAMPLES = DEMO / "samples"
 DEMO_CONF = 0.25  # the demo model's working threshold (models/demo/zones.yaml); 0.55 is the user's model's
 TEST_REDIS_URL = os.environ.get("DEER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+EXPORT_EXTRA = ("torch", "ultralytics")  # what the `reference` tests import (pip install -e '.[export]')
+
+
+def pytest_runtest_setup(item):
+    """`reference` tests compare against ultralytics: without the export extra they skip, never error."""
+    if item.get_closest_marker("reference"):
+        missing = [m for m in EXPORT_EXTRA if importlib.util.find_spec(m) is None]
+        if missing:
+            pytest.skip(f"reference test: needs the export extra ({', '.join(missing)} not installed)")
 
 
 def sample(name: str) -> bytes:

@@ -48,3 +48,43 @@ BREAKS = [
           "tests/inference/test_detector.py::test_batch_results_equal_single_results[True]",
           "a camera's clahe setting never reaches the image (batch and single then agree trivially)"),
 ]
+BREAKS += [
+    # The INT8 model is the artifact under test here: its shipped IR made to disagree with the FP32 one
+    # (run at another input size than it was exported and calibrated for).
+    Break("int8-model-off", "models/demo/deer-yolo26n_int8_openvino_model/metadata.yaml",
+          "imgsz:\n- 320\n- 320\n", "imgsz:\n- 224\n- 224\n",
+          "tests/inference/test_detector.py::test_int8_agrees_with_fp32_box_for_box",
+          "the shipped INT8 IR no longer agrees with FP32 box for box"),
+    Break("int8-model-off-validate", "models/demo/deer-yolo26n_int8_openvino_model/metadata.yaml",
+          "imgsz:\n- 320\n- 320\n", "imgsz:\n- 224\n- 224\n",
+          "tests/tools/test_validate.py::test_demo_models_through_the_served_path",
+          "an INT8 regression on the held-out split fails validate's demo test"),
+]
+BREAKS += [
+    # --- shipped files: properties, not copies -------------------------------------------------------------
+    Break("config-int-accepts-fractions", "worker/config.py",
+          "if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):",
+          "if isinstance(value, bool):",
+          "tests/test_config.py::test_every_typed_setting_refuses_a_wrong_type_by_name",
+          "an integer setting silently truncates 2.5 to 2"),
+    Break("config-env-override-lost", "worker/config.py",
+          "        if env_key in env:\n", "        if env_key in env and not isinstance(default, float):\n",
+          "tests/test_config.py::test_every_setting_has_an_environment_override",
+          "the DEER_WORKER_ variables of the float settings (max_age, iou) are ignored"),
+    Break("zones-roi-normalized-dropped", "worker/cameras.py",
+          "return Roi(normalized=normalized, **values)", "return Roi(normalized=False, **values)",
+          "tests/test_cameras.py::test_shipped_zones_file_documents_every_setting_and_parses_as_written",
+          "a shipped camera's fractional ROI is read as pixels"),
+    Break("unit-loses-its-sandbox", "deploy/systemd/deer-worker@.service",
+          "ProtectSystem=strict\n", "",
+          "tests/test_deploy.py::test_unit_sandboxing_keeps_the_exposure_score",
+          "the systemd unit stops making the file system read-only"),
+    Break("unit-runs-as-root", "deploy/systemd/deer-worker@.service",
+          "User=deer-worker\n", "User=root\n",
+          "tests/test_deploy.py::test_unit_properties",
+          "the worker runs as root"),
+    Break("metric-renamed", "worker/serve/metrics.py",
+          '"queue_depth", "Jobs waiting in the queue', '"queue_length", "Jobs waiting in the queue',
+          "tests/test_deploy.py::test_dashboard_metrics_are_all_scraped",
+          "an exported metric is renamed under the dashboard that queries it"),
+]

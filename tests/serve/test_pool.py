@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from rq.job import JobStatus
@@ -94,7 +95,7 @@ def test_pool_recovers_a_killed_workers_jobs_and_restarts_it(redis_conn):
     pool = _start("--workers", "2")
     jobs = _enqueue(redis_conn, 120)
     try:
-        children = _wait(lambda: _children(pool.pid), 30, "two worker processes")
+        children = _wait(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), 30, "two worker processes")
         held = _kill_mid_batch(redis_conn, children[0])
         killed_at = time.monotonic()
         assert held >= 1
@@ -130,11 +131,16 @@ def test_a_restarted_worker_recovers_jobs_of_a_dead_one_on_this_host(redis_conn)
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    except FileNotFoundError:
-        pytest.skip("pgrep missing")
-    return sorted(int(p) for p in out.split())
+    """Child processes of pid, from /proc (no pgrep needed)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        except (OSError, IndexError):
+            continue  # exited while listed
+        if int(fields[1]) == pid and fields[0] != "Z":  # a zombie is a worker already gone
+            children.append(int(stat.parent.name))
+    return sorted(children)
 
 
 def _held_by_dead(conn, pid: int) -> bool:

@@ -88,7 +88,7 @@ def test_bad_lists_are_refused(argv):
                     reason=f"demo FP32 model not built yet ({FP32_MODEL}); models/demo/build.py makes it")
 def test_bench_demo_model_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = bench.run(parse("--model", str(FP32_MODEL), "--seconds", "1", "--batch", "1,4", "--json", str(out)))
+    code = bench.run(parse("--model", str(FP32_MODEL), "--seconds", "1", "--batch", "1,4", "--out", str(out)))
     assert code == 0
     report = json.loads(out.read_text())
     assert report["snapshots"] > 0 and report["openvino"]

@@ -45,18 +45,36 @@ def test_int8_drop_within_the_gate_and_int8_serves(exported, tmp_path):
     fp32, int8 = exported / "deer-yolo26n_openvino_model", exported / "deer-yolo26n_int8_openvino_model"
     report = tmp_path / "val.json"
     result = _cli("validate", "--model", str(fp32), "--model", str(int8), "--data", str(DEMO / "heldout.yaml"),
-                  "--split", "val", "--max-drop", "0.03", "--json", str(report))
+                  "--split", "val", "--max-drop", "0.03", "--out", str(report))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     from worker.inference.detector import Detector
 
-    detector = Detector(int8)
-    assert detector.spec.weights == "int8"
-    assert detector.detect((DEMO / "samples" / "day_640x360_deer.jpg").read_bytes()).detections is not None
+    report = json.loads(report.read_text())
+    assert [m["weights"] for m in report["models"]] == ["fp32", "int8"] and report["gate"]["passed"]
+    # served through the worker's detector, the fresh INT8 IR finds the deer FP32 finds, in the same place
+    fp32_detector, int8_detector = Detector(fp32), Detector(int8)
+    assert (fp32_detector.spec.weights, int8_detector.spec.weights) == ("fp32", "int8")
+    data = (DEMO / "samples" / "night_640x360_deer.jpg").read_bytes()  # FP32 0.69: a clear deer
+    reference = fp32_detector.detect(data, confidence=0.25).detections
+    served = int8_detector.detect(data, confidence=0.25).detections
+    assert len(reference) >= 1 and len(served) >= 1, (reference, served)
+    top = reference.xyxy[reference.confidence.argmax()]
+    best = served.xyxy[served.confidence.argmax()]
+    inter = max(0.0, min(top[2], best[2]) - max(top[0], best[0])) * max(0.0, min(top[3], best[3]) - max(top[1], best[1]))
+    union = (top[2] - top[0]) * (top[3] - top[1]) + (best[2] - best[0]) * (best[3] - best[1]) - inter
+    assert inter / union >= 0.5 and abs(served.confidence.max() - reference.confidence.max()) <= 0.15
 
 
 def test_bench_runs_on_both(exported, tmp_path):
     out = tmp_path / "bench.json"
     result = _cli("bench", "--model", str(exported / "deer-yolo26n_openvino_model"), "--model",
-                  str(exported / "deer-yolo26n_int8_openvino_model"), "--seconds", "1", "--json", str(out))
+                  str(exported / "deer-yolo26n_int8_openvino_model"), "--seconds", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    weights = {r["weights"] for r in report["results"]}
+    assert weights == {"fp32", "int8"}, report["results"]
+    for r in report["results"]:
+        assert 0 < r["latency"]["p50_ms"] and r["latency"]["iterations"] >= 1 and r["throughput"]["images_per_s"] > 0
+    names = {w: {r["name"] for r in report["results"] if r["weights"] == w} for w in ("fp32", "int8")}
+    pairs = {(s["fp32"], s["int8"]) for s in report["speedups"]}  # the two IRs were paired as one model
+    assert pairs and {f for f, _ in pairs} == names["fp32"] and {i for _, i in pairs} == names["int8"], pairs
