@@ -1,0 +1,136 @@
+"""The wire contract, frozen: a job written by the pre-refactor producer (tests/fixtures/wire, recorded by
+record_v1.py at 52e45e4) is served by today's worker with the same result message, field by field; and
+today's producer writes the same job hash, payload, keys and function name.
+
+Volatile fields (compared by presence and type only): finished_at, worker, the timings' values.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import signal
+import time
+import zlib
+
+import pytest
+
+from conftest import ROOT
+from private_db import private_db
+from worker.config import load_config
+from worker.jobqueue.connections import SERIALIZER
+from worker.jobqueue.contract import DeerJob
+from worker.jobqueue.producer import enqueue_snapshot
+from worker.serve.service import run_worker
+
+DB = 10
+URL = f"redis://127.0.0.1:6379/{DB}"
+WIRE = ROOT / "tests" / "fixtures" / "wire"
+JOB = json.loads((WIRE / "v1_job.json").read_text())
+RESULT = json.loads((WIRE / "v1_result.json").read_text())
+CHANNEL, STREAM = "deer:results", "deer:results:stream"  # where the old worker published (its defaults)
+VOLATILE = {"finished_at", "worker"}
+JOB_TIMESTAMPS = {"created_at", "enqueued_at"}
+SNAPSHOT_KEY = re.compile(r"deer:snap:[0-9a-f]{32}")
+BOX_STEP, CONFIDENCE_STEP = 0.1, 1e-4  # the result JSON's rounding (detections.to_json)
+
+
+@pytest.fixture
+def conn():
+    with private_db(DB) as connection:
+        yield connection
+
+
+def load_fixture(conn) -> None:
+    """The recorded Redis state, key by key, exactly as the old producer left it."""
+    snapshot = (ROOT / JOB["snapshot_file"]).read_bytes()
+    assert hashlib.sha256(snapshot).hexdigest() == JOB["snapshot_sha256"], "the sample file changed"
+    conn.hset(JOB["job_key"], mapping={k: base64.b64decode(v) for k, v in JOB["job_hash_b64"].items()})
+    conn.rpush(JOB["queue_key"], *JOB["queue_entries"])
+    conn.sadd("rq:queues", JOB["queue_key"])  # RQ's set of queues, listed in redis_keys
+    conn.set(JOB["snapshot_key"], snapshot)
+    conn.hset(JOB["latest_key"], mapping=JOB["latest"])
+    assert sorted(k.decode() for k in conn.keys("*")) == JOB["redis_keys"]
+
+
+def serve_burst() -> None:
+    """The new worker, configured as record_v1.py configured the old one."""
+    config = load_config(ROOT / "configs" / "worker.yaml", env={}, overrides={
+        "redis_url": URL, "max_age": 1e12, "metrics_port": 0, "zones": "models/demo/zones.yaml"})
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert run_worker(config, 0, burst=True) == 0
+    finally:
+        for sig, handler in handlers.items():  # the worker installs its own
+            signal.signal(sig, handler)
+
+
+def assert_same_shape(new, old, path="result") -> None:
+    """Same keys at every level, same JSON type for every value."""
+    assert type(new) is type(old), (path, new, old)
+    if isinstance(old, dict):
+        assert set(new) == set(old), (path, sorted(set(new) ^ set(old)))
+        for key in old:
+            assert_same_shape(new[key], old[key], f"{path}.{key}")
+    elif isinstance(old, list) and old and new:
+        for i, (a, b) in enumerate(zip(new, old)):
+            assert_same_shape(a, b, f"{path}[{i}]")
+
+
+def assert_same_result(new: dict) -> None:
+    assert_same_shape(new, RESULT)
+    for key in set(RESULT) - VOLATILE - {"timings_ms", "detections"}:
+        assert new[key] == RESULT[key], key
+    assert len(new["detections"]) == len(RESULT["detections"])
+    for got, want in zip(new["detections"], RESULT["detections"]):
+        assert (got["class_id"], got["class_name"]) == (want["class_id"], want["class_name"])
+        assert got["confidence"] == pytest.approx(want["confidence"], abs=CONFIDENCE_STEP * 1.01)
+        assert got["box"] == pytest.approx(want["box"], abs=BOX_STEP * 1.01)
+
+
+def test_a_v1_job_of_the_old_producer_gets_the_same_result_message(conn):
+    load_fixture(conn)
+    pubsub = conn.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(CHANNEL)
+    serve_burst()
+    streamed = [json.loads(fields[b"result"]) for _, fields in conn.xrange(STREAM)]
+    live, deadline = None, time.monotonic() + 5
+    while live is None and time.monotonic() < deadline:
+        live = pubsub.get_message(timeout=1)
+    assert live is not None and live["channel"].decode() == CHANNEL
+    kept = DeerJob.fetch(RESULT["job_id"], connection=conn, serializer=SERIALIZER).return_value()
+    assert streamed == [json.loads(live["data"])] == [kept]
+    assert_same_result(streamed[0])
+    assert not conn.exists(JOB["snapshot_key"])  # consumed: the worker deletes a finished job's snapshot
+
+
+def masked(key: str) -> str:
+    return SNAPSHOT_KEY.sub("deer:snap:<id>", key)
+
+
+def job_record(key: str, fields: dict[str, bytes]) -> dict:
+    """A job hash with its data decoded ([function, instance, args, kwargs]) and snapshot keys masked."""
+    fields = dict(fields)
+    return {"key": key, "data": json.loads(masked(zlib.decompress(fields.pop("data")).decode())), "fields": fields}
+
+
+def test_todays_producer_writes_what_the_old_one_wrote(conn):
+    old = job_record(JOB["job_key"], {k: base64.b64decode(v) for k, v in JOB["job_hash_b64"].items()})
+    payload = old["data"][2][0]
+    enqueue_snapshot(conn, (ROOT / JOB["snapshot_file"]).read_bytes(), payload["camera_id"],
+                     captured_at=payload["captured_at"], job_id=payload["job_id"])
+    [key] = [k.decode() for k in conn.keys("rq:job:*")]
+    new = job_record(key, {k.decode(): v for k, v in conn.hgetall(key).items()})
+    assert new["key"] == old["key"]
+    assert set(new["fields"]) == set(old["fields"])
+    assert {k: v for k, v in new["fields"].items() if k not in JOB_TIMESTAMPS} == \
+        {k: v for k, v in old["fields"].items() if k not in JOB_TIMESTAMPS}
+    assert new["data"] == old["data"]  # function name, payload (v, camera, time, snapshot key, job id)
+    assert new["data"][0] == "worker.tasks.detect_snapshot"
+    assert sorted(masked(k.decode()) for k in conn.keys("*")) == sorted(masked(k) for k in JOB["redis_keys"])
+    assert [e.decode() for e in conn.lrange(JOB["queue_key"], 0, -1)] == JOB["queue_entries"]
+    assert {k.decode(): v.decode() for k, v in conn.hgetall(JOB["latest_key"]).items()} == JOB["latest"]
+    [snap_key] = [k for k in conn.keys("deer:snap:*")]
+    assert hashlib.sha256(conn.get(snap_key)).hexdigest() == JOB["snapshot_sha256"]
