@@ -4,6 +4,10 @@ One job is dequeued the usual way (blocking); when batching is on, up to three m
 without waiting, each registered as started at once so a crash cannot lose it, then the batch runs
 as one inference and every job is finished or failed on its own with RQ's bookkeeping.
 
+The consumer only takes, batches and finishes: what runs, expires or is rejected is admission.py's
+verdict; what each outcome becomes (message, metric labels, registry) is outcomes.py's; every use of
+RQ's internals is in rq_compat.py (BatchWorker, the base class).
+
 Round trips are what a job costs here beyond inference (a local one is 0.1-0.3 ms with RQ's Python
 around it), so the worker folds RQ's: registering a job and fetching its snapshot is one MULTI,
 back-to-back heartbeats are one, and the end-of-batch writes share one pipeline.
