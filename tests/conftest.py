@@ -95,3 +95,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serve_jobs_of_every_outcome(conn, detector, queue: str) -> tuple[str, int]:
+    """A real DeerWorker (burst, in this process) on real jobs against the real Redis, with the metrics
+    and health server the worker process sets up (serve.service): ok jobs on a named and an unknown
+    camera, one expired, one corrupt, one refused (a function that is not ours). Returns its /metrics
+    as served over HTTP, and the number of ok jobs."""
+    import base64
+    import threading
+    import time
+    import urllib.request
+    from dataclasses import replace
+
+    from rq import Queue
+
+    from worker.cameras import parse_camera_book
+    from worker.config import WorkerConfig
+    from worker.constants import JOB_FUNCTION
+    from worker.jobqueue.connections import SERIALIZER
+    from worker.jobqueue.consumer import DeerWorker
+    from worker.jobqueue.producer import enqueue_snapshot
+    from worker.serve.service import _start_health
+
+    book = parse_camera_book({"default": {"confidence": DEMO_CONF}, "cameras": {"10cea9e4511f": {"name": "backyard"}}})
+    config = replace(WorkerConfig(redis_url=TEST_REDIS_URL, queue=queue, metrics_port=free_port()), batch="4")
+    ok_jobs = [enqueue_snapshot(conn, sample(name), cam, queue=queue)
+               for name in ("night_640x360_deer.jpg", "day_1280x720_deer.png")
+               for cam in ("10cea9e4511f", "unknown-cam")]
+    enqueue_snapshot(conn, sample("day_640x360_deer.jpg"), "cam1", queue=queue, captured_at=time.time() - 600)
+    rq_queue = Queue(queue, connection=conn, serializer=SERIALIZER)
+    rq_queue.enqueue(JOB_FUNCTION, {"v": 1, "camera_id": "cam1",
+                                    "snapshot": {"b64": base64.b64encode(sample("day_640x360_deer.jpg")[:999]).decode()}})
+    rq_queue.enqueue("os.getcwd")  # not a deer job: refused unrun
+    name = f"{queue}-test"
+    metrics, server = _start_health(config, 0, detector, book, name, threading.Event())
+    try:
+        DeerWorker([rq_queue], connection=conn, detector=detector, cameras=book, config=config, metrics=metrics,
+                   name=name).work(burst=True)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
+            return resp.read().decode(), len(ok_jobs)
+    finally:
+        server.stop()

@@ -1,6 +1,6 @@
 """deploy/: Prometheus config and rules (promtool), systemd units (systemd-analyze), the Grafana
-dashboard, and that every metric they name is one the worker's metrics server exports (scraped over
-HTTP from the worker's own HealthServer + WorkerMetrics, fed one job of every outcome)."""
+dashboard, and that every metric they name is one a real worker's /metrics serves (a burst worker on
+the demo model, after real jobs of every outcome)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import TEST_REDIS_URL, _redis_up, serve_jobs_of_every_outcome
 from worker.constants import DEFAULT_METRICS_PORT
-from worker.serve.health import HealthServer
-from worker.serve.metrics import STAGES, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -91,17 +90,19 @@ def family_of(name: str, types: dict[str, str], samples: set[str]) -> str | None
 
 
 @pytest.fixture(scope="module")
-def scraped() -> tuple[dict[str, str], set[str]]:
-    """/metrics scraped over HTTP from the worker's HealthServer, its WorkerMetrics fed by hand with one
-    job of every outcome and every stage (not a running worker: the families exported, not the values)."""
-    metrics = WorkerMetrics(camera_labels=["front"], class_names=["deer"], queues=["deer-snapshots"])
-    metrics.observe_job(stages={s: 0.01 for s in STAGES}, total=0.05, batch_size=2)
-    for outcome, kind in (("ok", "none"), ("failed", "corrupt_image"), ("expired", "too_old"),
-                          ("refused", "forbidden_function")):
-        metrics.count_job(outcome, kind)
-    metrics.set_model(model="m", version="1", precision="int8/f32", batch=4)
-    with HealthServer(metrics, "127.0.0.1", 0, redis_ping=lambda: True, ready=lambda: True) as srv:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=5).read().decode()
+def scraped(fp32_detector) -> tuple[dict[str, str], set[str]]:
+    """/metrics of a real worker (a burst DeerWorker on the demo model against the real Redis) after
+    real jobs of every outcome, scraped over HTTP from its HealthServer."""
+    import redis
+
+    if not _redis_up(TEST_REDIS_URL):
+        pytest.fail(f"needs Redis at {TEST_REDIS_URL} (.ci/run starts one)")
+    conn = redis.Redis.from_url(TEST_REDIS_URL)
+    conn.flushdb()
+    try:
+        text, _ = serve_jobs_of_every_outcome(conn, fp32_detector, "deploy-scrape")
+    finally:
+        conn.flushdb()
     return scrape_families(text)
 
 

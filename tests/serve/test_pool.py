@@ -100,7 +100,8 @@ def test_pool_recovers_a_killed_workers_jobs_and_restarts_it(redis_conn):
         killed_at = time.monotonic()
         assert held >= 1
         # the pool sees the death at once: the dead worker's jobs leave STARTED long before its TTL
-        _wait(lambda: not _held_by_dead(redis_conn, children[0]), 2 * JOB_TIMEOUT, "recovery")
+        # (released before the job timeout, after which RQ's own fallback would release them)
+        _wait(lambda: not _held_by_dead(redis_conn, children[0]), JOB_TIMEOUT, "recovery before the job timeout")
         recovery = time.monotonic() - killed_at
         _wait(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
               120, "all jobs to end")
@@ -110,7 +111,6 @@ def test_pool_recovers_a_killed_workers_jobs_and_restarts_it(redis_conn):
         pool.wait(60)
     counts = _statuses(jobs)
     assert counts == {JobStatus.FINISHED: 120}, counts  # retried, none lost, none stuck
-    assert recovery < 2 * JOB_TIMEOUT
     print(f"recovered {held} job(s) in {recovery:.2f} s")
 
 
