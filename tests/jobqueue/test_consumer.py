@@ -16,7 +16,7 @@ from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
 from worker.jobqueue.connections import SERIALIZER
 from worker.constants import JOB_FUNCTION
-from worker.jobqueue.producer import enqueue_snapshot
+from worker.jobqueue.producer import LATEST_KEY, enqueue_snapshot
 from worker.jobqueue.consumer import DeerWorker
 
 QUEUE = "test-snapshots"
@@ -114,6 +114,15 @@ def test_latest_only_expires_superseded_snapshots(redis_conn, fp32_detector):
     status = {m["job_id"]: (m["status"], m.get("error", {}).get("kind")) for m in _stream(redis_conn)}
     assert status[jobs[0].id] == ("expired", "superseded") and status[jobs[1].id] == ("expired", "superseded")
     assert status[jobs[2].id] == ("ok", None) and status[other.id] == ("ok", None)
+
+
+def test_a_garbled_latest_marker_fails_its_job_and_the_worker_goes_on(redis_conn, fp32_detector):
+    garbled = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    redis_conn.hset(LATEST_KEY, "cam1", "not-a-time|x")  # written by something other than our producer
+    good = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam2", queue=QUEUE)
+    _run(redis_conn, fp32_detector, _config(latest_only=True))
+    status = {m["job_id"]: (m["status"], m.get("error", {}).get("kind")) for m in _stream(redis_conn)}
+    assert status == {garbled.id: ("failed", "not_json"), good.id: ("ok", None)}
 
 
 def test_functions_outside_the_allow_list_are_refused(redis_conn, fp32_detector, tmp_path):

@@ -157,30 +157,28 @@ class DeerWorker(BatchWorker):
 
     def admit(self, item: _Taken) -> bool:
         """Decide the job's fate and read its snapshot; False when the job already has its outcome."""
-        verdict = admission.decide(item.job, config=self.config, model=self.detector.spec.name,
-                                   cameras=self.cameras, started=item.started, latest_of=self.latest_marker)
-        item.snapshot, item.settings = verdict.snapshot, verdict.settings
+        try:
+            verdict = admission.decide(item.job, config=self.config, model=self.detector.spec.name,
+                                       cameras=self.cameras, started=item.started, latest_of=self.latest_marker)
+            item.snapshot, item.settings = verdict.snapshot, verdict.settings
+            if isinstance(verdict, admission.Run):
+                prefetched = item.prefetched
+                item.data = snapshot_bytes(item.snapshot, max_snapshot_bytes=self.config.max_snapshot_bytes,
+                                           snapshot_dirs=self.config.snapshot_dirs,
+                                           fetch_key=lambda key: prefetched[key] if key in prefetched
+                                           else self.connection.get(key))
+                return True
+        except DeerWorkerError as error:
+            verdict = admission.Reject(item.snapshot, item.settings, error)
+        except Exception as exc:  # noqa: BLE001 - e.g. a garbled latest marker: one job never stops the worker
+            verdict = admission.Reject(item.snapshot, item.settings, admission.not_json(exc))
         if isinstance(verdict, admission.Expire):
             item.outcome = outcomes.expired(self.context(item), verdict.reason, verdict.age, self.config.max_age)
             if self.metrics:
                 item.outcome.count(self.metrics)
-            return False
-        if isinstance(verdict, admission.Reject):
+        else:
             self.fail(item, verdict.error, retry=False)
-            return False
-        prefetched = item.prefetched
-        try:
-            item.data = snapshot_bytes(item.snapshot, max_snapshot_bytes=self.config.max_snapshot_bytes,
-                                       snapshot_dirs=self.config.snapshot_dirs,
-                                       fetch_key=lambda key: prefetched[key] if key in prefetched
-                                       else self.connection.get(key))
-        except DeerWorkerError as error:
-            self.fail(item, error, retry=False)
-            return False
-        except Exception as exc:  # noqa: BLE001 - never let one job's input stop the worker
-            self.fail(item, admission.not_json(exc), retry=False)
-            return False
-        return True
+        return False
 
     def latest_marker(self, camera_id: str) -> str | None:
         latest = self.connection.hget(LATEST_KEY, camera_id)
