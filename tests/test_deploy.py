@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TEST_REDIS_URL, _redis_up, serve_jobs_of_every_outcome
+from conftest import TEST_REDIS_URL, _redis_up, serve_jobs_of_every_outcome, tool
 from worker.constants import DEFAULT_METRICS_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,10 +27,8 @@ TARGET = DEPLOY / "systemd" / "deer-worker.target"
 INSTALLED_BINARY = "/opt/deer-worker/.venv/bin/deer-worker"
 PROMETHEUS_OWN = {"up"}  # series Prometheus makes itself, not scraped
 
-PROMTOOL = shutil.which("promtool")
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
-needs_systemd = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed (package systemd)")
+PROMTOOL, needs_promtool = tool("promtool", "prometheus")
+SYSTEMD_ANALYZE, needs_systemd = tool("systemd-analyze", "systemd")
 
 
 def run(*cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

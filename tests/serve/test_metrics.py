@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import tool
 from worker.constants import LATENCY_BUCKETS
 from worker.errors import CorruptImageError
 from worker.serve.metrics import MAX_ERROR_KINDS, OUTCOMES, STAGES, WorkerMetrics
 
-PROMTOOL = shutil.which("promtool")
+PROMTOOL, needs_promtool = tool("promtool", "prometheus")
 N_JOBS = 7
 
 
@@ -44,7 +44,7 @@ def value(metrics: WorkerMetrics, name: str, **labels: str) -> float:
     return samples(metrics)[(name, tuple(sorted(labels.items())))]
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus); CI installs it")
+@needs_promtool
 def test_exposition_passes_promtool_without_warnings():
     m = make_metrics()
     simulate(m)
@@ -57,7 +57,7 @@ def test_exposition_passes_promtool_without_warnings():
     assert done.returncode == 0 and done.stdout == b"" and done.stderr == b"", done
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus); CI installs it")
+@needs_promtool
 def test_promtool_lint_can_fail():
     # The lint above is only worth something if promtool complains about a bad exposition.
     bad = b"# HELP deer_worker_jobs Jobs.\n# TYPE deer_worker_jobs counter\ndeer_worker_jobs 1\n"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -20,15 +19,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tool
+
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "deer-worker.rules.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "deer-worker.json"
-PROMETHEUS = shutil.which("prometheus")
+PROMETHEUS, needs_prometheus = tool("prometheus", "prometheus")
 WAIT = 30.0  # seconds: upper bound for any wait on the server, never a timing assertion
 
-pytestmark = pytest.mark.skipif(PROMETHEUS is None,
-                                reason="prometheus not installed (apt-get install --no-install-recommends prometheus)")
+pytestmark = needs_prometheus
 
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ def free_port() -> int:
 
 # --- scrape targets ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def targets():
+def targets(host_pace):
     """host:port of each worker's metrics endpoint of a real pool (`deer-worker run --workers 2`),
     with real snapshot jobs flowing while the module runs: good ones, corrupt ones, expired ones."""
     import base64
@@ -83,7 +83,7 @@ def targets():
 
     feeder = threading.Thread(target=feed, daemon=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + max(120, 20 * host_pace.load_s)  # two workers load their models side by side
         while Worker.count(connection=conn, queue=queue) < 2:
             assert pool.poll() is None, f"pool exited with {pool.returncode}"
             assert time.monotonic() < deadline, "pool did not start"

@@ -84,8 +84,6 @@ def test_bad_lists_are_refused(argv):
         parse(*argv)
 
 
-@pytest.mark.skipif(not (FP32_MODEL / "metadata.yaml").exists(),
-                    reason=f"demo FP32 model not built yet ({FP32_MODEL}); models/demo/build.py makes it")
 def test_bench_demo_model_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.run(parse("--model", str(FP32_MODEL), "--seconds", "1", "--batch", "1,4", "--out", str(out)))

@@ -135,7 +135,6 @@ def test_bad_config_fails(capsys, tmp_path):
     assert by_check(findings)["config"]["status"] == FAIL and "batch" in by_check(findings)["config"]["detail"]
 
 
-@pytest.mark.skipif(not (FP32_MODEL / "metadata.yaml").exists(), reason=f"demo FP32 model not built yet ({FP32_MODEL})")
 def test_healthy_host_passes(capsys):
     if not _redis_up(TEST_REDIS_URL):
         pytest.fail(f"needs Redis at {TEST_REDIS_URL} (.ci/run starts one)")

@@ -249,7 +249,7 @@ def test_map_agrees_with_coco_within_the_interpolation_bound(seed):
 def test_identical_to_ultralytics_detmetrics():
     """Bit-for-bit (1e-12) equal to ultralytics' DetMetrics fed by its own match_predictions and box_iou,
     including tied scores (rounded to 2 decimals), empty images and classes without predictions."""
-    torch = pytest.importorskip("torch")
+    import torch
     from ultralytics.models.yolo.detect.val import DetectionValidator
     from ultralytics.utils.metrics import DetMetrics
     from ultralytics.utils.metrics import box_iou as ul_box_iou
