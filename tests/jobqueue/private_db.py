@@ -1,7 +1,10 @@
-"""A Redis database of a test module's own on the shared server (the other suites flush db 13)."""
+"""The queue tests' Redis helpers: a database of a test module's own on the shared server (the other
+suites flush db 13), and reading a job's result off the server-wide results channel."""
 
 from __future__ import annotations
 
+import json
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -22,3 +25,14 @@ def private_db(db: int):
         yield connection
     finally:
         connection.flushdb()
+
+
+def live_result(pubsub, job_id: str) -> dict | None:
+    """The message for job_id on the channel. Channels are server-wide, not per database: other test
+    runs on this Redis may publish on the same one, so messages of other jobs are skipped."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        live = pubsub.get_message(timeout=1)
+        if live is not None and json.loads(live["data"])["job_id"] == job_id:
+            return json.loads(live["data"])
+    return None

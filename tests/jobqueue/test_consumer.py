@@ -12,6 +12,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from conftest import DEMO_CONF, TEST_REDIS_URL, png_header_only, sample
+from private_db import live_result
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
 from worker.jobqueue.connections import SERIALIZER
@@ -54,12 +55,8 @@ def test_result_goes_to_channel_stream_and_rq(redis_conn, fp32_detector):
     pubsub.subscribe(_config().results_channel)
     job = enqueue_snapshot(redis_conn, sample("day_1280x720_deer.png"), "cam1", queue=QUEUE)
     _run(redis_conn, fp32_detector)
-    deadline, live = time.monotonic() + 5, None
-    while live is None and time.monotonic() < deadline:  # the first read may be the (ignored) subscribe ack
-        live = pubsub.get_message(timeout=1)
-    assert live is not None
-    message = json.loads(live["data"])
-    assert message["job_id"] == job.id and message["status"] == "ok" and message["deer_detected"] is True
+    message = live_result(pubsub, job.id)
+    assert message is not None and message["status"] == "ok" and message["deer_detected"] is True
     assert message["detections"][0]["class_name"] == "deer"
     assert set(message["timings_ms"]) == {"queue_wait", "decode", "preprocess", "infer", "postprocess", "total"}
     assert message["image"] == {"width": 1280, "height": 720}
