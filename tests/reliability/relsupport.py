@@ -18,12 +18,6 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "reliability"))
 import harness  # noqa: E402
 
 
-def skip_unless_selected(request, marker: str = "slow") -> None:
-    """Long checks run only when asked for with `-m slow`, even before pyproject deselects them."""
-    if marker not in (request.config.getoption("-m") or ""):
-        pytest.skip(f"long check: run with -m {marker}")
-
-
 @pytest.fixture
 def private_redis(tmp_path):
     """A redis-server of this test's own: nobody else's flushdb can touch its jobs."""

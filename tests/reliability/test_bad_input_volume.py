@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from relsupport import skip_unless_selected
 from relsupport import harness  # noqa: F401 - puts benchmarks/reliability on sys.path
 
 import bad_inputs  # noqa: E402
@@ -33,6 +32,5 @@ def test_a_thousand_bad_inputs_fail_alone_with_their_reason(tmp_path):
 
 
 @pytest.mark.slow
-def test_ten_thousand_bad_inputs(request, tmp_path):
-    skip_unless_selected(request)
+def test_ten_thousand_bad_inputs(tmp_path):
     _check(bad_inputs.run_bad_inputs(10_000, workdir=tmp_path, seed=7, timeout=1800))

@@ -1,38 +1,40 @@
 """Worker crashes under load (short version of benchmarks/reliability/chaos.py, same code): SIGKILL a
 random worker of a `deer-worker run --workers 2` pool mid-batch, repeatedly, under a steady producer.
 Every job must end ok, expired or failed with a reason; none stuck in STARTED, none lost; the dead
-worker's jobs are released within 2x the job timeout (the pool recovers them at once)."""
+worker's jobs are released by the pool's recovery (at once), not by the job-timeout fallback: released in
+less than the job timeout. The job timeout scales with the batch pace measured on this host just before
+(host_pace), never below 10 s, so a slow day moves both together."""
 
 from __future__ import annotations
 
 import pytest
 
-from relsupport import harness, skip_unless_selected  # noqa: F401 - harness puts the scripts on sys.path
+from relsupport import harness  # noqa: F401 - harness puts the scripts on sys.path
 
 import chaos  # noqa: E402
 
-JOB_TIMEOUT = 10
+def job_timeout(pace) -> int:
+    return max(10, round(40 * pace.batch_s))  # 10 s on a normal day here (a batch of four in ~0.16 s)
 
 
 def _check(report: dict, kills: int) -> None:
     assert report["kills"] == kills and report["not_recovered"] == 0
     assert report["all_ended"] and report["unaccounted"] == {}, report["unaccounted"]
     assert report["started_registry_left"] == 0
-    assert report["recovery_s"]["max"] <= 2 * JOB_TIMEOUT
+    assert report["recovery_s"]["max"] < report["job_timeout_s"], report["recovery_s"]  # not the TTL fallback
     assert report["outcomes"].get("ok", 0) > 0
     assert report["workers_alive_at_end"] == 2 and report["pool_exit"] == 0
     assert sum(report["held_per_kill"]) >= kills  # every kill hit a worker holding jobs
 
 
-def test_five_kills_mid_batch_lose_nothing(tmp_path):
-    report = chaos.run_chaos(5, workdir=tmp_path, rate=25, job_timeout=JOB_TIMEOUT, seed=6)
+def test_five_kills_mid_batch_lose_nothing(tmp_path, host_pace):
+    report = chaos.run_chaos(5, workdir=tmp_path, rate=25, job_timeout=job_timeout(host_pace), seed=6)
     print(report)
     _check(report, 5)
 
 
 @pytest.mark.slow
-def test_fifty_kills_mid_batch_lose_nothing(request, tmp_path):
-    skip_unless_selected(request)
-    report = chaos.run_chaos(50, workdir=tmp_path, rate=30, job_timeout=JOB_TIMEOUT)
+def test_fifty_kills_mid_batch_lose_nothing(tmp_path, host_pace):
+    report = chaos.run_chaos(50, workdir=tmp_path, rate=30, job_timeout=job_timeout(host_pace))
     print(report)
     _check(report, 50)

@@ -4,6 +4,10 @@ redis-server and runs a real worker and producer through it.
 The ACL below is the least a deer deployment needs (worked out by running worker, producer, pool
 recovery and maintenance against it; ACL LOG must stay empty). README "Reliability and security
 checks" gives the same line for redis.conf.
+
+Deadlines that include starting a worker (import, model load) scale with the model load measured on
+this host (host_pace): ten loads, never under the fixed values that suffice on a normal day. Job TTLs
+do not race the loads: the queued TTL of the jobs that wait through two of them is derived the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import pytest
 import redis
 
 from conftest import FP32_MODEL, ROOT, SAMPLES, sample
+from crash_driver import go, launch
 from relsupport import harness
+from worker.constants import DEFAULT_QUEUED_TTL
+from worker.jobqueue.consumer import MAINTENANCE_INTERVAL
 from worker.jobqueue.producer import enqueue_snapshot
 
 QUEUE = "deer-secure"
@@ -64,43 +71,53 @@ def _denials(admin: redis.Redis) -> list:
     return [(e["username"], e["reason"], e["object"]) for e in admin.acl_log()]
 
 
-def test_minimal_acl_user_runs_worker_producer_and_recovery(acl_redis, tmp_path):
+def _deadline(pace, normal: float) -> float:
+    return max(normal, 10 * pace.load_s)
+
+
+def test_minimal_acl_user_runs_worker_producer_and_recovery(acl_redis, tmp_path, host_pace):
     url = acl_redis.url("deer", "deer-secret")
     admin = acl_redis.client()
     conn = redis.Redis.from_url(url)
     data = sample("day_640x360_deer.jpg")
-    jobs = [enqueue_snapshot(conn, data, f"cam{i}", queue=QUEUE) for i in range(8)]
-    jobs.append(enqueue_snapshot(conn, data, "cam0", queue=QUEUE, captured_at=time.time() - 3600))  # expires
+    # Queued from before the crash driver loads its model until a second worker has loaded its own and the
+    # orphan sweep (two maintenance passes) has run: the queued TTL covers that at this host's pace.
+    ttl = int(max(DEFAULT_QUEUED_TTL, 3 * MAINTENANCE_INTERVAL + 20 * host_pace.load_s))
+    jobs = [enqueue_snapshot(conn, data, f"cam{i}", queue=QUEUE, queued_ttl=ttl) for i in range(8)]
+    jobs.append(enqueue_snapshot(conn, data, "cam0", queue=QUEUE, queued_ttl=ttl,
+                                 captured_at=time.time() - 3600))  # expires
     from rq import Queue
 
     from worker.jobqueue.connections import SERIALIZER
     from worker.constants import JOB_FUNCTION
     jobs.append(Queue(QUEUE, connection=conn, serializer=SERIALIZER).enqueue(JOB_FUNCTION, {"v": 1}))  # fails
-    # A worker dies after taking jobs; the pool's recovery runs with the same user.
-    crashed = subprocess.run([sys.executable, str(ROOT / "tests" / "reliability" / "crash_driver.py"), url, QUEUE,
-                              str(FP32_MODEL), "after_take"], cwd=ROOT, capture_output=True, timeout=120)
-    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    # A worker dies after taking jobs (the 2nd of a batch moved to RQ's intermediate list, not yet
+    # registered); the pool's recovery runs with the same user.
+    crashed = launch(url, QUEUE, FP32_MODEL, "after_drain_1")
+    stderr = go(crashed, timeout=_deadline(host_pace, 120))
+    assert crashed.returncode == -9, stderr[-2000:]
     assert _denials(admin) == []
     port = harness.free_port()
     worker = _worker(url, tmp_path, metrics_port=port)
     try:
-        assert harness.wait_all_ended(admin, [j.id for j in jobs], 120)
+        assert harness.wait_all_ended(admin, [j.id for j in jobs], _deadline(host_pace, 120))
         assert _get(port, "/healthz") == 200
         # the CLI producer, waiting for its result on the results channel
+        wait = _deadline(host_pace, 30)
         out = subprocess.run([sys.executable, "-m", "worker", "enqueue", str(SAMPLES / "day_640x360_deer.jpg"),
-                              "--camera", "cam9", "--redis", url, "--queue", QUEUE, "--wait", "30"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
+                              "--camera", "cam9", "--redis", url, "--queue", QUEUE, "--wait", str(int(wait))],
+                             cwd=ROOT, capture_output=True, text=True, timeout=wait + 90)
         assert out.returncode == 0, out.stderr[-2000:]
         assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "ok"
     finally:
         worker.terminate()
-        assert worker.wait(60) == 0
+        assert worker.wait(_deadline(host_pace, 60)) == 0
     acc = harness.account(admin, [j.id for j in jobs])  # the check reads more than a worker may
     assert acc.kinds() == {"ok:none": 8, "expired:too_old": 1, "failed:bad_payload": 1}, acc.kinds()
     assert _denials(admin) == []  # nothing the deployment does was refused
 
 
-def test_a_user_without_access_and_a_wrong_password_are_refused(acl_redis, tmp_path):
+def test_a_user_without_access_and_a_wrong_password_are_refused(acl_redis, tmp_path, host_pace):
     data = sample("day_640x360_deer.jpg")
     intruder = redis.Redis.from_url(acl_redis.url("intruder", "intruder-secret"))
     with pytest.raises(redis.exceptions.NoPermissionError):
@@ -116,11 +133,11 @@ def test_a_user_without_access_and_a_wrong_password_are_refused(acl_redis, tmp_p
             command()
     # Workers: valid credentials without key access stop at once; a wrong password retries, never ready.
     refused = _worker(acl_redis.url("intruder", "intruder-secret"), tmp_path)
-    assert refused.wait(60) != 0
+    assert refused.wait(_deadline(host_pace, 60)) != 0
     port = harness.free_port()
     locked_out = _worker(acl_redis.url("deer", "wrong"), tmp_path, metrics_port=port)
     try:
-        harness.wait_for(lambda: _get(port, "/healthz") == 503, 60, "the health server to answer")
+        harness.wait_for(lambda: _get(port, "/healthz") == 503, _deadline(host_pace, 60), "the health server to answer")
         assert _get(port, "/readyz") == 503
     finally:
         locked_out.terminate()
@@ -141,7 +158,7 @@ def _make_ca_and_server_cert(tmp_path) -> harness.TlsFiles:
     return harness.TlsFiles(ca=tmp_path / "ca.pem", cert=tmp_path / "server.pem", key=tmp_path / "server.key")
 
 
-def test_tls_with_a_private_ca(tmp_path):
+def test_tls_with_a_private_ca(tmp_path, host_pace):
     tls = _make_ca_and_server_cert(tmp_path)
     server = harness.RedisServer(tmp_path / "redis", password="tls-secret", tls=tls).start()
     try:
@@ -150,7 +167,7 @@ def test_tls_with_a_private_ca(tmp_path):
         conn = redis.Redis.from_url(url)
         job = enqueue_snapshot(conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
         worker = _worker(url, tmp_path, "--burst")
-        assert worker.wait(120) == 0
+        assert worker.wait(_deadline(host_pace, 120)) == 0
         assert harness.account(conn, [job.id]).outcome[job.id] == ("ok", "none")
         # Without the CA the server is not trusted; plain redis:// gets no answer from a TLS port.
         untrusted = f"rediss://:tls-secret@127.0.0.1:{server.port}/0"
