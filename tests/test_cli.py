@@ -46,6 +46,9 @@ FAILURES = [
     ("export-missing-pt", ["export", "{tmp}/missing.pt"], {}, 2, "missing_file"),
     ("export-int8-without-data", ["export", str(DEMO / "deer-yolo26n.pt"), "--int8"], {}, 2, "usage"),
     ("bench-missing-image", ["bench", "{tmp}/missing.jpg"], {}, 2, "missing_file"),
+    # refused at once, not after the measurements (which would outlast the test's timeout)
+    ("bench-report-folder-missing", ["bench", "--seconds", "600", "--out", "{tmp}/no/such/folder/report.json"], {}, 2,
+     "missing_file"),
     ("run-zero-workers", ["run", "--workers", "0"], {}, 2, "usage"),
     ("run-pool-burst", ["run", "--workers", "2", "--burst", *POOL_THAT_CANNOT_START], NO_METRICS, 2, "usage"),
     ("run-pool-worker-index", ["run", "--workers", "2", "--worker-index", "1", *POOL_THAT_CANNOT_START], NO_METRICS,
@@ -242,6 +245,14 @@ def test_demo_runs_end_to_end_without_a_redis_server(embedded):
     out = _cli("demo", "--model", str(FP32_MODEL), "--embedded", embedded)
     assert "all ok" in out.stdout and "p50 ms" in out.stdout
     assert out.stdout.count(" ok ") >= len(list(SAMPLES.iterdir()))
+
+
+def test_demo_json_is_one_result_message_a_line_on_stdout():
+    out = _cli("demo", str(SAMPLES / "day_640x360_deer.jpg"), str(SAMPLES / "night_640x360_empty.jpg"), "--model",
+               str(FP32_MODEL), "--embedded", "fakeredis", "--json")
+    messages = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(Path(m["file"]).name for m in messages) == ["day_640x360_deer.jpg", "night_640x360_empty.jpg"]
+    assert all(m["status"] == "ok" for m in messages) and "all ok" in out.stderr
 
 
 def test_enqueue_puts_json_jobs_on_the_queue_and_refuses_bad_files(redis_conn, tmp_path):

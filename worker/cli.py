@@ -212,7 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     images = expand_images(images_of(args)) or None
     return run_demo(config, args.config, redis_url=config.redis_url if args.redis_url else None, workers=args.workers,
                     images=images, repeat=args.repeat, embedded=args.embedded,
-                    log_level="INFO" if args.verbose else "WARNING", zones=args.zones)
+                    log_level="INFO" if args.verbose else "WARNING", zones=args.zones, json_lines=args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera settings (default: the demo model's, threshold 0.25)")
     p.add_argument("--embedded", choices=["auto", "redis-server", "fakeredis"], default="auto",
                    help="embedded server kind (auto: redis-server if on PATH, else in-process)")
+    p.add_argument("--json", action="store_true",
+                   help="each result message as a JSON line on stdout (tables and summary go to stderr)")
 
     # Model tooling: each module owns its arguments; imported lazily so the worker stays light.
     for name, help_text, runs_inference in (

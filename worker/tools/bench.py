@@ -304,11 +304,12 @@ def run(args: argparse.Namespace) -> int:
     import openvino as ov
 
     from worker.errors import UsageError
-    from worker.tools.options import images_of, write_report
+    from worker.tools.options import images_of, require_report_folder, write_report
     from worker.tools.progress import note
 
     if any(b < 1 for b in args.batch):
         raise UsageError("bench: --batch sizes must be >= 1")
+    require_report_folder(args.out)
     models = args.model or _default_models()
     snapshots = _snapshots(images_of(args))  # a missing image fails here, before minutes of measuring
     configs = [Config(p, t, b) for p in args.precision for t in args.threads for b in args.batch]

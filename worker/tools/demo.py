@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -63,22 +64,25 @@ def _queue(connection, name: str):
 
 def run_demo(config: WorkerConfig, config_path: str | None, *, redis_url: str | None, workers: int,
              images: list[Path] | None, repeat: int, embedded: str = "auto", timeout: float = 180.0,
-             log_level: str = "WARNING", zones: str = DEMO_ZONES) -> int:
+             log_level: str = "WARNING", zones: str = DEMO_ZONES, json_lines: bool = False) -> int:
+    """json_lines: each result message as a JSON line on stdout, the rest (tables, summary) on stderr."""
     images = images or sample_images()
     config = replace(config, zones=zones)
     if redis_url:
-        return _demo(config, config_path, redis_url, "given", workers, images, repeat, timeout, log_level)
+        return _demo(config, config_path, redis_url, "given", workers, images, repeat, timeout, log_level, json_lines)
     with embedded_redis(embedded) as (url, kind):
-        return _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_level)
+        return _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_level, json_lines)
 
 
-def _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_level) -> int:
+def _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_level, json_lines) -> int:
+    human = sys.stderr if json_lines else sys.stdout
     config = replace(config, redis_url=url)
     connection = connect(url)
     if not ping(connection):  # before any worker starts, so a wrong --redis is one line, not a stuck demo
         raise RedisUnavailableError(f"{redact_url(url)} does not answer: start Redis, fix --redis, "
                                     "or leave --redis out for an embedded one")
-    print(f"demo: Redis {url} ({kind}), {workers} worker(s), model {config.model}, precision {config.precision}")
+    print(f"demo: Redis {url} ({kind}), {workers} worker(s), model {config.model}, precision {config.precision}",
+          file=human)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(config.results_channel)
     pool = WorkerPool(config, config_path, {"redis_url": url, "metrics_port": 0, "zones": config.zones}, workers,
@@ -105,15 +109,18 @@ def _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_
             image, sent = pending.pop(message["job_id"])
             message["timings_ms"]["end_to_end"] = round((time.time() - sent) * 1e3, 3)
             messages.append(message)
-            _print_result(image, message)
-        print()
-        print(latency_table([m for m in messages if m["status"] == "ok"]))
+            if json_lines:
+                print(json.dumps({"file": str(image), **message}), flush=True)
+            else:
+                _print_result(image, message)
+        print(file=human)
+        print(latency_table([m for m in messages if m["status"] == "ok"]), file=human)
         failed = [m for m in messages if m["status"] != "ok"]
         if pending or failed:
-            print(f"demo: {len(pending)} job(s) without a result, {len(failed)} not ok")
+            print(f"demo: {len(pending)} job(s) without a result, {len(failed)} not ok", file=human)
             return 1
         deer = sum(m["deer_detected"] for m in messages)
-        print(f"demo: {len(messages)} snapshot(s) processed, all ok; deer in {deer} of them")
+        print(f"demo: {len(messages)} snapshot(s) processed, all ok; deer in {deer} of them", file=human)
         return 0
     finally:
         pool.stop(config.job_timeout + 10)

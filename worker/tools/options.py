@@ -103,11 +103,16 @@ def expand_images(paths: list[str] | list[Path], *, missing_ok: bool = False) ->
     return files
 
 
+def require_report_folder(path: str | Path | None) -> None:
+    """A report's folder exists: checked when a command starts, not after minutes of measuring."""
+    if path is not None and not Path(path).parent.is_dir():
+        raise MissingFileError(f"cannot write {path}: folder {Path(path).parent} does not exist")
+
+
 def write_report(path: str | Path, text: str) -> None:
     """Write a report file; a missing folder or an unwritable place is one clear error, not a traceback."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise MissingFileError(f"cannot write {path}: folder {path.parent} does not exist")
+    require_report_folder(path)
     try:
         path.write_text(text)
     except OSError as exc:

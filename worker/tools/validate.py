@@ -197,8 +197,9 @@ def _table(results: list[ModelResult]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """0 = every model within --max-drop of the first; 1 = a model dropped more. Config errors raise."""
-    from worker.tools.options import write_report
+    from worker.tools.options import require_report_folder, write_report
 
+    require_report_folder(args.out)
     data = load_data_yaml(args.data)
     images = data.images(args.split)
     labels = [read_labels(label_path(image), len(data.names)) for image in images]  # bad labels fail before any model
