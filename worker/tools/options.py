@@ -30,7 +30,7 @@ class _DeprecatedImages(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         warn_deprecated(option_string, "pass images as positional arguments")
         extra = values if isinstance(values, list) else [values]
-        setattr(namespace, "legacy_images", [*(getattr(namespace, "legacy_images", None) or []), *extra])
+        namespace.legacy_images = [*(namespace.legacy_images or []), *extra]
 
 
 def add_images(parser: argparse.ArgumentParser, help_text: str, *, legacy: str | None = None,
@@ -40,7 +40,7 @@ def add_images(parser: argparse.ArgumentParser, help_text: str, *, legacy: str |
     parser.add_argument("images", nargs=nargs, metavar="IMAGE", help=help_text)
     if legacy:
         parser.add_argument(legacy, nargs=1 if single else "+", action=_DeprecatedImages, metavar="IMAGE",
-                            help=f"deprecated spelling of the positional images (warns; removed next release)")
+                            help="deprecated spelling of the positional images (warns; removed next release)")
     parser.set_defaults(legacy_images=None)
 
 
