@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append((b, status))
             print(status, detail if status != "caught" or args.verbose else f"({detail})", flush=True)
     except (KeyboardInterrupt, Interrupted) as exc:
-        print(f"\ninterrupted ({exc or 'Ctrl-C'}); the file under test was restored", file=sys.stderr)
+        print(f"\ninterrupted ({str(exc) or 'Ctrl-C'}); the file under test was restored", file=sys.stderr)
         return 130
     counts = {s: sum(st == s for _, st in results) for s in ("caught", "MISSED", "NOT APPLIED", "ERROR")}
     print(f"\n{counts['caught']} caught, {counts['MISSED']} missed, {counts['NOT APPLIED']} not applied, "
