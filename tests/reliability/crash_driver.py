@@ -28,7 +28,7 @@ from worker.config import WorkerConfig
 from worker.inference.detector import Detector
 from worker.jobqueue.connections import SERIALIZER, connect
 from worker.jobqueue.recovery import worker_name
-from worker.serve.service import build_detector
+from worker.inference.build import build_detector
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 4  # the driver's batch size: the test queues two batches' worth
