@@ -19,7 +19,7 @@ def test_shipped_zones_file_documents_every_setting_and_parses_as_written(name):
     if name == "configs/zones.yaml":  # the production file documents every setting; the demo's one only its own
         assert set(raw["default"]) == _SETTING_KEYS - {"name"}
     for key, value in raw["default"].items():
-        assert getattr(book.default, key) == (tuple(value) if isinstance(value, list) else value), key
+        assert getattr(book.default, key) == (tuple(value) if isinstance(value, (list, dict)) else value), key
     labels = [s.label for s in book.cameras.values()]
     assert len(labels) == len(set(labels)) and UNKNOWN_CAMERA_LABEL not in labels  # one metric series each
     for camera_id, block in (raw.get("cameras") or {}).items():

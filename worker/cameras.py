@@ -15,9 +15,10 @@ from worker.config import read_yaml
 from worker.constants import DEFAULT_CONFIDENCE
 from worker.errors import ConfigError
 from worker.inference.preprocess import Roi
+from worker.zones import DEFAULT_ZONE_RULE, ZONE_RULES, Zone
 
 UNKNOWN_CAMERA_LABEL = "other"  # metric label for cameras not in the file, so label sets stay bounded
-_SETTING_KEYS = {"name", "enabled", "clahe", "confidence", "classes", "roi"}
+_SETTING_KEYS = {"name", "enabled", "clahe", "confidence", "classes", "roi", "zones", "zone_rule", "require_zone"}
 _ROI_KEYS = {"x", "y", "width", "height", "normalized"}
 
 
@@ -30,6 +31,9 @@ class CameraSettings:
     confidence: float = DEFAULT_CONFIDENCE
     classes: tuple[str, ...] | None = None  # class names to keep; None keeps all
     roi: Roi | None = None
+    zones: tuple[Zone, ...] = ()  # named include/ignore zones (worker/zones.py)
+    zone_rule: str = DEFAULT_ZONE_RULE  # which point of a box places it: bottom_center | center
+    require_zone: bool = False  # deer_detected only for a deer inside an include zone
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,12 @@ def _check_keys(block: dict, allowed: set[str], where: str) -> None:
             raise ConfigError(f"{where}.{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
 def _parse_roi(raw: Any, where: str) -> Roi | None:
     if raw is None:
         return None
@@ -60,11 +70,8 @@ def _parse_roi(raw: Any, where: str) -> Roi | None:
     _check_keys(raw, _ROI_KEYS, where)
     values = {}
     for key in ("x", "y", "width", "height"):
-        value = raw.get(key)
         # .nan/.inf are YAML floats: at job time they fail the whole batch (ValueError), not as RoiError
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
-        values[key] = float(value)
+        values[key] = _number(raw.get(key), f"{where}.{key}")
     normalized = raw.get("normalized", False)
     if not isinstance(normalized, bool):
         raise ConfigError(f"{where}.normalized: expected true or false")
@@ -73,6 +80,45 @@ def _parse_roi(raw: Any, where: str) -> Roi | None:
     if normalized and (values["x"] + values["width"] > 1.0 + 1e-9 or values["y"] + values["height"] > 1.0 + 1e-9):
         raise ConfigError(f"{where}: a normalized ROI must lie within 0..1")
     return Roi(normalized=normalized, **values)
+
+
+def _parse_zone(name: str, raw: Any, where: str) -> Zone:
+    """{rect: {x, y, width, height}} or {polygon: [[x, y], ...]}, optional normalized and ignore."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with rect or polygon")
+    _check_keys(raw, {"rect", "polygon", "normalized", "ignore"}, where)
+    for key in ("normalized", "ignore"):
+        if not isinstance(raw.get(key, False), bool):
+            raise ConfigError(f"{where}.{key}: expected true or false")
+    if ("rect" in raw) == ("polygon" in raw):
+        raise ConfigError(f"{where}: give exactly one of rect or polygon")
+    if "rect" in raw:
+        rect = raw["rect"]
+        if not isinstance(rect, dict) or set(rect) != {"x", "y", "width", "height"}:
+            raise ConfigError(f"{where}.rect: expected a mapping with x, y, width, height")
+        x, y, w, h = (_number(rect[k], f"{where}.rect.{k}") for k in ("x", "y", "width", "height"))
+        if w <= 0 or h <= 0:
+            raise ConfigError(f"{where}.rect: width and height must be > 0")
+        points = ((x, y), (x + w, y), (x + w, y + h), (x, y + h))
+    else:
+        polygon = raw["polygon"]
+        if not isinstance(polygon, list) or len(polygon) < 3 or \
+                not all(isinstance(p, list) and len(p) == 2 for p in polygon):
+            raise ConfigError(f"{where}.polygon: expected at least 3 [x, y] points")
+        points = tuple((_number(p[0], f"{where}.polygon[{i}]"), _number(p[1], f"{where}.polygon[{i}]"))
+                       for i, p in enumerate(polygon))
+    normalized = raw.get("normalized", False)
+    if normalized and not all(-1e-9 <= v <= 1.0 + 1e-9 for point in points for v in point):
+        raise ConfigError(f"{where}: a normalized zone must lie within 0..1")
+    return Zone(name, points, normalized=normalized, ignore=raw.get("ignore", False))
+
+
+def _parse_zones(raw: Any, where: str) -> tuple[Zone, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of zone name -> zone")
+    return tuple(_parse_zone(str(name), zone, f"{where}.{name}") for name, zone in raw.items())
 
 
 def _parse_settings(raw: Any, where: str, base: CameraSettings, camera_id: str) -> CameraSettings:
@@ -103,7 +149,25 @@ def _parse_settings(raw: Any, where: str, base: CameraSettings, camera_id: str) 
         settings = replace(settings, classes=tuple(value) if value is not None else None)
     if "roi" in raw:
         settings = replace(settings, roi=_parse_roi(raw["roi"], f"{where}.roi"))
+    if "zones" in raw:
+        settings = replace(settings, zones=_parse_zones(raw["zones"], f"{where}.zones"))
+    if "zone_rule" in raw:
+        if raw["zone_rule"] not in ZONE_RULES:
+            raise ConfigError(f"{where}.zone_rule: expected one of {', '.join(ZONE_RULES)}, got {raw['zone_rule']!r}")
+        settings = replace(settings, zone_rule=raw["zone_rule"])
+    if "require_zone" in raw:
+        if not isinstance(raw["require_zone"], bool):
+            raise ConfigError(f"{where}.require_zone: expected true or false, got {raw['require_zone']!r}")
+        settings = replace(settings, require_zone=raw["require_zone"])
+    if settings.require_zone and not any(not zone.ignore for zone in settings.zones):
+        raise ConfigError(f"{where}.require_zone: needs at least one include zone (a zone without ignore: true)")
     return settings
+
+
+def override_settings(base: CameraSettings, raw: Any, where: str) -> CameraSettings:
+    """`base` with a per-request override applied (a job's "camera": the keys of a camera entry,
+    partial allowed). The metric label stays the configured camera's, so requests cannot grow label sets."""
+    return replace(_parse_settings(raw, where, base, base.camera_id), label=base.label)
 
 
 def parse_camera_book(data: Any, source: str = "zones.yaml") -> CameraBook:

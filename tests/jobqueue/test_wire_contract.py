@@ -34,6 +34,8 @@ RESULT = json.loads((WIRE / "v1_result.json").read_text())
 CHANNEL, STREAM = "deer:results", "deer:results:stream"  # where the old worker published (its defaults)
 VOLATILE = {"finished_at", "worker"}
 JOB_TIMESTAMPS = {"created_at", "enqueued_at"}
+# Result fields added since v1 (additive only: old consumers ignore them; README's result schema lists them).
+ADDITIVE = {"result": {"zones"}, "result.detections[]": {"zones"}}
 SNAPSHOT_KEY = re.compile(r"deer:snap:[0-9a-f]{32}")
 BOX_STEP, CONFIDENCE_STEP = 0.1, 1e-4  # the result JSON's rounding (detections.to_json)
 
@@ -72,7 +74,8 @@ def assert_same_shape(new, old, path="result") -> None:
     """Same keys at every level, same JSON type for every value."""
     assert type(new) is type(old), (path, new, old)
     if isinstance(old, dict):
-        assert set(new) == set(old), (path, sorted(set(new) ^ set(old)))
+        added = ADDITIVE.get(re.sub(r"\[\d+\]", "[]", path), set())
+        assert set(new) - added == set(old), (path, sorted((set(new) - added) ^ set(old)))
         for key in old:
             assert_same_shape(new[key], old[key], f"{path}.{key}")
     elif isinstance(old, list) and old and new:

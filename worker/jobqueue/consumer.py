@@ -194,7 +194,7 @@ class DeerWorker(BatchWorker):
 
     def succeed(self, item: _Taken, result: DetectionResult) -> None:
         context = self.context(item)
-        item.outcome = outcomes.ok(context, result)
+        item.outcome = outcomes.ok(context, result, item.settings)
         if self.metrics:
             timings = result.timings
             stages = {"queue_wait": context.queue_wait, "decode": timings.decode, "preprocess": timings.preprocess,

@@ -12,9 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from worker import zones
+from worker.cameras import CameraSettings
 from worker.errors import JobRefusedError
 from worker.inference.detector import DetectionResult
-from worker.jobqueue.results import ModelInfo, build_message
+from worker.jobqueue.results import ModelInfo, build_message, deer_detected
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,13 @@ class Outcome:
     kind: str  # the jobs_total error_kind label
     message: dict[str, Any]
     error: BaseException | None = None  # set: RQ's failed registry with it; None: finished with the message
+    camera_label: str = ""
+    zone_hits: tuple[str, ...] = ()  # one zone name per (detection, include zone) pair: the zone counter
 
     def count(self, metrics) -> None:
         metrics.count_job(self.label, self.kind)
+        if self.zone_hits:
+            metrics.count_zones(self.camera_label, list(self.zone_hits))
 
 
 def _message(context: JobContext, status: str, **fields) -> dict[str, Any]:
@@ -47,10 +55,22 @@ def _message(context: JobContext, status: str, **fields) -> dict[str, Any]:
                          timings=timings, **fields)
 
 
-def ok(context: JobContext, result: DetectionResult) -> Outcome:
-    message = _message(context, "ok", batch_size=result.batch_size, detections=result.detections,
+def ok(context: JobContext, result: DetectionResult, settings: CameraSettings | None = None) -> Outcome:
+    """Zones (additive result fields): ignore zones drop detections, each detection and the result name
+    their include zones, and a camera with require_zone reports deer_detected only for a deer in one."""
+    settings = settings or CameraSettings()
+    placement = zones.place(result.detections, settings.zones, settings.zone_rule,
+                            result.image_width, result.image_height)
+    message = _message(context, "ok", batch_size=result.batch_size, detections=placement.detections,
                        image_size=(result.image_width, result.image_height), timings=result.timings.as_dict())
-    return Outcome("ok", "none", message)
+    for detection, names in zip(message["detections"], placement.zones_of):
+        detection["zones"] = names
+    message["zones"] = placement.zones
+    if settings.require_zone:
+        message["deer_detected"] = deer_detected(placement.detections.filter(
+            np.array([bool(names) for names in placement.zones_of], bool)))
+    hits = tuple(name for names in placement.zones_of for name in names)
+    return Outcome("ok", "none", message, camera_label=settings.label, zone_hits=hits)
 
 
 def expired(context: JobContext, reason: str, age: float, max_age: float) -> Outcome:

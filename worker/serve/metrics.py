@@ -30,6 +30,7 @@ OUTCOMES = ("ok", "failed", "expired", "refused")
 OTHER = "other"
 BATCH_BUCKETS = (1, 2, 3, 4)
 MAX_ERROR_KINDS = 40  # distinct error_kind values per process; later new ones count as "other"
+MAX_ZONE_LABELS = 64  # distinct zone names per process (they come from zones.yaml); later ones count as "other"
 _LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -68,6 +69,10 @@ class WorkerMetrics:
         self.detections = Counter(
             "detections", "Detections published, by camera and class.", ["camera", "class_name"],
             namespace=ns, registry=reg)
+        self.zone_detections = Counter(
+            "zone_detections", "Detections placed in each include zone (after ignore zones), by camera.",
+            ["camera", "zone"], namespace=ns, registry=reg)
+        self._zones: set[str] = set()
         self.queue_depth = Gauge(
             "queue_depth", "Jobs waiting in the queue, as last seen by this worker.", ["queue"],
             namespace=ns, registry=reg)
@@ -117,6 +122,13 @@ class WorkerMetrics:
         camera = camera_label if camera_label in self.cameras else OTHER
         for name, n in Tally(c if c in self.classes else OTHER for c in class_names).items():
             self.detections.labels(camera, name).inc(n)
+
+    def count_zones(self, camera_label: str, zone_names: list[str]) -> None:
+        camera = camera_label if camera_label in self.cameras else OTHER
+        for zone in zone_names:
+            if zone not in self._zones and len(self._zones) < MAX_ZONE_LABELS:
+                self._zones.add(zone)
+            self.zone_detections.labels(camera, zone if zone in self._zones else OTHER).inc()
 
     def _error_kind(self, kind: str) -> str:
         label = error_kind_label(kind)
