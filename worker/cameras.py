@@ -170,6 +170,12 @@ def override_settings(base: CameraSettings, raw: Any, where: str) -> CameraSetti
     return replace(_parse_settings(raw, where, base, base.camera_id), label=base.label)
 
 
+def override_settings(base: CameraSettings, raw: Any, where: str) -> CameraSettings:
+    """`base` with a per-request override applied (a job's "camera": the keys of a camera entry,
+    partial allowed). The metric label stays the configured camera's, so requests cannot grow label sets."""
+    return replace(_parse_settings(raw, where, base, base.camera_id), label=base.label)
+
+
 def parse_camera_book(data: Any, source: str = "zones.yaml") -> CameraBook:
     if data is None:
         data = {}

@@ -187,7 +187,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                                    inline=args.inline, max_snapshot_bytes=config.max_snapshot_bytes,
                                    job_timeout=config.job_timeout, result_ttl=config.result_ttl,
                                    failure_ttl=config.failure_ttl, queued_ttl=config.queued_ttl,
-                                   retries=config.retries)
+                                   retries=config.retries, priority=args.priority, conf=args.conf,
+                                   classes=args.classes, camera_settings=args.camera_settings,
+                                   max_age=args.max_age)
             ids.append(job.id)
             print(json.dumps({"image": str(image), "job_id": job.id, "queue": config.queue}) if args.json
                   else f"{image}: enqueued job {job.id} on {config.queue}")
@@ -262,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inline", action="store_true", help="put the bytes in the job as base64 (default: a Redis key)")
     p.add_argument("--wait", type=float, default=0, help="wait this many seconds for the results and print them")
     p.add_argument("--json", action="store_true", help="print each enqueued job as a JSON line")
+    p.add_argument("--priority", choices=["normal", "high"], default="normal",
+                   help="high: at the front of the queue, ahead of a backlog (motion, doorbell, on demand)")
+    p.add_argument("--conf", type=float, help="confidence threshold for these jobs (job contract v2)")
+    p.add_argument("--classes", type=lambda text: [c for c in text.split(",") if c],
+                   help="comma-separated class names to keep, e.g. deer,person (job contract v2)")
+    p.add_argument("--camera-settings", type=json.loads,
+                   help='JSON override of the camera\'s zones.yaml entry, e.g. \'{"clahe": true}\' (contract v2)')
+    p.add_argument("--max-age", type=float, help="seconds: drop these jobs if not taken within it (contract v2)")
 
     p = command("demo", "embedded Redis + workers + the sample snapshots, end to end", cmd_demo)
     add_images(p, "snapshots or folders to send (default: models/demo/samples)", legacy="--images")

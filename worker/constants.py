@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 # --- payload contract -------------------------------------------------------------------------
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 1  # a job without per-job settings, and every result message
+PAYLOAD_VERSION_SETTINGS = 2  # a job carrying per-job settings (conf, classes, camera, max_age)
+PAYLOAD_VERSIONS = (PAYLOAD_VERSION, PAYLOAD_VERSION_SETTINGS)  # what this worker accepts
 DEFAULT_MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024  # a Ring 1080p JPEG is ~150-400 kB
 DEFAULT_MAX_PIXELS = 40_000_000  # 8K is 33 Mpx; anything larger is a bomb, not a camera
 

@@ -68,7 +68,7 @@ def test_a_fresh_allow_listed_snapshot_runs_with_its_camera_settings():
     (PickledJob(payload()), NotJsonError, "not_json"),
     (FakeJob(args=(payload(), 2)), PayloadError, "bad_payload"),
     (FakeJob(payload(), kwargs={"x": 1}), PayloadError, "bad_payload"),
-    (FakeJob({"v": 2, "camera_id": "cam1", "snapshot": {"key": "deer:snap:abc"}}), PayloadError, "bad_payload"),
+    (FakeJob({"v": 3, "camera_id": "cam1", "snapshot": {"key": "deer:snap:abc"}}), PayloadError, "bad_payload"),
     (FakeJob(payload(snapshot={"b64": "A" * 200})), PayloadTooLargeError, "payload_too_large"),
     (FakeJob(payload(model="other-model")), ModelUnavailableError, "model_unavailable"),
 ], ids=["function", "hooks", "pickled", "two-args", "kwargs", "version", "too-large", "model"])
@@ -125,3 +125,42 @@ def test_prefetch_key_only_for_an_allow_listed_key_snapshot():
     assert prefetch_key(FakeJob(payload(), func_name="os.system")) is None
     assert prefetch_key(FakeJob(payload(snapshot={"key": "rq:job:x"}))) is None
     assert prefetch_key(PickledJob(payload())) is None
+
+
+# --- contract v2: the job's own settings ----------------------------------------------------------
+NAMES = ("deer", "person")
+
+
+def v2_verdict(job, **config):
+    return decide(job, config=replace(WorkerConfig(max_age=10.0), **config), model=MODEL, cameras=CAMERAS,
+                  started=NOW, latest_of=lambda camera: None, class_names=NAMES)
+
+
+def test_a_v2_job_runs_with_its_own_conf_classes_and_camera_override():
+    result = v2_verdict(FakeJob(payload(v=2, conf=0.2, classes=["person"],
+                                        camera={"clahe": True, "name": "renamed", "confidence": 0.9})))
+    assert isinstance(result, Run)
+    base = CAMERAS.get("cam1")
+    # conf beats the override's confidence; the metric label stays the configured camera's
+    assert result.settings == replace(base, clahe=True, confidence=0.2, classes=("person",))
+
+
+def test_a_v2_camera_override_can_disable_and_a_v1_job_keeps_the_camera_settings():
+    assert isinstance(v2_verdict(FakeJob(payload(v=2, camera={"enabled": False}))), Expire)
+    assert v2_verdict(FakeJob(payload())).settings == CAMERAS.get("cam1")
+
+
+def test_a_v2_max_age_replaces_the_workers_for_that_job():
+    old = payload(v=2, captured_at=NOW - 5, max_age=3)
+    result = v2_verdict(FakeJob(old))
+    assert isinstance(result, Expire) and result.reason == "too_old" and result.max_age == 3.0
+    assert isinstance(v2_verdict(FakeJob(payload(v=2, captured_at=NOW - 30, max_age=60))), Run)
+    assert isinstance(v2_verdict(FakeJob(payload(captured_at=NOW - 30))), Expire)  # the worker's 10 s
+
+
+def test_a_v2_job_asking_for_classes_the_model_lacks_is_rejected_alone():
+    result = v2_verdict(FakeJob(payload(v=2, classes=["deer", "moose"])))
+    assert isinstance(result, Reject) and isinstance(result.error, PayloadError)
+    assert "moose" in str(result.error) and result.error.kind == "bad_payload"
+    result = v2_verdict(FakeJob(payload(v=2, camera={"classes": ["elk"]})))
+    assert isinstance(result, Reject) and "elk" in str(result.error)

@@ -24,7 +24,7 @@ def test_valid_payload_parses():
 
 @pytest.mark.parametrize("payload, match", [
     ("not a dict", "JSON object"),
-    (_payload(v=2), "version"),
+    (_payload(v=3), "version"),
     (_payload(camera_id="../../etc"), "camera_id"),
     (_payload(camera_id=5), "camera_id"),
     (_payload(extra=1), "unknown keys"),
@@ -99,3 +99,41 @@ def test_parser_only_ever_raises_payload_errors(payload):
     except PayloadError:
         return
     assert job.camera_id and (job.snapshot_b64 is not None or job.snapshot_path or job.snapshot_key)
+
+
+# --- contract v2: per-job settings --------------------------------------------------------------
+V2_SETTINGS = {"conf": 0.3, "classes": ["deer"], "camera": {"clahe": True}, "max_age": 3}
+
+
+def test_v2_settings_parse_and_round_trip():
+    payload = _payload(v=2, **V2_SETTINGS)
+    job = parse_payload(payload)
+    assert (job.conf, job.classes, job.camera, job.max_age) == (0.3, ("deer",), {"clahe": True}, 3.0)
+    assert job.to_payload() == {**payload, "max_age": 3.0}
+    assert parse_payload(_payload(v=2)).has_settings is False  # v2 with no setting is still valid
+
+
+def test_a_job_without_settings_is_written_as_v1_for_workers_that_speak_only_v1():
+    assert parse_payload(_payload()).to_payload()["v"] == 1
+    assert parse_payload(_payload(v=2, conf=0.5)).to_payload()["v"] == 2
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"v": 1, "conf": 0.3}, 'need "v": 2'),
+    ({"v": 3}, "version"),
+    ({"conf": 0}, "conf"),
+    ({"conf": 1.5}, "conf"),
+    ({"conf": True}, "conf"),
+    ({"classes": []}, "classes"),
+    ({"classes": "deer"}, "classes"),
+    ({"classes": ["deer", 3]}, "classes"),
+    ({"max_age": 0}, "max_age"),
+    ({"max_age": float("inf")}, "max_age"),
+    ({"camera": "clahe"}, "camera"),
+    ({"camera": {"bogus": 1}}, r"camera\.bogus"),
+    ({"camera": {"roi": {"x": 0, "y": 0, "width": -1, "height": 1}}}, r"camera\.roi"),
+    ({"camera": {"confidence": 2}}, r"camera\.confidence"),
+])
+def test_v2_violations_name_the_field(extra, match):
+    with pytest.raises(PayloadError, match=match):
+        parse_payload(_payload(**{"v": 2, **extra}))

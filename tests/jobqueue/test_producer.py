@@ -49,3 +49,24 @@ def test_producer_refuses_what_a_worker_would_refuse(fake):
         enqueue_snapshot(fake, sample("day_640x360_deer.jpg"), "bad camera id")
     assert Queue("deer-snapshots", connection=fake, serializer=SERIALIZER).count == 0
     assert not fake.keys("deer:snap:*")  # nothing left behind for refused snapshots
+
+
+def test_high_priority_goes_to_the_front_of_the_one_queue(fake):
+    first = enqueue_snapshot(fake, sample("day_640x360_deer.jpg"), "cam1", queue="q")
+    second = enqueue_snapshot(fake, sample("day_640x360_deer.jpg"), "cam1", queue="q")
+    urgent = enqueue_snapshot(fake, sample("day_640x360_deer.jpg"), "door", queue="q", priority="high")
+    assert Queue("q", connection=fake, serializer=SERIALIZER).job_ids == [urgent.id, first.id, second.id]
+    with pytest.raises(PayloadError, match="priority"):
+        enqueue_snapshot(fake, sample("day_640x360_deer.jpg"), "cam1", queue="q", priority="urgent")
+
+
+def test_per_job_settings_make_a_v2_payload_and_none_keeps_v1(fake):
+    plain = enqueue_snapshot(fake, sample("day_640x360_deer.jpg"), "cam1", queue="q")
+    tuned = enqueue_snapshot(fake, sample("day_640x360_deer.jpg"), "cam1", queue="q", conf=0.4,
+                             classes=["deer"], camera_settings={"clahe": True}, max_age=2.5)
+    assert plain.args[0]["v"] == 1 and not {"conf", "classes", "camera", "max_age"} & set(plain.args[0])
+    payload = tuned.args[0]
+    assert payload["v"] == 2 and payload["conf"] == 0.4 and payload["classes"] == ["deer"]
+    assert payload["camera"] == {"clahe": True} and payload["max_age"] == 2.5
+    with pytest.raises(PayloadError, match="conf"):
+        enqueue_snapshot(fake, sample("day_640x360_deer.jpg"), "cam1", queue="q", conf=0)

@@ -31,7 +31,7 @@ DRAIN = ("        return self.queue_class.dequeue_any(self._ordered_queues, None
 QUEUE_BREAKS = [
     # --- admission and outcomes, without Redis --------------------------------------------------------
     Break("admission-max-age-ignored", "worker/jobqueue/admission.py",
-          "if age > config.max_age:", "if age > config.max_age * 10:",
+          "if age > max_age:", "if age > max_age * 10:",
           ADMISSION + "test_too_old_expires_with_its_age_measured_from_capture",
           "snapshots older than max_age are inferred"),
     Break("admission-superseded-by-itself", "worker/jobqueue/admission.py",
@@ -39,7 +39,7 @@ QUEUE_BREAKS = [
           ADMISSION + "test_superseded_compares_time_and_id",
           "latest_only expires a snapshot its own marker names"),
     Break("admission-disabled-camera-runs", "worker/jobqueue/admission.py",
-          '    if not settings.enabled:\n        return Expire(snapshot, settings, "camera_disabled", 0.0)\n', "",
+          '    if not settings.enabled:\n        return Expire(snapshot, settings, "camera_disabled", 0.0, max_age)\n', "",
           ADMISSION + "test_a_disabled_camera_expires_its_snapshots_after_the_freshness_check",
           "a disabled camera's snapshots are inferred"),
     Break("not-json-by-mutated-kind", "worker/jobqueue/admission.py",

@@ -51,6 +51,7 @@ class Run(Verdict):
 class Expire(Verdict):
     reason: str  # too_old | superseded | camera_disabled
     age: float
+    max_age: float = 0.0  # the limit this job was held to (its own v2 max_age, else the worker's)
 
 
 @dataclass(frozen=True)
@@ -99,25 +100,37 @@ def superseded(latest_marker: str | None, job_id: str, captured_at: float) -> bo
     return latest_id != job_id and float(latest_at) > captured_at
 
 
+def unknown_classes(wanted: tuple[str, ...] | None, known: tuple[str, ...] | None) -> list[str]:
+    """Class names a job asks for that the model lacks (none when either list is absent)."""
+    return [name for name in wanted if name not in known] if wanted and known is not None else []
+
+
 def decide(job: QueuedJob, *, config: WorkerConfig, model: str, cameras: CameraBook, started: float,
-           latest_of: Callable[[str], str | None]) -> Verdict:
-    """Check function, payload, model, age and camera; the verdict says what to do with the job."""
+           latest_of: Callable[[str], str | None], class_names: tuple[str, ...] | None = None) -> Verdict:
+    """Check function, payload, model, age and camera; the verdict says what to do with the job.
+    A v2 job's own settings (conf, classes, camera override, max_age) replace the camera's and the
+    worker's for this job only; class_names (the model's) refuses classes the model does not have."""
     try:
         snapshot = parse_payload(payload_of(job), max_snapshot_bytes=config.max_snapshot_bytes)
     except DeerWorkerError as error:
         return Reject(None, None, error)
     except Exception as exc:  # noqa: BLE001 - e.g. a pickled job whose data cannot be deserialized
         return Reject(None, None, not_json(exc))
-    settings = cameras.get(snapshot.camera_id)
+    settings = snapshot.settings_for(cameras.get(snapshot.camera_id))
     if snapshot.model and snapshot.model != model:
         return Reject(snapshot, settings, ModelUnavailableError(
             f"job asks for model {snapshot.model!r}; this worker serves {model!r}"))
+    unknown = unknown_classes(settings.classes, class_names) if snapshot.has_settings else []
+    if unknown:
+        return Reject(snapshot, settings, PayloadError(
+            f"classes: {unknown} are not among the model's classes {list(class_names or ())}"))
     age = age_of(snapshot, job.enqueued_at, started)
-    if age > config.max_age:
-        return Expire(snapshot, settings, "too_old", age)
+    max_age = snapshot.max_age if snapshot.max_age is not None else config.max_age
+    if age > max_age:
+        return Expire(snapshot, settings, "too_old", age, max_age)
     if (config.latest_only and snapshot.captured_at is not None
             and superseded(latest_of(snapshot.camera_id), job.id, snapshot.captured_at)):
-        return Expire(snapshot, settings, "superseded", age)
+        return Expire(snapshot, settings, "superseded", age, max_age)
     if not settings.enabled:
-        return Expire(snapshot, settings, "camera_disabled", 0.0)
+        return Expire(snapshot, settings, "camera_disabled", 0.0, max_age)
     return Run(snapshot, settings)

@@ -159,7 +159,8 @@ class DeerWorker(BatchWorker):
         """Decide the job's fate and read its snapshot; False when the job already has its outcome."""
         try:
             verdict = admission.decide(item.job, config=self.config, model=self.detector.spec.name,
-                                       cameras=self.cameras, started=item.started, latest_of=self.latest_marker)
+                                       cameras=self.cameras, started=item.started, latest_of=self.latest_marker,
+                                       class_names=self.detector.class_names)
             item.snapshot, item.settings = verdict.snapshot, verdict.settings
             if isinstance(verdict, admission.Run):
                 prefetched = item.prefetched
@@ -173,7 +174,7 @@ class DeerWorker(BatchWorker):
         except Exception as exc:  # noqa: BLE001 - e.g. a garbled latest marker: one job never stops the worker
             verdict = admission.Reject(item.snapshot, item.settings, admission.not_json(exc))
         if isinstance(verdict, admission.Expire):
-            item.outcome = outcomes.expired(self.context(item), verdict.reason, verdict.age, self.config.max_age)
+            item.outcome = outcomes.expired(self.context(item), verdict.reason, verdict.age, verdict.max_age)
             if self.metrics:
                 item.outcome.count(self.metrics)
         else:

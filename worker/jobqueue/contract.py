@@ -7,6 +7,14 @@
      "job_id": "optional-caller-id",
      "model": "optional model name the job requires"}
 
+Version 2 is version 1 plus any of these optional per-job settings (a producer writes "v": 2 only
+when it uses one, so a v1 job still reaches workers that speak only v1):
+     "conf": 0.4,                             # confidence threshold in (0, 1] for this job
+     "classes": ["deer", "person"],           # class names to keep (each must be the model's)
+     "camera": {"clahe": true, "roi": {...}},  # override of the camera's zones.yaml entry, partial allowed
+     "max_age": 3.0                           # seconds > 0: replaces the worker's max_age for this job
+A worker that speaks only v1 fails a v2 job with bad_payload (unsupported version): roll out workers first.
+
 The RQ job is data only (DeerJob): the worker never imports or calls what a job names.
 
 A key snapshot (the producer's default) holds the raw bytes in a Redis string under
@@ -23,7 +31,7 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +40,17 @@ from collections.abc import Callable
 
 from rq.job import Job
 
-from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, PAYLOAD_VERSION, SNAPSHOT_KEY_PREFIX
-from worker.errors import PayloadError, PayloadTooLargeError, SnapshotFileError, SnapshotMissingError
+from worker.cameras import CameraSettings, override_settings
+from worker.constants import (DEFAULT_MAX_SNAPSHOT_BYTES, PAYLOAD_VERSION, PAYLOAD_VERSION_SETTINGS,
+                              PAYLOAD_VERSIONS, SNAPSHOT_KEY_PREFIX)
+from worker.errors import ConfigError, PayloadError, PayloadTooLargeError, SnapshotFileError, SnapshotMissingError
 from worker.jobqueue.rq_compat import names_hooks
 
 
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # no ":": RQ splits registry keys on it
 _KEYS = {"v", "camera_id", "captured_at", "snapshot", "job_id", "model"}
+_SETTINGS_KEYS = {"conf", "classes", "camera", "max_age"}  # version 2 only
 _SNAPSHOT_KEY = re.compile(r"^" + re.escape(SNAPSHOT_KEY_PREFIX) + r"[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -67,9 +78,27 @@ class SnapshotJob:
     job_id: str | None = None
     model: str | None = None
     snapshot_key: str | None = None
+    conf: float | None = None  # the per-job settings of version 2; None: the camera's own
+    classes: tuple[str, ...] | None = None
+    camera: dict[str, Any] | None = None  # raw override, checked by parse_payload, applied by admission
+    max_age: float | None = None
+
+    @property
+    def has_settings(self) -> bool:
+        return any(v is not None for v in (self.conf, self.classes, self.camera, self.max_age))
+
+    def settings_for(self, base: CameraSettings) -> CameraSettings:
+        """The camera's settings with this job's camera override, classes and conf applied, in that order."""
+        settings = override_settings(base, self.camera, "camera") if self.camera is not None else base
+        if self.classes is not None:
+            settings = replace(settings, classes=self.classes)
+        if self.conf is not None:
+            settings = replace(settings, confidence=self.conf)
+        return settings
 
     def to_payload(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {"v": PAYLOAD_VERSION, "camera_id": self.camera_id}
+        version = PAYLOAD_VERSION_SETTINGS if self.has_settings else PAYLOAD_VERSION
+        payload: dict[str, Any] = {"v": version, "camera_id": self.camera_id}
         if self.captured_at is not None:
             payload["captured_at"] = self.captured_at
         if self.snapshot_key is not None:
@@ -82,6 +111,11 @@ class SnapshotJob:
             payload["job_id"] = self.job_id
         if self.model:
             payload["model"] = self.model
+        for key in ("conf", "camera", "max_age"):
+            if getattr(self, key) is not None:
+                payload[key] = getattr(self, key)
+        if self.classes is not None:
+            payload["classes"] = list(self.classes)
         return payload
 
 
@@ -118,11 +152,15 @@ def parse_payload(payload: Any, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHO
     if not isinstance(payload, dict):
         raise PayloadError(f"payload must be a JSON object, got {type(payload).__name__}")
     version = payload.get("v")
-    if isinstance(version, bool) or version != PAYLOAD_VERSION:  # True == 1 in Python, not in the contract
-        raise PayloadError(f"v: unsupported payload version {version!r} (this worker speaks {PAYLOAD_VERSION})")
-    unknown = sorted(set(payload) - _KEYS)
+    if isinstance(version, bool) or version not in PAYLOAD_VERSIONS:  # True == 1 in Python, not in the contract
+        raise PayloadError(f"v: unsupported payload version {version!r} "
+                           f"(this worker speaks {', '.join(map(str, PAYLOAD_VERSIONS))})")
+    allowed = _KEYS | _SETTINGS_KEYS if version == PAYLOAD_VERSION_SETTINGS else _KEYS
+    unknown = sorted(set(payload) - allowed)
     if unknown:
-        raise PayloadError(f"unknown keys {unknown}")
+        hint = " (per-job settings need \"v\": 2)" if set(unknown) & _SETTINGS_KEYS else ""
+        raise PayloadError(f"unknown keys {unknown}{hint}")
+    settings = _parse_job_settings(payload)
     camera_id = payload.get("camera_id")
     if not isinstance(camera_id, str) or not _CAMERA_ID.match(camera_id):
         raise PayloadError(f"camera_id: expected 1-64 characters of [A-Za-z0-9_.:-], got {camera_id!r:.80}")
@@ -139,7 +177,8 @@ def parse_payload(payload: Any, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHO
     if "key" in snapshot:
         if not isinstance(key, str) or not _SNAPSHOT_KEY.match(key):
             raise PayloadError(f"snapshot.key: expected {SNAPSHOT_KEY_PREFIX}<id>, got {key!r:.80}")
-        return SnapshotJob(camera_id, _parse_time(payload.get("captured_at")), None, None, job_id, model, key)
+        return SnapshotJob(camera_id, _parse_time(payload.get("captured_at")), None, None, job_id, model, key,
+                           **settings)
     if b64 is not None:
         if not isinstance(b64, str):
             raise PayloadError("snapshot.b64: expected a base64 string")
@@ -149,7 +188,33 @@ def parse_payload(payload: Any, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHO
                 f"snapshot.b64: {len(b64)} base64 characters exceed the {max_snapshot_bytes}-byte snapshot limit")
     elif not isinstance(path, str) or not path or "\x00" in path:
         raise PayloadError("snapshot.path: expected a non-empty file path")
-    return SnapshotJob(camera_id, _parse_time(payload.get("captured_at")), b64, path, job_id, model)
+    return SnapshotJob(camera_id, _parse_time(payload.get("captured_at")), b64, path, job_id, model, **settings)
+
+
+def _positive_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _parse_job_settings(payload: dict) -> dict[str, Any]:
+    """The version 2 per-job settings, checked; {} for a v1 payload."""
+    conf, classes, camera, max_age = (payload.get(k) for k in ("conf", "classes", "camera", "max_age"))
+    if conf is not None and (not _positive_number(conf) or conf > 1):
+        raise PayloadError(f"conf: expected a number in (0, 1], got {conf!r:.40}")
+    if classes is not None and (not isinstance(classes, list) or not classes
+                                or not all(isinstance(c, str) and c for c in classes)):
+        raise PayloadError("classes: expected a non-empty list of class names")
+    if max_age is not None and not _positive_number(max_age):
+        raise PayloadError(f"max_age: expected seconds > 0, got {max_age!r:.40}")
+    if camera is not None:
+        if not isinstance(camera, dict):
+            raise PayloadError("camera: expected an object with a camera entry's keys (partial allowed)")
+        try:
+            override_settings(CameraSettings(), camera, "camera")
+        except ConfigError as exc:
+            raise PayloadError(str(exc)) from None
+    return {"conf": float(conf) if conf is not None else None,
+            "classes": tuple(classes) if classes is not None else None,
+            "camera": camera, "max_age": float(max_age) if max_age is not None else None}
 
 
 def snapshot_bytes(job: SnapshotJob, *, max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,

@@ -11,16 +11,19 @@ import base64
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.job import Job
 
 from worker import constants as C
+from worker.errors import PayloadError
 from worker.inference.imagecodec import read_header
 from worker.jobqueue.contract import SnapshotJob, parse_payload, snapshot_bytes
 from worker.jobqueue.connections import SERIALIZER
 
+PRIORITIES = ("normal", "high")
 LATEST_KEY = "deer:latest"  # hash camera_id -> "captured_at|job_id" of the newest enqueued snapshot
 
 
@@ -30,20 +33,32 @@ def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, came
                      max_snapshot_bytes: int = C.DEFAULT_MAX_SNAPSHOT_BYTES,
                      job_timeout: int = C.DEFAULT_JOB_TIMEOUT, result_ttl: int = C.DEFAULT_RESULT_TTL,
                      failure_ttl: int = C.DEFAULT_FAILURE_TTL, queued_ttl: int = C.DEFAULT_QUEUED_TTL,
-                     retries: int = C.DEFAULT_RETRIES) -> Job:
+                     retries: int = C.DEFAULT_RETRIES, priority: str = "normal", conf: float | None = None,
+                     classes: list[str] | tuple[str, ...] | None = None,
+                     camera_settings: dict[str, Any] | None = None, max_age: float | None = None) -> Job:
     """Enqueue one snapshot (bytes or a file). The bytes go under a Redis key by default; inline=True
-    puts them in the job as base64; by_path=True sends only the file path (same-host workers)."""
+    puts them in the job as base64; by_path=True sends only the file path (same-host workers).
+
+    priority="high" puts the job at the front of the one queue (motion, doorbell, on-demand snapshots
+    overtake a backlog of interval ones) - one queue, so RQ keeps the intermediate list recovery reads.
+    conf, classes, camera_settings (an override of the camera's zones.yaml entry) and max_age are the
+    job's own settings: using any makes the payload version 2, which only upgraded workers accept."""
+    if priority not in PRIORITIES:
+        raise PayloadError(f"priority: expected one of {', '.join(PRIORITIES)}, got {priority!r}")
     captured_at = time.time() if captured_at is None else captured_at
+    own = {"conf": conf, "classes": tuple(classes) if classes is not None else None, "camera": camera_settings,
+           "max_age": max_age}
     data = None
     if by_path:
-        job = SnapshotJob(camera_id, captured_at, None, str(Path(snapshot).resolve()), job_id, model)
+        job = SnapshotJob(camera_id, captured_at, None, str(Path(snapshot).resolve()), job_id, model, **own)
     else:
         data = snapshot if isinstance(snapshot, bytes) else Path(snapshot).read_bytes()
         if inline:
-            job = SnapshotJob(camera_id, captured_at, base64.b64encode(data).decode("ascii"), None, job_id, model)
+            job = SnapshotJob(camera_id, captured_at, base64.b64encode(data).decode("ascii"), None, job_id, model,
+                              **own)
         else:
             key = f"{C.SNAPSHOT_KEY_PREFIX}{uuid.uuid4().hex}"
-            job = SnapshotJob(camera_id, captured_at, None, None, job_id, model, snapshot_key=key)
+            job = SnapshotJob(camera_id, captured_at, None, None, job_id, model, snapshot_key=key, **own)
     payload = job.to_payload()
     parsed = parse_payload(payload, max_snapshot_bytes=max_snapshot_bytes)  # the worker's own checks
     if data is not None:
@@ -55,7 +70,7 @@ def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, came
         rq_job = rq_queue.enqueue(
             C.JOB_FUNCTION, payload, job_id=job_id, job_timeout=job_timeout, result_ttl=result_ttl,
             failure_ttl=failure_ttl, ttl=queued_ttl, retry=Retry(max=retries) if retries else None,
-            description=f"snapshot {camera_id}", pipeline=pipe)
+            description=f"snapshot {camera_id}", at_front=priority == "high", pipeline=pipe)
         if parsed.snapshot_key is not None:
             # Outlives the longest the job can wait and be retried; the worker deletes it when the job ends.
             pipe.set(parsed.snapshot_key, data, ex=queued_ttl + (retries + 1) * (job_timeout + 60))
