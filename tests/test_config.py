@@ -50,7 +50,7 @@ def _other_value(name: str, default):
         return not default
     if isinstance(default, (int, float)):
         return default + 1 if isinstance(default, int) else default / 2
-    return ["/a", "/b"] if isinstance(default, list) else default + "-x"
+    return ["/a", "/b"] if isinstance(default, list) else default + "x"
 
 
 @pytest.mark.parametrize("field", fields(WorkerConfig), ids=lambda f: f.name)
