@@ -20,6 +20,10 @@ T = "tests/test_cli.py::"
 FAIL = T + "test_an_expected_failure_is_one_line_and_no_traceback"
 
 CLI_BREAKS = [
+    Break("pool-orphans-live-on", "worker/serve/pool.py",
+          ", preexec_fn=partial(_die_with_parent, os.getpid()))", ")",
+          "tests/serve/test_pool.py::test_workers_of_a_pool_killed_by_sigkill_stop_instead_of_running_on_as_orphans",
+          "a SIGKILLed pool leaves its workers consuming the queue unsupervised"),
     Break("enqueue-redis-error-raw", "worker/cli.py", "unreachable = RedisUnavailableError(",
           "unreachable = RuntimeError(", FAIL + "[enqueue-redis-down]", "Redis down shown as a traceback"),
     Break("enqueue-reads-missing-file", "worker/cli.py",

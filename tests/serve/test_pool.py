@@ -155,3 +155,28 @@ def _held_by_dead(conn, pid: int) -> bool:
         except Exception:
             continue
     return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_workers_of_a_pool_killed_by_sigkill_stop_instead_of_running_on_as_orphans(redis_conn):
+    pool = _start("--workers", "2")
+    children: list[int] = []
+    try:
+        children = _wait(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), 60, "two worker processes")
+        pool.kill()  # no chance to stop its workers itself
+        pool.wait()
+        # SIGTERM from the kernel: each finishes its batch in hand (bounded by the job timeout) and exits
+        _wait(lambda: not any(_alive(pid) for pid in children), JOB_TIMEOUT + 10, "the orphaned workers to exit")
+    finally:
+        for pid in [*children, pool.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

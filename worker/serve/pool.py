@@ -8,6 +8,7 @@ When a child dies, its jobs are recovered at once (see recovery.py) before it is
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from worker.config import ENV_PREFIX, WorkerConfig
 from worker.errors import WorkerStartError
@@ -27,6 +29,17 @@ QUICK_EXIT = 10.0  # seconds: a worker dying sooner than this after its start di
 # A worker that dies this many times in a row right after starting has a problem a restart cannot fix
 # (model, config, zones): the pool stops, and systemd (if it runs the pool) restarts it with its own backoff.
 START_FAILURES_LIMIT = 5
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when the pool dies, even by SIGKILL, so no
+    orphaned worker goes on consuming the queue unsupervised (it finishes its batch in hand and exits)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the pool died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def split_cpus(workers: int, cpus: list[int] | None = None) -> list[str]:
@@ -71,7 +84,7 @@ class WorkerPool:
                "--worker-index", str(index)]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
-        return subprocess.Popen(cmd, env=self.child_env[index])
+        return subprocess.Popen(cmd, env=self.child_env[index], preexec_fn=partial(_die_with_parent, os.getpid()))
 
     def start(self) -> None:
         for index in range(self.workers):
@@ -80,7 +93,7 @@ class WorkerPool:
                  [c.process.pid for c in self.children.values()])
 
     def _recover(self, child: _Child) -> None:
-        dead = worker_name(child.index, pid=child.process.pid)
+        dead = worker_name(child.index, host_id=self.config.host_id, pid=child.process.pid)
         try:
             recover_jobs(connect(self.config.redis_url), [self.config.queue], lambda name: name == dead)
         except Exception as exc:  # Redis down: the dead worker's jobs come back by TTL later
