@@ -206,6 +206,28 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise unreachable from exc
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    import os
+
+    from worker.errors import MissingDependencyError, MissingFileError
+
+    try:
+        from worker.serve.gateway import GatewaySettings, run_gateway
+    except ImportError as exc:
+        raise MissingDependencyError(f"the gateway needs the gateway extra ({exc.name} is missing): "
+                                     "pip install 'deer-worker[gateway]'") from exc
+    api_key = os.environ.get("DEER_GATEWAY_API_KEY") or None
+    if args.api_key_file:
+        try:
+            api_key = Path(args.api_key_file).read_text().strip() or None
+        except FileNotFoundError:
+            raise MissingFileError(f"--api-key-file {args.api_key_file}: no such file") from None
+    config = _config(args, redis_url=args.redis_url, queue=args.queue)
+    settings = GatewaySettings(timeout=args.timeout, max_waiting=args.max_waiting, max_body=args.max_body,
+                               api_key=api_key)
+    return run_gateway(config, settings, args.host, args.port, args.log_level)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.tools.demo import run_demo
     from worker.tools.options import expand_images, images_of
@@ -285,6 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedded server kind (auto: redis-server if on PATH, else in-process)")
     p.add_argument("--json", action="store_true",
                    help="each result message as a JSON line on stdout (tables and summary go to stderr)")
+
+    p = command("gateway", "HTTP front to the queue: the ml-detector's POST /detect and the Deepstack API "
+                "(gateway extra)", cmd_gateway)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; 0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8001, help="port (default 8001, the ml-detector's)")
+    p.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://)")
+    p.add_argument("--queue", help="queue name")
+    p.add_argument("--config", help="worker.yaml (queue, results stream, limits, zones)")
+    p.add_argument("--timeout", type=float, default=25.0,
+                   help="seconds a request waits for its result (504 after), also its job's max_age (default 25)")
+    p.add_argument("--max-waiting", type=_positive_int, default=64,
+                   help="requests in hand at once; one more gets 429 at once (default 64)")
+    p.add_argument("--max-body", type=_positive_int, default=16 * 1024 * 1024,
+                   help="bytes of one request body; larger gets 413 (default 16 MiB)")
+    p.add_argument("--api-key-file", help="file holding the API key clients must send as X-API-Key "
+                   "(or Deepstack's api_key); default: $DEER_GATEWAY_API_KEY, else no key")
 
     # Model tooling: each module owns its arguments; imported lazily so the worker stays light.
     for name, help_text, runs_inference in (
