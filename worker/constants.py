@@ -31,6 +31,9 @@ JOB_FUNCTION = "worker.tasks.detect_snapshot"  # the only function a worker runs
 # Snapshot bytes live beside the job, not in it: RQ re-compresses a job's data every time it saves
 # the job, which for an inline 300 kB base64 JPEG cost more than the inference itself.
 SNAPSHOT_KEY_PREFIX = "deer:snap:"
+# deer:published:<job id> = the job's created_at, set with its final result message and kept while a
+# run of that job can still happen: no second run publishes again (rq_compat.PublishOnce).
+PUBLISHED_KEY_PREFIX = "deer:published:"
 
 # --- job lifetimes (seconds) --------------------------------------------------------------------
 DEFAULT_JOB_TIMEOUT = 30  # one snapshot takes tens of ms; 30 s means something is stuck

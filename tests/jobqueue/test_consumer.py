@@ -261,3 +261,105 @@ def test_repeated_heartbeats_are_skipped_but_the_worker_key_never_runs_short(red
         assert redis_conn.ttl(worker.key) > WORKER_TTL + 50
     finally:
         worker.register_death()
+
+
+# --- results published once (issue 14) ----------------------------------------------------------
+def _refused(metrics, reason: str) -> float:
+    return metrics.registry.get_sample_value("deer_worker_refused_publishes_total", {"reason": reason}) or 0.0
+
+
+def _worker(conn, detector, name: str, metrics=None) -> DeerWorker:
+    return DeerWorker([Queue(QUEUE, connection=conn, serializer=SERIALIZER)], connection=conn, detector=detector,
+                      cameras=BOOK, config=_config(), metrics=metrics, name=name)
+
+
+def test_a_worker_cut_off_past_its_heartbeat_does_not_publish_late(redis_conn, fp32_detector, caplog):
+    """Recovery gives the job to another run while this one infers (as when it was cut off from Redis
+    past its heartbeat): its late result is refused and counted, it leaves the job to the new run, and
+    exactly one ok reaches the stream."""
+    from worker.jobqueue.recovery import recover_jobs
+    from worker.serve.metrics import WorkerMetrics
+
+    job = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    metrics = WorkerMetrics(camera_labels=[], class_names=[], queues=[QUEUE])
+    late = _worker(redis_conn, fp32_detector, f"late-{time.monotonic_ns()}", metrics)
+    real_infer = late.infer
+
+    def infer_while_recovered(prepared):
+        assert recover_jobs(redis_conn, [QUEUE], lambda name: name == late.name) == 1
+        return real_infer(prepared)
+
+    late.infer = infer_while_recovered
+    late.work(burst=True, max_jobs=1)
+    assert _stream(redis_conn) == [] and _refused(metrics, "not_owner") == 1
+    assert "no longer this worker's" in caplog.text
+    assert job.id in Queue(QUEUE, connection=redis_conn).job_ids  # retried by RQ's cleanup, not finished late
+    assert redis_conn.exists(job.args[0]["snapshot"]["key"])  # the new run still needs the snapshot
+    _run(redis_conn, fp32_detector)
+    assert [(m["job_id"], m["status"]) for m in _stream(redis_conn)] == [(job.id, "ok")]
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+
+
+def test_a_rerun_of_a_published_job_publishes_nothing_more(redis_conn, fp32_detector):
+    """A run that published and then died before finishing the job in RQ: recovery re-runs it, and the
+    re-run finishes the job without a second message (the marker names the same job generation)."""
+    from worker.jobqueue.recovery import recover_jobs
+    from worker.serve.metrics import WorkerMetrics
+
+    job = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    first = _worker(redis_conn, fp32_detector, f"first-{time.monotonic_ns()}")
+    first.finish = lambda item: None  # dies between publishing and finishing: nothing after the publish
+    first.end_batch = lambda done_keys, idle=True: None
+    first.work(burst=True, max_jobs=1)
+    assert [m["status"] for m in _stream(redis_conn)] == ["ok"]
+    assert recover_jobs(redis_conn, [QUEUE], lambda name: name == first.name) == 1
+    metrics = WorkerMetrics(camera_labels=[], class_names=[], queues=[QUEUE])
+    _worker(redis_conn, fp32_detector, f"again-{time.monotonic_ns()}", metrics).work(burst=True)
+    assert [(m["job_id"], m["status"]) for m in _stream(redis_conn)] == [(job.id, "ok")]
+    assert _refused(metrics, "already_published") == 1
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    # a caller re-using the job id for a new job is a new generation: published again
+    again = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE, job_id=job.id)
+    _run(redis_conn, fp32_detector)
+    assert [(m["job_id"], m["status"]) for m in _stream(redis_conn)] == [(job.id, "ok"), (again.id, "ok")]
+
+
+def test_a_high_priority_job_overtakes_the_backlog(redis_conn, fp32_detector):
+    backlog = [enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), f"cam{i}", queue=QUEUE) for i in range(6)]
+    urgent = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "door", queue=QUEUE, priority="high")
+    _run(redis_conn, fp32_detector)
+    order = [m["job_id"] for m in _stream(redis_conn)]
+    assert order[0] == urgent.id and sorted(order[1:]) == sorted(j.id for j in backlog)
+
+
+def test_the_next_batch_is_taken_while_one_infers_and_its_heartbeat_covers_the_wait(redis_conn, fp32_detector):
+    """Overlap: during the first batch's inference the next one is taken (at most one ahead), registered
+    as started with a heartbeat TTL that covers the wait for the batch in hand."""
+    jobs = [enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), f"cam{i}", queue=QUEUE, job_timeout=30)
+            for i in range(3 * fp32_detector.max_batch)]
+    worker = _worker(redis_conn, fp32_detector, f"ahead-{time.monotonic_ns()}")
+    registry = StartedJobRegistry(QUEUE, connection=redis_conn)
+    real_infer, seen = worker.infer, []
+
+    def infer_and_look(prepared):
+        deadline = time.monotonic() + 10
+        while registry.count < 2 * fp32_detector.max_batch and time.monotonic() < deadline:
+            time.sleep(0.01)  # the preparation thread is taking the next batch
+        seen.append({member.decode(): score - time.time()
+                     for member, score in redis_conn.zrange(registry.key, 0, -1, withscores=True)})
+        elapsed.append(time.monotonic() - started)
+        return real_infer(prepared)
+
+    worker.infer, elapsed, started = infer_and_look, [], time.monotonic()
+    worker.work(burst=True)
+    batch = fp32_detector.max_batch
+    assert [len(s) for s in seen] == [2 * batch, 2 * batch, batch], seen  # never more than one batch ahead
+    # Scores are whole seconds (RQ): each bound has one second of rounding, plus the time measured
+    # between the worker starting and the look.
+    ttl, lefts = worker.get_heartbeat_ttl(jobs[0]), sorted(seen[0].values())
+    in_hand, ahead = lefts[:batch], lefts[batch:]
+    assert all(left <= ttl + 1 for left in in_hand), (ttl, lefts)
+    assert all(ttl + 30 - elapsed[0] - 1 <= left <= ttl + 30 + 1 for left in ahead), (ttl, lefts, elapsed)
+    assert {m["status"] for m in _stream(redis_conn)} == {"ok"} and len(_stream(redis_conn)) == len(jobs)

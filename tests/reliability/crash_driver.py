@@ -25,7 +25,6 @@ from rq.queue import Queue
 import worker.jobqueue.consumer as consumer
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
-from worker.inference.detector import Detector
 from worker.jobqueue.connections import SERIALIZER, connect
 from worker.jobqueue.recovery import worker_name
 from worker.inference.build import build_detector
@@ -49,9 +48,14 @@ POINTS = {
     **{f"after_register_{n}": Point(consumer.DeerWorker, "register_started", n, after=True)  # job n started
        for n in range(1, BATCH + 1)},
     "after_admit": Point(consumer.DeerWorker, "admit", BATCH, after=True),  # verdicts in, snapshots read
-    "mid_inference": Point(Detector, "detect_batch", 1, after=False),
-    "after_inference": Point(Detector, "detect_batch", 1, after=True),
-    "after_publish": Point(consumer, "publish", 1, after=True),  # results out, no job finished in RQ
+    "mid_inference": Point(consumer.DeerWorker, "infer", 1, after=False),
+    # The preparation thread, while batch 1 infers: the next batch's first job taken (unregistered),
+    # then registered, then the whole batch taken ahead and prepared - prefetched but not started.
+    "after_dequeue_ahead": Point(consumer.DeerWorker, "dequeue_more", BATCH, after=True),
+    "after_register_ahead": Point(consumer.DeerWorker, "register_started", BATCH + 1, after=True),
+    "after_prepare_ahead": Point(consumer.DeerWorker, "prepare", 2, after=True),
+    "after_inference": Point(consumer.DeerWorker, "infer", 1, after=True),
+    "after_publish": Point(consumer.DeerWorker, "publish", 1, after=True),  # results out, none finished in RQ
     **{f"after_finalize_{n}": Point(consumer.DeerWorker, "finish", n, after=True)  # jobs 1..n finished
        for n in range(1, BATCH + 1)},
     "after_end_of_batch": Point(consumer.DeerWorker, "end_batch", 1, after=True),

@@ -5,13 +5,17 @@ in the queue, RQ's intermediate list or the started registry, or has already end
 with its result. Then, as in production, the pool's recovery runs for the dead worker, which must leave
 nothing started or orphaned, and a fresh worker ends every job ok.
 
-crash_driver.POINTS lists the steps; a new step of the consumer loop is one more row there.
+crash_driver.POINTS lists the steps (including those of the batch taken ahead while one infers, and
+published but not finished); a new step of the consumer loop is one more row there. Results are
+published once: whatever the step, the channel and the stream carry exactly one ok per job id.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+from collections import Counter
 
 import pytest
 from rq.job import JobStatus
@@ -23,7 +27,7 @@ from crash_driver import BATCH, POINTS, go, launch
 from relsupport import harness, private_redis  # noqa: F401 - fixture
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
-from worker.constants import DEFAULT_JOB_TIMEOUT, DEFAULT_QUEUED_TTL
+from worker.constants import DEFAULT_JOB_TIMEOUT, DEFAULT_QUEUED_TTL, DEFAULT_RESULTS_CHANNEL
 from worker.jobqueue.connections import SERIALIZER
 from worker.jobqueue.consumer import DeerWorker
 from worker.jobqueue.contract import DeerJob
@@ -56,6 +60,17 @@ def held_or_ended(conn, job_ids: list[str]) -> dict[str, str]:
     return where
 
 
+def drained(channel) -> list[dict]:
+    """Every message the subscription has received, read until it stays quiet for a second."""
+    messages, quiet_since = [], time.monotonic()
+    while time.monotonic() - quiet_since < 1.0:
+        raw = channel.get_message(timeout=0.2)  # None for the subscribe confirmation too
+        if raw is not None:
+            messages.append(json.loads(raw["data"]))
+            quiet_since = time.monotonic()
+    return messages
+
+
 @pytest.mark.parametrize("point", list(POINTS))
 def test_no_job_is_lost_whatever_step_a_worker_dies_at(private_redis, fp32_detector, point):
     conn = private_redis.client()
@@ -70,6 +85,8 @@ def test_no_job_is_lost_whatever_step_a_worker_dies_at(private_redis, fp32_detec
                              job_timeout=max(DEFAULT_JOB_TIMEOUT, margin), queued_ttl=max(DEFAULT_QUEUED_TTL, margin))
             for i in range(JOBS)]
     ids = [job.id for job in jobs]
+    channel = conn.pubsub(ignore_subscribe_messages=True)
+    channel.subscribe(DEFAULT_RESULTS_CHANNEL)
     stderr = go(crashed, timeout=margin + 60)
     assert crashed.returncode == -signal.SIGKILL, stderr[-2000:]
 
@@ -90,8 +107,14 @@ def test_no_job_is_lost_whatever_step_a_worker_dies_at(private_redis, fp32_detec
     assert acc.counts() == {"ok": JOBS}, (point, acc.outcome)
     assert conn.zcard(StartedJobRegistry(QUEUE, connection=conn).key) == 0
     assert not intermediate_job_ids(Queue(QUEUE, connection=conn))
-    # At least once: a job published but not finished before the crash is run and published again.
-    assert conn.xlen(harness.STREAM) == published_before + JOBS - finished_before, point
+    # Published once: a job published but not finished before the crash is run again, and its second
+    # run publishes nothing; on the channel and the stream alike, exactly one ok per job id.
+    streamed = [json.loads(fields[b"result"]) for _, fields in conn.xrange(harness.STREAM)]
+    heard = drained(channel)
+    for where_from, messages in (("stream", streamed), ("channel", heard)):
+        assert sorted((m["job_id"], m["status"]) for m in messages) == sorted((i, "ok") for i in ids), \
+            (point, where_from, Counter(m["job_id"] for m in messages))
+    assert published_before >= finished_before, point
 
 
 def test_an_orphan_no_death_explains_is_requeued_by_maintenance(private_redis, fp32_detector):

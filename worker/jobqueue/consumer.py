@@ -4,20 +4,34 @@ One job is dequeued the usual way (blocking); when batching is on, up to three m
 without waiting, each registered as started at once so a crash cannot lose it, then the batch runs
 as one inference and every job is finished or failed on its own with RQ's bookkeeping.
 
+Overlap: while a batch is in inference (main thread, where RQ's timeout signal works), a preparation
+thread takes the next batch - at most one ahead - registers it as started (its heartbeat TTL covers
+the wait for the batch in hand), reads its snapshots and decodes and letterboxes them. So a worker
+under a backlog keeps the runtime busy, and a high-priority job (front of the queue) waits at most
+the batch in inference and the one taken ahead. When nothing is queued the loop returns to RQ's
+blocking dequeue: one job in flight takes the same path as without overlap.
+
+Results are published once: the publish and the proof that the job is still this run's are one Lua
+step on the server (rq_compat.PublishOnce); a refused publish is logged and counted, and a job this
+run no longer owns is left to its new owner.
+
 The consumer only takes, batches and finishes: what runs, expires or is rejected is admission.py's
 verdict; what each outcome becomes (message, metric labels, registry) is outcomes.py's; every use of
 RQ's internals is in rq_compat.py (BatchWorker, the base class).
 
 Round trips are what a job costs here beyond inference (a local one is 0.1-0.3 ms with RQ's Python
 around it), so the worker folds RQ's: registering a job and fetching its snapshot is one MULTI,
-back-to-back heartbeats are one, and the end-of-batch writes share one pipeline.
+back-to-back heartbeats are one, a batch's results are one script call, and the end-of-batch writes
+share one pipeline.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from rq.executions import Execution
 from rq.job import Job
@@ -27,16 +41,16 @@ from rq.worker import WorkerStatus
 
 from worker.cameras import CameraBook, CameraSettings
 from worker.config import WorkerConfig
-from worker.constants import REDIS_MAX_BACKOFF
+from worker.constants import PUBLISHED_KEY_PREFIX, REDIS_MAX_BACKOFF
 from worker.errors import DeerWorkerError
 from worker.inference.detector import Detector, DetectionResult
 from worker.jobqueue import admission, outcomes
 from worker.jobqueue.connections import SERIALIZER
-from worker.jobqueue.contract import DeerJob, SnapshotJob, snapshot_bytes
+from worker.jobqueue.contract import DeerJob, SnapshotJob, job_lifetime, snapshot_bytes
 from worker.jobqueue.producer import LATEST_KEY
 from worker.jobqueue.recovery import orphans, requeue_orphans
-from worker.jobqueue.results import ModelInfo, publish
-from worker.jobqueue.rq_compat import BatchWorker
+from worker.jobqueue.results import ModelInfo, encode
+from worker.jobqueue.rq_compat import ALREADY_PUBLISHED, NOT_OWNER, BatchWorker, Publication, PublishOnce
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,16 @@ class _Taken:
     data: bytes | None = None
     outcome: outcomes.Outcome | None = None
     final: bool = True  # False when RQ may retry the job, which then still needs its snapshot
+    owned: bool = True  # False when recovery gave the job to another run before this one published
+
+
+@dataclass
+class _Batch:
+    """Taken jobs, admitted, with the snapshots of those to infer prepared for the detector."""
+
+    items: list[_Taken]
+    to_infer: list[_Taken]
+    prepared: Any  # what the detector's run step takes
 
 
 class DeerWorker(BatchWorker):
@@ -65,7 +89,9 @@ class DeerWorker(BatchWorker):
     max_connection_wait_time = REDIS_MAX_BACKOFF
 
     def __init__(self, queues, *, detector: Detector, cameras: CameraBook, config: WorkerConfig,
-                 metrics=None, **kwargs) -> None:
+                 metrics=None, overlap: bool = True, **kwargs) -> None:
+        """overlap=False takes and prepares each batch only after the previous one ended (benchmarks
+        compare the two)."""
         kwargs.setdefault("serializer", SERIALIZER)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
@@ -75,6 +101,10 @@ class DeerWorker(BatchWorker):
         spec = detector.spec
         self.model_info = ModelInfo(spec.name, spec.version, spec.weights, detector.precision)
         self.orphan_suspects: dict[str, set[str]] = {}  # queue -> orphans seen by the last maintenance
+        self.publish_once = PublishOnce(self.connection, channel=config.results_channel,
+                                        stream=config.results_stream, stream_maxlen=config.results_stream_maxlen,
+                                        marker_prefix=PUBLISHED_KEY_PREFIX)
+        self.preparer = ThreadPoolExecutor(1, thread_name_prefix="deer-take-ahead") if overlap else None
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # RQ's SimpleWorker uses timeout + 60 s; ours is shorter so abandoned jobs come back sooner.
@@ -82,35 +112,79 @@ class DeerWorker(BatchWorker):
 
     # --- taking jobs -----------------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
-        taken = [self.take(job, queue)]
-        while len(taken) < self.detector.max_batch:  # drain a backlog; never wait to fill a batch
+        """Run the batch this job starts, then, while each batch infers, take and prepare the next one."""
+        batch: _Batch | None = self.prepare(self.take_batch((job, queue), ahead_wait=0))
+        while batch is not None:
+            ahead, done_keys = self.take_ahead(batch), []
+            try:
+                done_keys = self.run_batch(batch)
+            finally:
+                # Always joined: the thread's jobs are registered as started. If the batch in hand raised,
+                # they wait out their heartbeat TTL and RQ's cleanup retries them.
+                batch = None
+                try:
+                    batch = ahead.result() if ahead is not None else None
+                finally:
+                    self.end_batch(done_keys, idle=batch is None)
+
+    def take_ahead(self, batch: _Batch) -> Future | None:
+        """The next batch, taken and prepared on the preparation thread while `batch` infers; None when
+        overlap is off or a stop was requested (the batch in hand is the last)."""
+        if self.preparer is None or self.stop_was_requested():
+            return None
+        wait = self.batch_timeout(batch)  # the longest the next batch can wait for this one
+        return self.preparer.submit(lambda: self.prepare(self.take_batch(None, ahead_wait=wait)))
+
+    def take_batch(self, first: tuple[Job, Queue] | None, *, ahead_wait: int) -> list[_Taken]:
+        """Up to max_batch jobs: `first` (RQ's blocking dequeue) and what is queued behind it, never
+        waiting to fill a batch; each registered as started the moment it is taken."""
+        taken = [self.take(*first, ahead_wait=ahead_wait)] if first is not None else []
+        while len(taken) < self.detector.max_batch:
             more = self.dequeue_more()
             if more is None:
                 break
-            taken.append(self.take(*more))
-        if self.metrics:
-            self.metrics.job_started(len(taken))
-        done_keys: list[str] = []
-        try:
-            done_keys = self.run_batch(taken)
-        finally:
-            if self.metrics:
-                self.metrics.job_finished(len(taken))
-            self.end_batch(done_keys)
+            taken.append(self.take(*more, ahead_wait=ahead_wait))
+        return taken
 
-    def take(self, job: Job, queue: Queue) -> _Taken:
-        """Register a dequeued job as started, reading its snapshot in the same round trip."""
+    def take(self, job: Job, queue: Queue, *, ahead_wait: int = 0) -> _Taken:
+        """Register a dequeued job as started, reading its snapshot in the same round trip. A job taken
+        ahead waits up to ahead_wait s for the batch in inference: its heartbeat TTL covers that too."""
         key = admission.prefetch_key(job)
-        execution, prefetched = self.register_started(job, queue, self.get_heartbeat_ttl(job),
+        execution, prefetched = self.register_started(job, queue, self.get_heartbeat_ttl(job) + ahead_wait,
                                                       read_keys=[key] if key is not None else [])
         return _Taken(job, queue, execution, prefetched)
 
-    def end_batch(self, done_keys: list[str]) -> None:
-        """One pipeline: drop finished jobs' snapshots, go idle, read queue depth for the gauge."""
+    def prepare(self, taken: list[_Taken]) -> _Batch | None:
+        """Admit each job and decode and letterbox the snapshots of those to infer; None for no jobs."""
+        if not taken:
+            return None
+        to_infer = [item for item in taken if self.admit(item)]
+        return _Batch(taken, to_infer, self.prepare_snapshots([(i.data, i.settings) for i in to_infer]))
+
+    def prepare_snapshots(self, pairs: list) -> Any:
+        # TODO(issue 14): until worker/inference/detector.py has prepare_batch/run_prepared (helper D1),
+        # only taking, registering, snapshot reads and admission overlap inference; decode and letterbox
+        # still run in detect_batch, on the main thread.
+        prepare_batch = getattr(self.detector, "prepare_batch", None)
+        return prepare_batch(pairs) if prepare_batch is not None and pairs else pairs
+
+    def infer(self, prepared: Any) -> list:
+        run_prepared = getattr(self.detector, "run_prepared", None)
+        return run_prepared(prepared) if run_prepared is not None else self.detector.detect_batch(prepared)
+
+    def batch_timeout(self, batch: _Batch) -> int:
+        return max((int(item.job.timeout or self.config.job_timeout) for item in batch.to_infer), default=0)
+
+    def end_batch(self, done_keys: list[str], *, idle: bool = True) -> None:
+        """One pipeline: drop finished jobs' snapshots, go idle when no batch follows (only then: RQ
+        raises StopRequested at once on a stop signal to an idle worker), read queue depth for the gauge."""
+        if not (done_keys or idle or self.metrics):
+            return
         with self.connection.pipeline(transaction=False) as pipe:
             if done_keys:
                 pipe.delete(*done_keys)
-            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            if idle:
+                self.set_state(WorkerStatus.IDLE, pipeline=pipe)
             if self.metrics:
                 for queue in self.queues:
                     pipe.llen(queue.key)
@@ -131,29 +205,57 @@ class DeerWorker(BatchWorker):
                 self.metrics.set_queue_depth(queue.name, queue.count)
 
     # --- the batch -------------------------------------------------------------------------------
-    def run_batch(self, taken: list[_Taken]) -> list[str]:
-        """Admit, infer, publish and finish the batch; returns the snapshot keys no retry will need."""
-        to_infer = [item for item in taken if self.admit(item)]
-        if to_infer:
-            timeout = max(int(item.job.timeout or self.config.job_timeout) for item in to_infer)
-            try:
-                with self.death_penalty_class(timeout, JobTimeoutException, job_id=to_infer[0].job.id):
-                    results = self.detector.detect_batch([(i.data, i.settings) for i in to_infer])
-            except Exception as exc:  # the whole batch failed (timeout, runtime error): each job fails with it
-                for item in to_infer:
-                    self.fail(item, exc, retry=True)
+    def run_batch(self, batch: _Batch) -> list[str]:
+        """Infer, publish and finish the batch (its verdicts and snapshots are in); returns the snapshot
+        keys no retry will need."""
+        taken, to_infer = batch.items, batch.to_infer
+        if self.metrics:
+            self.metrics.job_started(len(taken))
+        try:
+            if to_infer:
+                try:
+                    with self.death_penalty_class(self.batch_timeout(batch), JobTimeoutException,
+                                                  job_id=to_infer[0].job.id):
+                        results = self.infer(batch.prepared)
+                except Exception as exc:  # the whole batch failed (timeout, runtime error): each job fails with it
+                    for item in to_infer:
+                        self.fail(item, exc, retry=True)
+                else:
+                    for item, result in zip(to_infer, results):
+                        if isinstance(result, Exception):
+                            self.fail(item, result, retry=False)
+                        else:
+                            self.succeed(item, result)
+            self.publish(taken)
+            for item in taken:
+                if item.owned:
+                    self.finish(item)
+                else:
+                    self.forget(item.execution)
+            return [i.snapshot.snapshot_key for i in taken if i.owned and i.final and i.snapshot and i.snapshot.snapshot_key]
+        finally:
+            if self.metrics:
+                self.metrics.job_finished(len(taken))
+
+    def publish(self, taken: list[_Taken]) -> None:
+        """Each job's result, once, by the run that still owns the job (one script call for the batch)."""
+        publications = [Publication(
+            item.job, item.execution, item.outcome.message["camera_id"], encode(item.outcome.message), item.final,
+            job_lifetime(queued_ttl=self.config.queued_ttl, retries=self.config.retries,
+                         job_timeout=int(item.job.timeout or self.config.job_timeout))) for item in taken]
+        for item, verdict in zip(taken, self.publish_once(taken[0].queue, publications)):
+            if verdict == NOT_OWNER:
+                # Cut off past its heartbeat: recovery gave the job to another run, whose result counts.
+                item.owned = False
+                log.warning("job %s: result not published, the job is no longer this worker's (recovered "
+                            "while this run was cut off); its new run publishes", item.job.id)
+            elif verdict == ALREADY_PUBLISHED:
+                log.warning("job %s: result not published again, an earlier run of it published one "
+                            "(crashed before finishing it in RQ)", item.job.id)
             else:
-                for item, result in zip(to_infer, results):
-                    if isinstance(result, Exception):
-                        self.fail(item, result, retry=False)
-                    else:
-                        self.succeed(item, result)
-        publish(self.connection, [item.outcome.message for item in taken],
-                channel=self.config.results_channel, stream=self.config.results_stream,
-                stream_maxlen=self.config.results_stream_maxlen)
-        for item in taken:
-            self.finish(item)
-        return [i.snapshot.snapshot_key for i in taken if i.final and i.snapshot and i.snapshot.snapshot_key]
+                continue
+            if self.metrics:
+                self.metrics.count_refused_publish(verdict)
 
     def admit(self, item: _Taken) -> bool:
         """Decide the job's fate and read its snapshot; False when the job already has its outcome."""

@@ -119,6 +119,13 @@ class SnapshotJob:
         return payload
 
 
+def job_lifetime(*, queued_ttl: int, retries: int, job_timeout: int) -> int:
+    """Seconds after enqueueing within which a job can still run: its queued time, then every try up to
+    its abandonment (the timeout plus a minute of heartbeat and recovery). What a job's snapshot key and
+    its published marker must outlive."""
+    return queued_ttl + (retries + 1) * (job_timeout + 60)
+
+
 def _parse_time(value: Any) -> float | None:
     if value is None:
         return None

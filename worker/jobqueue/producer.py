@@ -20,7 +20,7 @@ from rq.job import Job
 from worker import constants as C
 from worker.errors import PayloadError
 from worker.inference.imagecodec import read_header
-from worker.jobqueue.contract import SnapshotJob, parse_payload, snapshot_bytes
+from worker.jobqueue.contract import SnapshotJob, job_lifetime, parse_payload, snapshot_bytes
 from worker.jobqueue.connections import SERIALIZER
 
 PRIORITIES = ("normal", "high")
@@ -73,7 +73,8 @@ def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, came
             description=f"snapshot {camera_id}", at_front=priority == "high", pipeline=pipe)
         if parsed.snapshot_key is not None:
             # Outlives the longest the job can wait and be retried; the worker deletes it when the job ends.
-            pipe.set(parsed.snapshot_key, data, ex=queued_ttl + (retries + 1) * (job_timeout + 60))
+            pipe.set(parsed.snapshot_key, data,
+                     ex=job_lifetime(queued_ttl=queued_ttl, retries=retries, job_timeout=job_timeout))
         pipe.hset(LATEST_KEY, camera_id, f"{captured_at}|{rq_job.id}")
         pipe.execute()
     return rq_job

@@ -1,4 +1,5 @@
-"""Result messages: one JSON object per job, PUBLISHed, XADDed to a capped stream, kept as the RQ result."""
+"""Result messages: one JSON object per job, PUBLISHed, XADDed to a capped stream, kept as the RQ result
+(published once per job by rq_compat.PublishOnce)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
-
-import redis
 
 from worker.constants import PAYLOAD_VERSION
 from worker.inference.detections import Detections
@@ -56,13 +55,6 @@ def build_message(*, status: str, job_id: str, camera_id: str, captured_at: floa
     return message
 
 
-def publish(connection: redis.Redis, messages: list[dict[str, Any]], *, channel: str, stream: str,
-            stream_maxlen: int) -> None:
-    """PUBLISH for live listeners, XADD (approximately capped) for consumers that were away."""
-    with connection.pipeline(transaction=False) as pipe:
-        for message in messages:
-            encoded = json.dumps(message, separators=(",", ":"))
-            pipe.publish(channel, encoded)
-            pipe.xadd(stream, {"result": encoded, "job_id": message["job_id"], "camera_id": message["camera_id"]},
-                      maxlen=stream_maxlen, approximate=True)
-        pipe.execute()
+def encode(message: dict[str, Any]) -> str:
+    """The wire form of a result message, as PUBLISHed, XADDed (field `result`) and kept by RQ."""
+    return json.dumps(message, separators=(",", ":"))

@@ -20,6 +20,7 @@ What leans on RQ internals:
   execution_owner                  Execution.fetch (the execution hash says which worker ran it)
   expire_started_entries           rewrites registry scores so RQ's cleanup abandons exactly these
   intermediate_job_ids / requeue_from_intermediate  RQ 3.0's intermediate list "<queue>:intermediate"
+  PublishOnce                      a Lua script reading the started registry's key and member layout
 """
 
 from __future__ import annotations
@@ -136,6 +137,75 @@ class BatchWorker(SimpleWorker):
     def finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: tuple) -> None:
         """RQ's own end of a failed job (failed registry or retry), through the private _finalize_failure."""
         self._finalize_failure(job, queue, execution, exc_info)
+
+    def forget(self, execution: Execution) -> None:
+        """Drop an execution this worker no longer owns (recovery gave its job to another run) without
+        touching the job: RQ's bookkeeping of it is the new owner's."""
+        self.executions.pop(execution.id, None)
+
+
+# --- results published once -------------------------------------------------------------------
+PUBLISHED, NOT_OWNER, ALREADY_PUBLISHED = "published", "not_owner", "already_published"
+
+# One atomic step per batch on the Redis server: for each job, the proof that it is still this run's
+# (its execution is in the queue's started registry: recovery removes it when it gives the job to
+# another run) and that no run of the same job has published a final result (the marker, whose value
+# is the job's created_at, so a caller re-using a job id for a new job is not refused); only then
+# PUBLISH, XADD and, for a final outcome, set the marker. Refusals are returned, never raised.
+_PUBLISH_ONCE_LUA = """
+local channel, maxlen = ARGV[1], ARGV[2]
+local verdicts = {}
+for i = 1, (#ARGV - 2) / 7 do
+  local at = 2 + (i - 1) * 7
+  local member, job_id, camera_id, message, generation, final, ttl =
+    ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
+  local marker = KEYS[2 + i]
+  if not redis.call('ZSCORE', KEYS[1], member) then
+    verdicts[i] = '""" + NOT_OWNER + """'
+  elseif redis.call('GET', marker) == generation then
+    verdicts[i] = '""" + ALREADY_PUBLISHED + """'
+  else
+    redis.call('PUBLISH', channel, message)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'result', message, 'job_id', job_id,
+               'camera_id', camera_id)
+    if final == '1' then redis.call('SET', marker, generation, 'EX', ttl) end
+    verdicts[i] = '""" + PUBLISHED + """'
+  end
+end
+return verdicts
+"""
+
+
+@dataclass(frozen=True)
+class Publication:
+    job: Job
+    execution: Execution
+    camera_id: str
+    message: str  # the encoded result message
+    final: bool  # no RQ retry follows: a later run of this job must not publish again
+    marker_ttl: int  # s; outlives every run the job can still have
+
+
+class PublishOnce:
+    """Results published at most once per job and only by the run that owns the job (see the script).
+    The script is registered once; redis-py runs it by EVALSHA and loads it again after a server restart."""
+
+    def __init__(self, connection: redis.Redis, *, channel: str, stream: str, stream_maxlen: int,
+                 marker_prefix: str) -> None:
+        self.script = connection.register_script(_PUBLISH_ONCE_LUA)
+        self.channel, self.stream, self.stream_maxlen, self.marker_prefix = channel, stream, stream_maxlen, marker_prefix
+
+    def __call__(self, queue: Queue, publications: list[Publication]) -> list[str]:
+        """One verdict per publication: PUBLISHED, NOT_OWNER or ALREADY_PUBLISHED."""
+        if not publications:
+            return []
+        keys = [queue.started_job_registry.key, self.stream] + [self.marker_prefix + p.job.id for p in publications]
+        args: list = [self.channel, self.stream_maxlen]
+        for p in publications:
+            generation = p.job.created_at.isoformat() if p.job.created_at else ""
+            args += [p.execution.composite_key, p.job.id, p.camera_id, p.message, generation, int(p.final),
+                     p.marker_ttl]
+        return [v.decode() if isinstance(v, bytes) else v for v in self.script(keys=keys, args=args)]
 
 
 def names_hooks(job: Job) -> bool:

@@ -73,6 +73,11 @@ class WorkerMetrics:
             "zone_detections", "Detections placed in each include zone (after ignore zones), by camera.",
             ["camera", "zone"], namespace=ns, registry=reg)
         self._zones: set[str] = set()
+        # A result the worker did not publish: the job was no longer its own (recovered while it was cut
+        # off) or an earlier run of the job had published (a crash between publishing and finishing).
+        self.refused_publishes = Counter(
+            "refused_publishes", "Results not published because another run of the job owns or published it.",
+            ["reason"], namespace=ns, registry=reg)
         self.queue_depth = Gauge(
             "queue_depth", "Jobs waiting in the queue, as last seen by this worker.", ["queue"],
             namespace=ns, registry=reg)
@@ -117,6 +122,10 @@ class WorkerMetrics:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
         self.jobs.labels(outcome, self._error_kind(error_kind)).inc()
+
+    def count_refused_publish(self, reason: str) -> None:
+        """reason: not_owner | already_published (rq_compat's verdicts)."""
+        self.refused_publishes.labels(reason).inc()
 
     def count_detections(self, camera_label: str, class_names: list[str]) -> None:
         camera = camera_label if camera_label in self.cameras else OTHER
