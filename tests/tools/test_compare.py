@@ -1,0 +1,110 @@
+"""deer-worker compare: the agreement measure, and the demo FP32 vs INT8 through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import FP32_MODEL, INT8_MODEL, SAMPLES
+from worker.cli import main
+from worker.inference.detections import Detections
+from worker.tools.compare import agreement, summarize
+
+NAMES = ("deer", "person")
+
+
+def dets(*rows: tuple[float, float, float, float, float, int]) -> Detections:
+    if not rows:
+        return Detections.empty(NAMES)
+    array = np.array(rows, np.float32)
+    return Detections(array[:, :4], array[:, 4], array[:, 5].astype(np.int32), NAMES)
+
+
+# --- the measure ------------------------------------------------------------------------------------
+def test_matching_pairs_same_class_boxes_at_iou_half():
+    a = dets((0, 0, 100, 100, 0.9, 0), (200, 200, 300, 300, 0.8, 1), (500, 500, 520, 520, 0.7, 0))
+    b = dets((10, 0, 100, 100, 0.6, 0), (200, 200, 300, 300, 0.8, 0))  # second box: same place, other class
+    result = agreement(a, b)
+    assert result.deer == "both"
+    assert (result.matched, result.a_unmatched, result.b_unmatched) == (1, 2, 1)
+    assert result.ious == [0.9] and result.confidence_deltas == [pytest.approx(-0.3, abs=1e-4)]
+    assert not result.agrees
+
+
+def test_deer_decision_table_and_summary():
+    deer, person, none = dets((0, 0, 10, 10, 0.9, 0)), dets((0, 0, 10, 10, 0.9, 1)), dets()
+    outcomes = [agreement(deer, deer), agreement(deer, person), agreement(none, deer), agreement(person, person)]
+    assert [o.deer for o in outcomes] == ["both", "a_only", "b_only", "neither"]
+    summary = summarize(outcomes)
+    assert summary["deer_detected"] == {"both": 1, "a_only": 1, "b_only": 1, "neither": 1}
+    assert summary["deer_agreement"] == 0.5 and summary["images_agreeing"] == 2
+    assert summary["boxes"] == {"matched": 2, "a_only": 1, "b_only": 2, "mean_iou": 1.0}
+    # a differing deer decision outranks box differences in the gallery's order
+    assert outcomes[1].severity > outcomes[2].severity - 10 > 0 and outcomes[0].severity == 0
+
+
+# --- the command ------------------------------------------------------------------------------------
+def box_colour_pixels(image: np.ndarray) -> int:
+    """Pixels near annotate.draw's box colour (BGR 0, 200, 255), JPEG noise allowed."""
+    return int((np.abs(image.astype(int) - (0, 200, 255)).max(axis=2) < 40).sum())
+
+
+def run_compare(capsys, *argv: str) -> tuple[int, dict]:
+    code = main(["compare", *argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_fp32_vs_int8_on_the_samples_writes_json_and_a_side_by_side_gallery(tmp_path, capsys):
+    import cv2
+
+    gallery = tmp_path / "gallery"
+    code, report = run_compare(capsys, "--model", str(FP32_MODEL), "--model", str(INT8_MODEL), str(SAMPLES),
+                               "--camera", "demo", "--zones", "models/demo/zones.yaml",
+                               "--save-dir", str(gallery), "--out", str(tmp_path / "report.json"))
+    assert code == 0
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    summary, images = report["summary"], report["images"]
+    assert summary["images"] == len(images) == len(list(SAMPLES.iterdir()))
+    assert sum(summary["deer_detected"].values()) == summary["images"]
+    assert report["models"]["a"]["weights"] == "fp32" and report["models"]["b"]["weights"] == "int8"
+    for side in "ab":
+        times = report["models"][side]["service_time"]
+        assert 0 < times["p50_ms"] <= times["p95_ms"]
+    disagreeing = sorted((i for i in images if not i["agrees"]), key=lambda i: -i["severity"])
+    assert disagreeing, "the demo INT8 model differs from FP32 on some sample (else this test shows nothing)"
+    assert report["gallery"]["disagreements"] == len(disagreeing)
+    index = (gallery / "index.html").read_text()
+    for rank, row in enumerate(disagreeing, 1):  # one side-by-side per disagreement, worst first
+        from pathlib import Path
+
+        picture = gallery / f"{rank:04d}_{Path(row['image']).stem}.jpg"
+        assert picture.name in index
+        side_by_side, original = cv2.imread(str(picture)), cv2.imread(row["image"])
+        assert side_by_side.shape[1] == 2 * original.shape[1] and side_by_side.shape[0] == original.shape[0]
+        halves = side_by_side[:, :original.shape[1]], side_by_side[:, original.shape[1]:]
+        for half, found in zip(halves, (row["a_detections"], row["b_detections"])):
+            # each side carries its own model's boxes (drawn in the annotation colour), none where it found none
+            assert (box_colour_pixels(half) > box_colour_pixels(original) + 100) == bool(found)
+    positions = [index.index(f"{rank:04d}_") for rank in range(1, len(disagreeing) + 1)]
+    assert positions == sorted(positions)
+
+
+def test_a_model_compared_with_itself_agrees_completely(tmp_path, capsys):
+    code, report = run_compare(capsys, "--model", str(INT8_MODEL), "--model", str(INT8_MODEL), str(SAMPLES),
+                               "--camera", "demo", "--zones", "models/demo/zones.yaml", "--save-dir", str(tmp_path))
+    summary = report["summary"]
+    assert code == 0 and summary["deer_agreement"] == 1.0 and summary["images_agreeing"] == summary["images"]
+    assert summary["deer_detected"]["both"] > 0  # the samples have deer: agreement is not "nothing vs nothing"
+    assert summary["boxes"]["a_only"] == summary["boxes"]["b_only"] == 0
+    assert summary["boxes"]["mean_iou"] == 1.0 and summary["confidence_delta"]["max_abs"] == 0.0
+    assert report["gallery"]["disagreements"] == 0 and (tmp_path / "index.html").exists()
+
+
+def test_a_checkpoint_or_one_model_is_one_error_line(capsys):
+    assert main(["compare", "--model", str(INT8_MODEL), str(SAMPLES)]) == 2
+    assert capsys.readouterr().err.strip().startswith("deer-worker: usage: compare takes exactly two --model")
+    assert main(["compare", "--model", "models/demo/deer-yolo26n.pt", "--model", str(INT8_MODEL), str(SAMPLES)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "deer-worker export" in err[0]

@@ -1,0 +1,312 @@
+"""`deer-worker compare`: two models on the same unlabelled snapshots, through the served path.
+
+Both models run every image through `Detector.detect` at the camera's settings (threshold, ROI,
+CLAHE), as a worker would serve them. Per image and in total: deer_detected agreement (both / A only /
+B only / neither), boxes matched at IoU >= 0.5 (same class; count, mean IoU, confidence delta
+distribution, boxes only one model found), each model's service time p50/p95. `--save-dir` writes a
+side-by-side annotated image of every disagreement and an index.html sorted by how badly they
+disagree. With `--data` it is `validate` of both models (the first the reference) plus the gallery
+over that split's images.
+
+The agreement measure (`agreement`, `summarize`) is the reusable part: `tune` and the shadow runner
+score two answers for the same snapshot with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from worker.errors import ConfigError, DeerWorkerError
+from worker.inference.detections import Detections
+from worker.jobqueue.results import deer_detected
+
+MATCH_IOU = 0.5  # boxes of the two models are the same object at this IoU or more (the mAP50 criterion)
+DEER_OUTCOMES = ("both", "a_only", "b_only", "neither")
+
+
+# --- the agreement measure --------------------------------------------------------------------------
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) xyxy -> (N, M) IoU."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)), np.float32)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+@dataclass
+class Agreement:
+    """How two answers for one snapshot agree."""
+
+    deer: str  # one of DEER_OUTCOMES
+    matched: int  # boxes paired at IoU >= MATCH_IOU, same class
+    a_unmatched: int  # boxes only A found
+    b_unmatched: int
+    ious: list[float] = field(default_factory=list)  # of the matched pairs
+    confidence_deltas: list[float] = field(default_factory=list)  # B - A, of the matched pairs
+
+    @property
+    def agrees(self) -> bool:
+        return self.deer in ("both", "neither") and not self.a_unmatched and not self.b_unmatched
+
+    @property
+    def severity(self) -> float:
+        """How badly the answers disagree, for sorting a gallery: a deer decision that differs outweighs
+        any number of box differences; then unmatched boxes; then how loosely matched boxes overlap."""
+        return (10.0 * (self.deer in ("a_only", "b_only")) + self.a_unmatched + self.b_unmatched
+                + sum(1.0 - iou for iou in self.ious) + sum(abs(d) for d in self.confidence_deltas))
+
+
+def agreement(a: Detections, b: Detections, *, match_iou: float = MATCH_IOU) -> Agreement:
+    """Greedy pairing, highest IoU first, of same-class boxes at IoU >= match_iou."""
+    deer_a, deer_b = deer_detected(a), deer_detected(b)
+    deer = "both" if deer_a and deer_b else "a_only" if deer_a else "b_only" if deer_b else "neither"
+    iou = box_iou(a.xyxy, b.xyxy)
+    if iou.size:
+        iou = np.where(a.class_id[:, None] == b.class_id[None, :], iou, 0.0)
+    pairs: list[tuple[int, int, float]] = []
+    used_a, used_b = set(), set()
+    for flat in np.argsort(-iou, axis=None) if iou.size else []:
+        i, j = divmod(int(flat), iou.shape[1])
+        if iou[i, j] < match_iou:
+            break
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        pairs.append((i, j, float(iou[i, j])))
+    return Agreement(deer, len(pairs), len(a) - len(pairs), len(b) - len(pairs),
+                     [round(p[2], 4) for p in pairs],
+                     [round(float(b.confidence[j] - a.confidence[i]), 4) for i, j, _ in pairs])
+
+
+def _percentiles(values: list[float], points=(5, 50, 95)) -> dict[str, float | None]:
+    if not values:
+        return {f"p{p}": None for p in points}
+    return {f"p{p}": round(float(np.percentile(values, p)), 4) for p in points}
+
+
+def summarize(agreements: list[Agreement]) -> dict:
+    """Totals over images: the deer decision table, box matching, IoU and confidence delta distribution."""
+    deer = {outcome: sum(a.deer == outcome for a in agreements) for outcome in DEER_OUTCOMES}
+    ious = [iou for a in agreements for iou in a.ious]
+    deltas = [d for a in agreements for d in a.confidence_deltas]
+    images = len(agreements)
+    return {
+        "images": images,
+        "deer_detected": deer,
+        "deer_agreement": round((deer["both"] + deer["neither"]) / images, 4) if images else None,
+        "images_agreeing": sum(a.agrees for a in agreements),
+        "boxes": {"matched": sum(a.matched for a in agreements),
+                  "a_only": sum(a.a_unmatched for a in agreements),
+                  "b_only": sum(a.b_unmatched for a in agreements),
+                  "mean_iou": round(float(np.mean(ious)), 4) if ious else None},
+        "confidence_delta": {"mean": round(float(np.mean(deltas)), 4) if deltas else None,
+                             "max_abs": round(float(np.max(np.abs(deltas))), 4) if deltas else None,
+                             **_percentiles(deltas)},
+    }
+
+
+def service_times(seconds: list[float]) -> dict[str, float | None]:
+    ms = [s * 1e3 for s in seconds]
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2) if ms else None,
+            "p95_ms": round(float(np.percentile(ms, 95)), 2) if ms else None}
+
+
+# --- running the two models -------------------------------------------------------------------------
+@dataclass
+class ImageComparison:
+    image: str
+    agreement: Agreement | None
+    a: Detections | None = None
+    b: Detections | None = None
+    error: str | None = None  # the image could not be read or decoded (same for both models)
+
+
+def _build(config, model: str):
+    from worker.inference.build import build_detector
+
+    if Path(model).suffix == ".pt":
+        raise ConfigError(f"--model {model}: compare runs the served path (an OpenVINO IR or a model folder); "
+                          f"export the checkpoint first: deer-worker export {model}")
+    return build_detector(config, model=model, batch="1")
+
+
+def compare_models(config, model_a: str, model_b: str, images: list[Path], *, camera: str | None = None,
+                   zones: str | None = None, progress=None) -> tuple[list[ImageComparison], dict]:
+    """Both models on every image at the camera's settings -> per-image comparisons and the report's
+    model section (name, version, weights, precision, service times)."""
+    from worker.cameras import load_camera_book
+
+    detectors = [_build(config, model_a), _build(config, model_b)]
+    book = load_camera_book(config.resolve(zones or config.zones))
+    settings = book.get(camera or "")
+    for detector in detectors:
+        detector.check_cameras(book)
+    times: list[list[float]] = [[], []]
+    rows: list[ImageComparison] = []
+    for image in images:
+        try:
+            data = image.read_bytes()
+            answers = []
+            for detector, spent in zip(detectors, times):
+                result = detector.detect(data, settings)
+                spent.append(result.timings.total)
+                answers.append(result.detections)
+        except (OSError, DeerWorkerError) as exc:
+            rows.append(ImageComparison(str(image), None, error=f"{getattr(exc, 'kind', 'io')}: {exc}"))
+        else:
+            rows.append(ImageComparison(str(image), agreement(*answers), *answers))
+        if progress:
+            progress.step()
+    models = [{"model": str(path), "name": d.spec.name, "version": d.spec.version, "weights": d.spec.weights,
+               "precision": d.precision, "service_time": service_times(spent)}
+              for path, d, spent in zip((model_a, model_b), detectors, times)]
+    return rows, {"a": models[0], "b": models[1]}
+
+
+# --- the gallery ------------------------------------------------------------------------------------
+def write_gallery(save_dir: Path, rows: list[ImageComparison], models: dict) -> list[Path]:
+    """A side-by-side image (A left, B right) of every disagreement, and index.html, worst first."""
+    import cv2
+
+    from worker.tools.annotate import draw
+
+    disagreements = sorted((r for r in rows if r.agreement is not None and not r.agreement.agrees),
+                           key=lambda r: -r.agreement.severity)
+    written, entries = [], []
+    for rank, row in enumerate(disagreements, 1):
+        image = cv2.imread(row.image, cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        panels = []
+        for side, detections in (("a", row.a), ("b", row.b)):
+            panel = draw(image, detections)
+            label = f"{side.upper()}: {models[side]['name']} ({models[side]['weights']})"
+            scale = max(0.6, image.shape[1] / 1200)
+            cv2.putText(panel, label, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                        max(1, int(2 * scale)), cv2.LINE_AA)
+            panels.append(panel)
+        target = save_dir / f"{rank:04d}_{Path(row.image).stem}.jpg"
+        cv2.imwrite(str(target), np.hstack(panels))
+        written.append(target)
+        a = row.agreement
+        entries.append(
+            f"<tr><td>{rank}</td><td>{a.severity:.2f}</td><td>{html.escape(a.deer)}</td><td>{a.matched}</td>"
+            f"<td>{a.a_unmatched}</td><td>{a.b_unmatched}</td><td>{html.escape(row.image)}</td>"
+            f"<td><a href=\"{html.escape(target.name)}\"><img src=\"{html.escape(target.name)}\" width=\"640\"></a>"
+            f"</td></tr>")
+    title = f"A = {html.escape(models['a']['model'])} vs B = {html.escape(models['b']['model'])}"
+    page = (f"<!doctype html><meta charset=\"utf-8\"><title>compare: {title}</title><h1>{title}</h1>"
+            f"<p>{len(disagreements)} disagreements of {len(rows)} images, worst first (A left, B right).</p>"
+            "<table border=1 cellpadding=4><tr><th>#</th><th>severity</th><th>deer</th><th>matched</th>"
+            "<th>A only</th><th>B only</th><th>image</th><th>side by side</th></tr>"
+            + "".join(entries) + "</table>\n")
+    (save_dir / "index.html").write_text(page)
+    return written
+
+
+# --- the command ------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from worker.config import DEFAULT_CONFIG
+    from worker.tools.options import add_images, add_output, add_precision
+
+    parser.add_argument("--model", action="append", required=True,
+                        help="an OpenVINO IR directory / .xml or a model folder; give exactly two (A, then B)")
+    add_images(parser, "snapshots (JPEG/PNG) or folders of them; none when --data is given")
+    parser.add_argument("--camera", help="camera id whose settings (threshold, ROI, CLAHE) both models use")
+    parser.add_argument("--zones", help="camera settings file (default: the config's zones)")
+    parser.add_argument("--data", help="ultralytics data yaml: also validate both models (A the reference) "
+                                       "and compare on that split's images")
+    parser.add_argument("--split", default="val", choices=["val", "test", "train", "minival"],
+                        help="split of --data (default val)")
+    add_precision(parser, "f32", "inference precision of both models (default f32)")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (0 = all cores)")
+    parser.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
+    parser.add_argument("--save-dir", help="write a side-by-side image of every disagreement and index.html here")
+    add_output(parser, report=True)
+
+
+def _table(report: dict) -> str:
+    s, a, b = report["summary"], report["models"]["a"], report["models"]["b"]
+    deer, boxes, delta = s["deer_detected"], s["boxes"], s["confidence_delta"]
+    lines = [f"A: {a['model']} ({a['name']} {a['version']}, {a['weights']}/{a['precision']}) "
+             f"p50 {a['service_time']['p50_ms']} ms p95 {a['service_time']['p95_ms']} ms",
+             f"B: {b['model']} ({b['name']} {b['version']}, {b['weights']}/{b['precision']}) "
+             f"p50 {b['service_time']['p50_ms']} ms p95 {b['service_time']['p95_ms']} ms",
+             f"images {s['images']}: deer_detected both {deer['both']}, A only {deer['a_only']}, "
+             f"B only {deer['b_only']}, neither {deer['neither']} (agreement {s['deer_agreement']}); "
+             f"{s['images_agreeing']} images agree box for box",
+             f"boxes matched at IoU>={MATCH_IOU}: {boxes['matched']} (mean IoU {boxes['mean_iou']}), "
+             f"A only {boxes['a_only']}, B only {boxes['b_only']}; confidence B-A mean {delta['mean']} "
+             f"p5 {delta['p5']} p50 {delta['p50']} p95 {delta['p95']} max |d| {delta['max_abs']}"]
+    lines += [f"{row['image']}: ERROR {row['error']}" for row in report["images"] if row.get("error")]
+    if report.get("gallery"):
+        lines.append(f"gallery: {report['gallery']['index']} ({report['gallery']['disagreements']} disagreements)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 = compared; 1 = some images could not be read. Config errors raise (exit 2)."""
+    from worker.config import default_config_path, load_config
+    from worker.errors import UsageError
+    from worker.tools.options import expand_images, images_of, make_dir, require_report_folder, write_report
+    from worker.tools.progress import Progress
+
+    if len(args.model) != 2:
+        raise UsageError(f"compare takes exactly two --model (A and B), got {len(args.model)}")
+    require_report_folder(args.out)
+    images = expand_images(images_of(args), missing_ok=True)
+    validation = None
+    if args.data:
+        from worker.tools import validate
+
+        data = validate.load_data_yaml(args.data)
+        split_images = data.images(args.split)
+        labels = [validate.read_labels(validate.label_path(i), len(data.names)) for i in split_images]
+        progress = Progress(2 * len(split_images), "validate")
+        scored = [validate.evaluate_model(m, split_images, labels, data.names, precision=args.precision,
+                                          threads=args.threads or 0, progress=progress) for m in args.model]
+        validation = {"data": str(data.yaml), "split": args.split,
+                      "models": [{"model": r.model, "metrics": r.metrics.as_dict(), "drop": r.drop(scored[0])}
+                                 for r in scored]}
+        images += split_images
+    if not images:
+        raise UsageError("no images: give snapshots or folders, or --data")
+    save_dir = make_dir(args.save_dir, "--save-dir folder") if args.save_dir else None
+    config = load_config(default_config_path(args.config),
+                         overrides={"precision": args.precision, "threads": args.threads})
+    started = time.time()
+    rows, models = compare_models(config, args.model[0], args.model[1], images, camera=args.camera,
+                                  zones=args.zones, progress=Progress(len(images), "compare"))
+    report = {"models": models, "camera": args.camera, "match_iou": MATCH_IOU,
+              "summary": summarize([r.agreement for r in rows if r.agreement is not None]),
+              "images": [{"image": r.image, "error": r.error} if r.error else
+                         {"image": r.image, **asdict(r.agreement), "agrees": r.agreement.agrees,
+                          "severity": round(r.agreement.severity, 4),
+                          "a_detections": r.a.to_json(), "b_detections": r.b.to_json()} for r in rows],
+              "wall_s": round(time.time() - started, 2)}
+    if validation:
+        report["validation"] = validation
+    if save_dir:
+        written = write_gallery(save_dir, rows, models)
+        report["gallery"] = {"index": str(save_dir / "index.html"), "disagreements": len(written),
+                             "images": [str(p) for p in written]}
+    print(_table(report), file=sys.stderr if args.json else sys.stdout)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        print(text)
+    if args.out:
+        write_report(args.out, text + "\n")
+    return 1 if any(r.error for r in rows) else 0
