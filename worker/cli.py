@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("validate", "mAP/precision/recall of IR models through the worker's own pipeline", True),
             ("bench", "raw inference limit vs full service time, FP32 vs INT8, batch 1 vs 4", True),
             ("doctor", "check this machine, OpenVINO, the model, Redis and the configs", True),
-            ("compare", "two models on the same snapshots: deer agreement, matched boxes, speed, a gallery", True)):
+            ("compare", "two models on the same snapshots: deer agreement, matched boxes, speed, a gallery", True),
+            ("tune", "find the setting that meets a p95 latency budget on this host without losing accuracy", True)):
         p = command(name, help_text, lambda args, name=name: _tool(name).run(args), runs_inference=runs_inference)
         _tool(name).add_arguments(p)
     return parser

@@ -54,6 +54,14 @@ def test_haswell_like_cpu_has_no_vnni(tmp_path):
     path.write_text(CPUINFO.format(flags="avx2 fma"))
     f = doctor.check_cpu(path)
     assert f.status == OK and "VNNI no" in f.detail and "AVX512_BF16 no" in f.detail and "INT8" in f.advice
+    # what INT8 can be expected to give without VNNI, and the command that settles it on this host
+    assert "1.5-2x" in f.advice and "deer-worker tune" in f.advice
+
+
+def test_vnni_cpu_gets_no_int8_warning(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO.format(flags="avx2 fma avx512f avx512_vnni"))
+    assert doctor.check_cpu(path).advice == ""
 
 
 def test_cpu_without_avx2_warns(tmp_path):

@@ -23,6 +23,11 @@ _CPUINFO = Path("/proc/cpuinfo")
 _CPU_SYSFS = Path("/sys/devices/system/cpu")
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 _SAMPLES = "models/demo/samples"
+# Measured on an AVX2-only host (docs: ANCHORS.md, 1.8-1.9x) and in OpenVINO's published INT8-vs-FP32
+# tables (1.5-2.1x without VNNI, 2.4-4.4x with it): what a user without VNNI can expect from INT8.
+INT8_WITHOUT_VNNI = ("no VNNI: expect INT8 ~1.5-2x faster than f32 here (2.5-4x needs VNNI), so a smaller "
+                     "input or model may be needed for a tight budget; `deer-worker tune --budget-ms N` "
+                     "measures which setting meets it on this host without losing accuracy")
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def check_cpu(path: Path = _CPUINFO) -> Finding:
         return Finding(WARN, "cpu", detail, "no AVX2: OpenVINO falls back to SSE4.2 kernels, expect several times "
                                             "slower inference; use a newer host")
     if not vnni:
-        return Finding(OK, "cpu", detail, "no VNNI: INT8 gains less over f32 here; check with `deer-worker bench`")
+        return Finding(OK, "cpu", detail, INT8_WITHOUT_VNNI)
     return Finding(OK, "cpu", detail)
 
 
