@@ -7,6 +7,7 @@ are resolved against the repository/install root first, so the shipped defaults 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ DEFAULT_MODEL = "models/demo/deer-yolo26n_int8_openvino_model"
 DEFAULT_ZONES = "configs/zones.yaml"
 DEFAULT_CONFIG = "configs/worker.yaml"  # read when no --config is given and it exists
 ENV_PREFIX = "DEER_WORKER_"
+# redis+sentinel:// and rediss+sentinel:// name Sentinels and a service (worker/jobqueue/connections.py)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 
 
 @dataclass
@@ -53,6 +56,11 @@ class WorkerConfig:
     iou: float = C.DEFAULT_IOU
     metrics_host: str = C.DEFAULT_METRICS_HOST
     metrics_port: int = C.DEFAULT_METRICS_PORT  # worker i of a pool serves on metrics_port + i; 0 = off
+    # Several hosts: identity in worker names, and how soon a silent host's started jobs run elsewhere
+    host_id: str = ""  # "" = the first HOST_ID_LENGTH hex digits of /etc/machine-id
+    heartbeat_margin: int = C.DEFAULT_HEARTBEAT_MARGIN
+    maintenance_interval: int = C.DEFAULT_MAINTENANCE_INTERVAL
+    worker_ttl: int = C.DEFAULT_WORKER_TTL
 
     def validate(self, source: str = "worker.yaml", origins: dict[str, str] | None = None) -> WorkerConfig:
         """`origins` names where a key's value came from when not `source` (an environment variable, an option)."""
@@ -63,12 +71,20 @@ class WorkerConfig:
             raise bad("batch", f"must be one of {', '.join(C.BATCH_MODES)}, got {self.batch!r}")
         if self.precision not in C.PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(C.PRECISIONS)}, got {self.precision!r}")
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise bad("redis_url", f"must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
+        if not self.redis_url.startswith(REDIS_SCHEMES):
+            raise bad("redis_url", f"must start with {', '.join(REDIS_SCHEMES)}, got {redact_url(self.redis_url)!r}")
         for key in ("workers", "job_timeout", "result_ttl", "failure_ttl", "queued_ttl",
                     "max_snapshot_bytes", "max_pixels", "results_stream_maxlen"):
             if getattr(self, key) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        for key in ("heartbeat_margin", "maintenance_interval"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"must be >= 1 second, got {getattr(self, key)}")
+        if self.worker_ttl < C.MIN_WORKER_TTL:
+            raise bad("worker_ttl", f"must be >= {C.MIN_WORKER_TTL} seconds (RQ blocks on dequeue for "
+                                    f"worker_ttl - 15 s), got {self.worker_ttl}")
+        if not re.fullmatch(r"[A-Za-z0-9_]{0,32}", self.host_id):
+            raise bad("host_id", f"letters, digits and _ only, at most 32, got {self.host_id!r}")
         for key in ("threads", "retries", "metrics_port"):
             if getattr(self, key) < 0:
                 raise bad(key, f"must be >= 0, got {getattr(self, key)}")

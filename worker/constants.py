@@ -46,6 +46,20 @@ DEFAULT_RETRIES = 2
 # A worker waits at most this long (s) between attempts to reach a lost Redis: back within ~2 s of it.
 REDIS_MAX_BACKOFF = 2.0
 
+# Several hosts (issue 19). A started job whose worker went silent is abandoned after its timeout plus
+# this margin; a live worker's maintenance (every DEFAULT_MAINTENANCE_INTERVAL s, or as soon as its
+# blocking dequeue of worker_ttl - 15 s returns) then retries it: the bound in deploy/README.md.
+DEFAULT_HEARTBEAT_MARGIN = 10
+DEFAULT_MAINTENANCE_INTERVAL = 10
+DEFAULT_WORKER_TTL = 30
+MIN_WORKER_TTL = 16  # RQ's dequeue blocks worker_ttl - 15 s; below 16 it would block 1 s anyway
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+HOST_ID_LENGTH = 8  # hex digits of the machine id in a worker's name: readable, and 4e9 hosts apart
+# Durable enqueue: how long a producer waits for a replica to acknowledge a job, and the key it writes
+# right before WAIT so that WAIT covers the job on whichever pooled connection it runs.
+DEFAULT_WAIT_TIMEOUT_MS = 1000
+ENQUEUE_FENCE_KEY = "deer:enqueue:fence"
+
 # --- metrics ------------------------------------------------------------------------------------
 METRICS_PREFIX = "deer_worker"
 DEFAULT_METRICS_HOST = "127.0.0.1"

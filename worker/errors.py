@@ -104,6 +104,17 @@ class RedisUnavailableError(DeerWorkerError):
     kind = "redis_unavailable"
 
 
+class EnqueueUnconfirmedError(DeerWorkerError):
+    """A durable enqueue no replica acknowledged in time (or whose primary went away mid-way): the job
+    may or may not survive a failover. Enqueue the same `job_id` again; that is idempotent."""
+
+    kind = "unconfirmed"
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
 class MissingDependencyError(DeerWorkerError):
     """An optional extra or an external program the command needs is not installed."""
 

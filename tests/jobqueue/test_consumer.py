@@ -233,7 +233,7 @@ def test_repeated_heartbeats_are_skipped_but_the_worker_key_never_runs_short(red
     """With the production repeat window: whether the second beat falls inside it is measured, not
     assumed (a slow host may take longer than the window between two calls). The skip itself, with no
     clock involved, is pinned by test_rq_compat."""
-    from worker.jobqueue.consumer import WORKER_TTL
+    from worker.constants import DEFAULT_WORKER_TTL as WORKER_TTL
 
     worker = DeerWorker([Queue(QUEUE, connection=redis_conn, serializer=SERIALIZER)], connection=redis_conn,
                         detector=fp32_detector, cameras=BOOK, config=_config(), name=f"test-{time.monotonic_ns()}")

@@ -30,7 +30,7 @@ CLI_BREAKS = [
           "images = expand_images(args.images)  # every file found", "images = expand_images(args.images, missing_ok=True)  #",
           FAIL + "[enqueue-missing-file]", "a missing image reaches the producer (FileNotFoundError)"),
     Break("url-scheme-unchecked", "worker/config.py",
-          'if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):', "if False:",
+          'if not self.redis_url.startswith(REDIS_SCHEMES):', "if False:",
           FAIL + "[enqueue-bad-url-scheme]", "a bad URL scheme reaches redis-py (ValueError)"),
     Break("demo-no-ping", "worker/tools/demo.py", "    if not ping(connection):", "    if False:",
           FAIL + "[demo-redis-down]", "demo at a dead Redis fails inside redis-py"),

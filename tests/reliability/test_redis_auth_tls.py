@@ -25,7 +25,7 @@ from conftest import FP32_MODEL, ROOT, SAMPLES, sample
 from crash_driver import go, launch
 from relsupport import harness
 from worker.constants import DEFAULT_QUEUED_TTL
-from worker.jobqueue.consumer import MAINTENANCE_INTERVAL
+from worker.constants import DEFAULT_MAINTENANCE_INTERVAL as MAINTENANCE_INTERVAL  # the workers here run the default
 from worker.jobqueue.producer import enqueue_snapshot
 
 QUEUE = "deer-secure"

@@ -15,7 +15,7 @@ import pytest
 
 from relsupport import harness  # noqa: F401 - harness puts the scripts on sys.path
 from worker.constants import REDIS_MAX_BACKOFF
-from worker.jobqueue.consumer import MAINTENANCE_INTERVAL
+from worker.constants import DEFAULT_MAINTENANCE_INTERVAL as MAINTENANCE_INTERVAL  # the workers here run the default
 
 import redis_restart  # noqa: E402
 

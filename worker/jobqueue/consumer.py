@@ -54,10 +54,6 @@ from worker.jobqueue.rq_compat import ALREADY_PUBLISHED, NOT_OWNER, BatchWorker,
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_MARGIN = 10  # s beyond the job timeout before a silent worker's job counts as abandoned
-WORKER_TTL = 30  # worker key TTL; RQ blocks on dequeue for WORKER_TTL - 15 s, so maintenance runs that often
-MAINTENANCE_INTERVAL = 10
-
 
 @dataclass
 class _Taken:
@@ -93,8 +89,9 @@ class DeerWorker(BatchWorker):
         """overlap=False takes and prepares each batch only after the previous one ended (benchmarks
         compare the two)."""
         kwargs.setdefault("serializer", SERIALIZER)
-        kwargs.setdefault("worker_ttl", WORKER_TTL)
-        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        # worker key TTL; RQ blocks on dequeue for worker_ttl - 15 s, so an idle worker's maintenance runs that often
+        kwargs.setdefault("worker_ttl", config.worker_ttl)
+        kwargs.setdefault("maintenance_interval", config.maintenance_interval)
         kwargs.setdefault("job_class", DeerJob)
         super().__init__(queues, **kwargs)
         self.detector, self.cameras, self.config, self.metrics = detector, cameras, config, metrics
@@ -107,8 +104,9 @@ class DeerWorker(BatchWorker):
         self.preparer = ThreadPoolExecutor(1, thread_name_prefix="deer-take-ahead") if overlap else None
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        # RQ's SimpleWorker uses timeout + 60 s; ours is shorter so abandoned jobs come back sooner.
-        return int(job.timeout or self.config.job_timeout) + HEARTBEAT_MARGIN
+        # RQ's SimpleWorker uses timeout + 60 s; ours is shorter so abandoned jobs come back sooner
+        # (heartbeat_margin: seconds beyond the job timeout before a silent worker's job is abandoned).
+        return int(job.timeout or self.config.job_timeout) + self.config.heartbeat_margin
 
     # --- taking jobs -----------------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:

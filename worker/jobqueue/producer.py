@@ -18,7 +18,7 @@ from rq import Queue, Retry
 from rq.job import Job
 
 from worker import constants as C
-from worker.errors import PayloadError
+from worker.errors import EnqueueUnconfirmedError, PayloadError
 from worker.inference.imagecodec import read_header
 from worker.jobqueue.contract import SnapshotJob, job_lifetime, parse_payload, snapshot_bytes
 from worker.jobqueue.connections import SERIALIZER
@@ -35,15 +35,26 @@ def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, came
                      failure_ttl: int = C.DEFAULT_FAILURE_TTL, queued_ttl: int = C.DEFAULT_QUEUED_TTL,
                      retries: int = C.DEFAULT_RETRIES, priority: str = "normal", conf: float | None = None,
                      classes: list[str] | tuple[str, ...] | None = None,
-                     camera_settings: dict[str, Any] | None = None, max_age: float | None = None) -> Job:
+                     camera_settings: dict[str, Any] | None = None, max_age: float | None = None,
+                     durable: bool = False, wait_replicas: int = 1,
+                     wait_timeout_ms: int = C.DEFAULT_WAIT_TIMEOUT_MS) -> Job:
     """Enqueue one snapshot (bytes or a file). The bytes go under a Redis key by default; inline=True
     puts them in the job as base64; by_path=True sends only the file path (same-host workers).
 
     priority="high" puts the job at the front of the one queue (motion, doorbell, on-demand snapshots
     overtake a backlog of interval ones) - one queue, so RQ keeps the intermediate list recovery reads.
     conf, classes, camera_settings (an override of the camera's zones.yaml entry) and max_age are the
-    job's own settings: using any makes the payload version 2, which only upgraded workers accept."""
-    if priority not in PRIORITIES:
+    job's own settings: using any makes the payload version 2, which only upgraded workers accept.
+
+    durable=True (several hosts, Redis Sentinel): return only once `wait_replicas` replicas hold the job
+    (Redis WAIT, at most wait_timeout_ms); else raise EnqueueUnconfirmedError with the job id. Enqueueing
+    that id again is idempotent: an existing job is confirmed, not enqueued twice."""
+    if durable:
+        job_id = job_id or uuid.uuid4().hex  # known before Redis answers, so an unconfirmed job can be retried
+        if _exists(connection, job_id):  # a retry of an enqueue that was not confirmed
+            confirm_replicated(connection, job_id, wait_replicas, wait_timeout_ms)
+            return Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    if False:
         raise PayloadError(f"priority: expected one of {', '.join(PRIORITIES)}, got {priority!r}")
     captured_at = time.time() if captured_at is None else captured_at
     own = {"conf": conf, "classes": tuple(classes) if classes is not None else None, "camera": camera_settings,
@@ -76,5 +87,39 @@ def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, came
             pipe.set(parsed.snapshot_key, data,
                      ex=job_lifetime(queued_ttl=queued_ttl, retries=retries, job_timeout=job_timeout))
         pipe.hset(LATEST_KEY, camera_id, f"{captured_at}|{rq_job.id}")
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not durable:
+                raise
+            raise EnqueueUnconfirmedError(f"job {rq_job.id}: Redis went away during the enqueue ({exc}); "
+                                          "enqueue the same job id again", rq_job.id) from exc
+    if durable:
+        confirm_replicated(connection, rq_job.id, wait_replicas, wait_timeout_ms)
     return rq_job
+
+
+def _exists(connection: redis.Redis, job_id: str) -> bool:
+    try:
+        return Job.exists(job_id, connection=connection)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise EnqueueUnconfirmedError(f"job {job_id}: Redis unreachable ({exc}); enqueue it again", job_id) from exc
+
+
+def confirm_replicated(connection: redis.Redis, job_id: str, replicas: int, timeout_ms: int) -> None:
+    """WAIT for `replicas` replicas to hold everything written before; EnqueueUnconfirmedError if not.
+
+    WAIT covers what its own connection wrote, and a pool may hand out another connection than the one
+    that enqueued: a write on this connection (the fence key) comes after the job in the replication
+    stream, so acknowledging it acknowledges the job."""
+    try:
+        with connection.pipeline(transaction=False) as pipe:
+            pipe.set(C.ENQUEUE_FENCE_KEY, job_id, px=60_000)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            acknowledged = pipe.execute()[-1]
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise EnqueueUnconfirmedError(f"job {job_id}: Redis went away before a replica confirmed it ({exc}); "
+                                      "enqueue the same job id again", job_id) from exc
+    if acknowledged < replicas:
+        raise EnqueueUnconfirmedError(f"job {job_id}: {acknowledged} of {replicas} replica(s) confirmed it within "
+                                      f"{timeout_ms} ms; enqueue the same job id again", job_id)

@@ -5,6 +5,9 @@ and some live worker runs maintenance. Here the pool (which sees a child die at 
 worker at start-up (which can see dead pids on its own host) expire the dead worker's entries
 immediately, and RQ's own cleanup then retries them (if retries are left) or fails them with
 AbandonedJobError. The TTL path stays as the fallback for workers on other hosts.
+
+A worker's name carries its host's identity (hostname and machine id, or the configured host_id): two
+hosts can share a hostname and, in containers, pids, and a live worker elsewhere must never look dead here.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
+from functools import cache
 
 import redis
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
+from worker import constants as C
 from worker.jobqueue.connections import SERIALIZER
 from worker.jobqueue.contract import DeerJob
 from worker.jobqueue.rq_compat import (execution_owner, expire_started_entries, intermediate_job_ids,
@@ -29,10 +34,30 @@ NAME_PREFIX = "deer"
 ORPHAN_GRACE = 1.0  # s; a live worker registers a job it took within milliseconds
 
 
-def worker_name(index: int, *, host: str | None = None, pid: int | None = None) -> str:
-    """deer-<host>-w<index>.<pid>: unique per process, and tells recovery where it ran."""
-    host = (host or socket.gethostname()).replace(".", "_")
-    return f"{NAME_PREFIX}-{host}-w{index}.{pid or os.getpid()}"
+@cache
+def machine_id() -> str:
+    """This host's machine id (systemd's /etc/machine-id), shortened; "" where there is none."""
+    for path in C.MACHINE_ID_FILES:
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text:
+            return text[:C.HOST_ID_LENGTH]
+    return ""
+
+
+def host_prefix(host_id: str = "") -> str:
+    """deer-<hostname>-<host id>-w: what every worker name of this host starts with."""
+    host = socket.gethostname().replace(".", "_")
+    ident = host_id or machine_id()
+    return f"{NAME_PREFIX}-{host}-{ident}-w" if ident else f"{NAME_PREFIX}-{host}-w"
+
+
+def worker_name(index: int, *, host_id: str = "", pid: int | None = None) -> str:
+    """deer-<hostname>-<host id>-w<index>.<pid>: unique per process across hosts, and tells recovery where
+    it ran (host_id: the configured one, "" for the machine id)."""
+    return f"{host_prefix(host_id)}{index}.{pid or os.getpid()}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -45,16 +70,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def dead_on_this_host(name: str) -> bool:
-    """True for a deer worker name of this host whose process no longer exists."""
-    host = socket.gethostname().replace(".", "_")
-    prefix = f"{NAME_PREFIX}-{host}-w"
-    if not name.startswith(prefix) or "." not in name[len(prefix):]:
+def dead_on_this_host(name: str, host_id: str = "") -> bool:
+    """True for a deer worker name of this host (same hostname and host id) whose process no longer exists."""
+    prefix = host_prefix(host_id)
+    index, dot, pid_text = name[len(prefix):].partition(".")
+    if not name.startswith(prefix) or not dot or not index.isdigit() or not pid_text.isdigit():
         return False
-    try:
-        pid = int(name.rsplit(".", 1)[1])
-    except ValueError:
-        return False
+    pid = int(pid_text)
     return pid != os.getpid() and not _pid_alive(pid)
 
 

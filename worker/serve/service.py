@@ -55,7 +55,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
     cpus = parse_cpus(config.cpus)
     if cpus:
         os.sched_setaffinity(0, cpus)  # before OpenVINO starts its threads, so pinning stays inside
-    name = worker_name(index)
+    name = worker_name(index, host_id=config.host_id)
     book = load_camera_book(config.resolve(config.zones))
     detector = build_detector(config)
     detector.check_cameras(book)
@@ -80,7 +80,8 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
             signal.signal(signal.SIGINT, request_stop)
             try:
                 # Our own name too: a previous RQ loop that ended on a Redis error left its batch started.
-                recover_jobs(connection, [config.queue], lambda owner: owner == name or dead_on_this_host(owner))
+                recover_jobs(connection, [config.queue],
+                             lambda owner: owner == name or dead_on_this_host(owner, config.host_id))
                 connection.delete(worker_key(name))  # our own stale key from a previous loop, if any
                 queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
                 rq_worker = DeerWorker([queue], name=name, connection=connection, detector=detector,

@@ -1,0 +1,56 @@
+"""A worker host cut off (its cable pulled) while it holds started jobs: the short version of
+benchmarks/multihost/partition.py (one round, two jobs, settings that make the bound seconds).
+
+The bound asserted is the one deploy/README.md documents: heartbeat TTL (job timeout + heartbeat_margin)
++ maintenance_interval + RQ's dequeue wait, plus the batch time the other host measured for itself
+(the same test's own figure), not a speed goal.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks" / "multihost"))
+
+import netlab  # noqa: E402
+import partition  # noqa: E402
+
+pytestmark = pytest.mark.skipif(netlab.available() is not None, reason=f"multi-host lab: {netlab.available()}")
+SETTINGS = partition.Settings()
+OBSERVER_SLACK = 0.5  # s: the test polls the stream every 0.1 s; requeue and dequeue are a few round trips
+
+
+@pytest.fixture(scope="module")
+def cut_off_round(tmp_path_factory):
+    return partition.one_round(tmp_path_factory.mktemp("partition"), SETTINGS, subnet=11)
+
+
+def test_a_cut_off_hosts_jobs_run_elsewhere_within_the_documented_bound(cut_off_round):
+    released = cut_off_round["released_s"]
+    fresh = cut_off_round["fresh_jobs"]
+    assert {cut_off_round["outcome_by_b"][job_id] for job_id in fresh} == {"ok"}, cut_off_round
+    # Not before the heartbeat TTL: B must not take a live host's jobs early (host identity, heartbeats)
+    heartbeat_ttl = SETTINGS.job_timeout + SETTINGS.heartbeat_margin
+    hold_before_cut = SETTINGS.hold
+    assert all(released[job_id] >= heartbeat_ttl - hold_before_cut for job_id in fresh), cut_off_round
+    # ... and within the bound, plus B's own service time as its results report it (twice: the batch that
+    # may be running when the job comes back, and the job's own) and the observer's polling and round trips
+    slack = 2 * cut_off_round["b_service_s"] + OBSERVER_SLACK
+    assert all(released[job_id] <= SETTINGS.bound + slack for job_id in fresh), cut_off_round
+
+
+def test_a_moved_job_older_than_max_age_ends_expired_apart_from_ok(cut_off_round):
+    stale = cut_off_round["stale_job"]
+    assert cut_off_round["outcome_by_b"][stale] == "expired", cut_off_round
+    assert cut_off_round["expired_reason"][stale]["kind"] == "too_old"
+
+
+def test_the_cut_off_hosts_late_publish_is_refused_one_ok_per_job(cut_off_round):
+    assert cut_off_round["a_settled_after_reconnect"], cut_off_round
+    assert all(n == 1 for job_id, n in cut_off_round["ok_per_job"].items() if job_id in cut_off_round["fresh_jobs"])
+    assert cut_off_round["ok_per_job"][cut_off_round["stale_job"]] == 0
+    assert "ok" not in cut_off_round["late_from_a"]
