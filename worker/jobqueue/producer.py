@@ -54,7 +54,7 @@ def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, came
         if _exists(connection, job_id):  # a retry of an enqueue that was not confirmed
             confirm_replicated(connection, job_id, wait_replicas, wait_timeout_ms)
             return Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
-    if False:
+    if priority not in PRIORITIES:
         raise PayloadError(f"priority: expected one of {', '.join(PRIORITIES)}, got {priority!r}")
     captured_at = time.time() if captured_at is None else captured_at
     own = {"conf": conf, "classes": tuple(classes) if classes is not None else None, "camera": camera_settings,
