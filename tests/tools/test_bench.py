@@ -111,5 +111,18 @@ def test_bench_demo_model_json(tmp_path, capsys):
     assert gain["gain"] == pytest.approx(b4 / b1)
     memory = report["memory_mb"]
     assert memory["peak"] >= memory["rss"] > 0 and memory["peak"] > memory["baseline"] > 0
+    floor = report["decode_floor"]  # beside the service time: decoding alone is below it
+    assert floor["images"] == report["snapshots"] and 0 < floor["p50_ms"] < service["p50_ms"]
     printed = capsys.readouterr().out
-    assert "p50 ms" in printed and "batch 4 vs 1" in printed and "RSS" in printed
+    assert "p50 ms" in printed and "batch 4 vs 1" in printed and "RSS" in printed and "decode floor" in printed
+
+
+def test_decode_floor_is_a_full_decode_of_each_snapshot():
+    from worker.config import resolve_path
+
+    samples = resolve_path("models/demo/samples")
+    small, large = ((samples / name).read_bytes() for name in ("day_640x360_deer.jpg", "day_1920x1080_deer.jpg"))
+    floor_small, floor_large = bench.measure_decode_floor([small]), bench.measure_decode_floor([large])
+    assert floor_small["images"] == 1 and 0 < floor_small["p50_ms"] <= floor_small["p95_ms"]
+    # nine times the pixels: a full decode costs more (a reduced one would cost about the same)
+    assert floor_large["p50_ms"] > 2 * floor_small["p50_ms"]

@@ -93,6 +93,21 @@ def measure_throughput(compiled, tensor: np.ndarray, seconds: float) -> dict[str
             "streams": int(compiled.get_property("NUM_STREAMS")), "iterations": count}
 
 
+def measure_decode_floor(snapshots: list[bytes], rounds: int = 3) -> dict[str, float]:
+    """A plain full decode of each snapshot (no reduction, no letterbox), in this process: what is physically
+    left per image once inference is gone, to read the service time against."""
+    from worker.inference.imagecodec import decode
+
+    times = []
+    for _ in range(rounds):
+        for data in snapshots:
+            t0 = time.perf_counter()
+            decode(data)
+            times.append(time.perf_counter() - t0)
+    stats = _percentiles(times)
+    return {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "images": len(snapshots)}
+
+
 def measure_service(detector, snapshots: list[bytes], seconds: float) -> dict[str, float]:
     """Detector.detect over the snapshots, round-robin, for `seconds` (at least one pass)."""
     for data in snapshots[:2]:
@@ -322,12 +337,16 @@ def run(args: argparse.Namespace) -> int:
     for model in models:
         results += bench_model(model, configs, snapshots, args.seconds, note)
     memory = {"baseline": baseline.get("rss"), **memory_mb()}
+    floor = measure_decode_floor(snapshots) if snapshots else None
 
     human = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
     print(table(results), file=human)
     print("latency: one request, latency hint (as served); tput: throughput hint, "
           f"{results[0].throughput['requests']} async requests; svc: Detector.detect incl. decode/pre/postprocess",
           file=human)
+    if floor:
+        print(f"decode floor: {floor['p50_ms']:.1f} ms p50, {floor['p95_ms']:.1f} ms p95 (plain full decode of the same "
+              "snapshots, this process): svc minus inference minus this is the service's own overhead", file=human)
     for s in speedups(results):
         print(f"INT8 speedup ({s['int8']} vs {s['fp32']}, {s['precision']}, threads {s['threads'] or 'all'}, "
               f"batch {s['batch']}): latency x{s['latency_speedup']:.2f}, throughput x{s['throughput_speedup']:.2f}",
@@ -345,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
             print("matplotlib is not installed: --plot skipped (pip install matplotlib)", file=human)
     report = {"openvino": ov.get_version(), "seconds": args.seconds, "snapshots": len(snapshots),
               "results": [r.as_dict() for r in results], "speedups": speedups(results),
-              "batch_gains": batch_gains(results), "memory_mb": memory}
+              "batch_gains": batch_gains(results), "memory_mb": memory, "decode_floor": floor}
     text = json.dumps(report, indent=2) + "\n"
     if args.json:
         print(text, end="")

@@ -227,18 +227,6 @@ def _percentile_ms(seconds: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(seconds) * 1e3, q))
 
 
-def decode_floor_ms(snapshots: list[bytes]) -> float:
-    """Median of a plain full decode of each snapshot (what no service can go below per image)."""
-    from worker.inference.imagecodec import decode
-
-    times = []
-    for data in snapshots * 3:
-        t0 = time.perf_counter()
-        decode(data)
-        times.append(time.perf_counter() - t0)
-    return _percentile_ms(times, 50)
-
-
 @dataclass
 class InProcess:
     """One model at one thread count and decode setting, batch 1 and (if asked) batch 4."""
@@ -361,7 +349,9 @@ def measure_all(models: list[dict], snapshots: list[bytes], *, cores: int, budge
     is large enough for it to change the decode."""
     from worker.inference.imagecodec import choose_reduction, read_header
 
-    floor = decode_floor_ms(snapshots)
+    from worker.tools.bench import measure_decode_floor
+
+    floor = measure_decode_floor(snapshots)["p50_ms"]
     skipped: list[str] = []
     measured: list[tuple[Candidate, Measurement]] = []
     reference = None
