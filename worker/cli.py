@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index of this worker (metrics port offset, name); one worker only")
     p.add_argument("--batch", choices=BATCH_MODES, default=None,
                    help="drain up to 4 queued jobs per run: 4, 1, or auto (4 only where warm-up shows it pays)")
-    p.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://)")
+    p.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://, redis+sentinel://)")
     p.add_argument("--queue", help="queue name")
     p.add_argument("--burst", action="store_true",
                    help="exit when the queue is empty (one worker only; gives up on an unreachable Redis)")
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "(gateway extra)", cmd_gateway)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8001, help="port (default 8001, the ml-detector's)")
-    p.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://)")
+    p.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://, redis+sentinel://)")
     p.add_argument("--queue", help="queue name")
     p.add_argument("--config", help="worker.yaml (queue, results stream, limits, zones)")
     p.add_argument("--timeout", type=float, default=25.0,

@@ -8,6 +8,7 @@ deer-<hostname>-w<i>.<pid>, the same form on both hosts, and A took it for dead)
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,13 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "reliability"))
 
 import harness  # noqa: E402
 import netlab  # noqa: E402
+from conftest import tool  # noqa: E402
 from worker.constants import JOB_FUNCTION  # noqa: E402
 from worker.jobqueue.connections import SERIALIZER  # noqa: E402
 from worker.jobqueue.recovery import dead_on_this_host, worker_name  # noqa: E402
 
-pytestmark = pytest.mark.skipif(netlab.available() is not None, reason=f"multi-host lab: {netlab.available()}")
+_, needs_ip = tool("ip", "iproute2")
+pytestmark = [needs_ip, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 DRIVER = Path(__file__).with_name("identity_driver.py")
 QUEUE = "deer-identity"
 BURN_PIDS = "; ".join(["/bin/true"] * 30)

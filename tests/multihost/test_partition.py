@@ -8,6 +8,7 @@ The bound asserted is the one deploy/README.md documents: heartbeat TTL (job tim
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks" / "multihost"))
 
 import netlab  # noqa: E402
+from conftest import tool  # noqa: E402
 import partition  # noqa: E402
 
-pytestmark = pytest.mark.skipif(netlab.available() is not None, reason=f"multi-host lab: {netlab.available()}")
+_, needs_ip = tool("ip", "iproute2")
+pytestmark = [needs_ip, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 SETTINGS = partition.Settings()
 OBSERVER_SLACK = 0.5  # s: the test polls the stream every 0.1 s; requeue and dequeue are a few round trips
 

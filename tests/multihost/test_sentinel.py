@@ -8,6 +8,7 @@ redis+sentinel://, the primary SIGKILLed under durable load.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "multihost"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "reliability"))
 
 import harness  # noqa: E402
+from conftest import tool  # noqa: E402
 import netlab  # noqa: E402
 from worker.config import load_config  # noqa: E402
 from worker.constants import REDIS_MAX_BACKOFF  # noqa: E402
@@ -89,12 +91,14 @@ def test_durable_enqueue_is_confirmed_by_a_replica_and_idempotent_by_job_id(prim
     assert replica_queue.job_ids == ["j1", "j2"]
 
 
-lab_needed = pytest.mark.skipif(netlab.available() is not None, reason=f"multi-host lab: {netlab.available()}")
+_, needs_ip = tool("ip", "iproute2")
+_, needs_sentinel = tool("redis-sentinel", "redis-sentinel")
+lab_needed = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 
 @lab_needed
-@pytest.mark.skipif(harness.subprocess.run(["which", "redis-sentinel"], capture_output=True).returncode != 0,
-                    reason="redis-sentinel is not installed (apt-get install redis-sentinel; .ci/run does)")
+@needs_ip
+@needs_sentinel
 def test_a_sentinel_failover_under_durable_load_loses_no_acknowledged_job(tmp_path):
     import failover
 
