@@ -228,6 +228,24 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return run_gateway(config, settings, args.host, args.port, args.log_level)
 
 
+def cmd_mqtt(args: argparse.Namespace) -> int:
+    from worker.errors import MissingDependencyError
+
+    try:
+        from worker.serve.mqtt_bridge import run_bridge
+    except ImportError as exc:
+        raise MissingDependencyError(f"the MQTT bridge needs the mqtt extra ({exc.name} is missing): "
+                                     "pip install 'deer-worker[mqtt]'") from exc
+    from worker.config import load_config, resolve_path
+    from worker.serve.mqtt_config import DEFAULT_BRIDGE_CONFIG, load_bridge_config
+
+    path = args.config or (DEFAULT_BRIDGE_CONFIG if resolve_path(DEFAULT_BRIDGE_CONFIG).exists() else None)
+    config = load_bridge_config(path, overrides={"mqtt_url": args.mqtt, "redis_url": args.redis_url,
+                                                 "metrics_port": args.metrics_port})
+    worker = load_config(config.worker_config, overrides={"redis_url": config.redis_url or None})
+    return run_bridge(config, worker)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.tools.demo import run_demo
     from worker.tools.options import expand_images, images_of
@@ -323,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bytes of one request body; larger gets 413 (default 16 MiB)")
     p.add_argument("--api-key-file", help="file holding the API key clients must send as X-API-Key "
                    "(or Deepstack's api_key); default: $DEER_GATEWAY_API_KEY, else no key")
+
+    p = command("mqtt", "MQTT bridge: ring-mqtt snapshots in; results, ON/OFF and Home Assistant entities out "
+                "(mqtt extra)", cmd_mqtt)
+    p.add_argument("--mqtt", help="broker URL, mqtt://user:password@host:1883 or mqtts://... (default: the config's)")
+    p.add_argument("--redis", dest="redis_url", help="Redis URL (default: the config's, else worker.yaml's)")
+    p.add_argument("--config", help="bridge settings, configs/mqtt.yaml (default: that file when present)")
+    p.add_argument("--metrics-port", type=int, default=None, help="port of /metrics and /healthz (0 = off)")
 
     # Model tooling: each module owns its arguments; imported lazily so the worker stays light.
     for name, help_text, runs_inference in (

@@ -185,10 +185,15 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> WorkerConfig:
     """Defaults <- YAML file <- DEER_WORKER_* environment <- explicit overrides (CLI flags)."""
+    return load_settings(WorkerConfig(), path, env, overrides, env_prefix=ENV_PREFIX, source="worker.yaml")
+
+
+def load_settings(config, path: str | Path | None, env: dict[str, str] | None, overrides: dict[str, Any] | None,
+                  *, env_prefix: str, source: str):
+    """Fill a settings dataclass (WorkerConfig, the MQTT bridge's BridgeConfig) from its defaults, the file,
+    <env_prefix><KEY> variables and overrides, then its validate(source, origins)."""
     env = os.environ if env is None else env
-    config = WorkerConfig()
     defaults = {f.name: getattr(config, f.name) for f in fields(config)}
-    source = "worker.yaml"
     origins: dict[str, str] = {}
     if path is not None:
         path = resolve_path(path)
@@ -201,7 +206,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
                 raise ConfigError(f"{path}: {key}: unknown setting")
             setattr(config, key, _coerce(key, value, defaults[key], source))
     for key, default in defaults.items():
-        env_key = ENV_PREFIX + key.upper()
+        env_key = env_prefix + key.upper()
         if env_key in env:
             origins[key] = f"environment {env_key}"
             setattr(config, key, _coerce(key, env[env_key], default, origins[key]))

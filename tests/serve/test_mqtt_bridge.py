@@ -1,0 +1,273 @@
+"""`deer-worker mqtt` end to end: a private Mosquitto, a private redis-server (AOF on: a restart keeps
+the queue and the results stream), a real worker on the demo model and the bridge as a subprocess.
+
+The module's broker, Redis, worker and bridge are shared; each test uses cameras of its own. The
+tests that restart the bridge or need other settings start a bridge of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import mqtt_harness as mh  # noqa: E402
+from harness import Pool, RedisServer, free_port, sample_images, wait_for, worker_env  # noqa: E402
+
+QUEUE = "deer-mqtt-test"
+QUIET = 2.0  # s: quiet_time of the shared bridge
+AFTER = 1.5  # s: attributes_after of the shared bridge
+MAX_BYTES = 1_000_000
+DEER, EMPTY = sample_images(("day_640x360_deer.jpg", "day_640x360_empty.jpg"))
+
+
+def variant(jpeg: bytes, n: int) -> bytes:
+    """The same picture with a JPEG comment (COM segment) making its bytes unique."""
+    text = f"snapshot {n}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
+
+
+class Stack:
+    def __init__(self, tmp: Path, pace) -> None:
+        self.tmp = tmp
+        self.redis = RedisServer(tmp / "redis", conf=["appendonly yes", "appendfsync always"]).start()
+        self.broker = mh.Mosquitto(tmp / "mosquitto").start()
+        self.env = worker_env(self.redis.url(), queue=QUEUE, batch="1", max_age=600.0,
+                              zones="models/demo/zones.yaml", max_snapshot_bytes=MAX_BYTES)
+        self.pool = Pool(self.env, workers=1, log_file=tmp / "worker.log").start()
+        # a model load on this host (two on a slow day) before the first result can come
+        self.result_timeout = 30 + 3 * pace.load_s
+        self.bridges: list[mh.BridgeProcess] = []
+
+    def bridge(self, name: str, **settings) -> tuple[mh.BridgeProcess, int]:
+        port = free_port()
+        workdir = self.tmp / name
+        workdir.mkdir(exist_ok=True)
+        config = mh.bridge_config(workdir / "mqtt.yaml", self.broker, self.redis.url(), metrics_port=port,
+                                  **{"quiet_time": QUIET, "attributes_after": AFTER, "keepalive": 5, **settings})
+        bridge = mh.BridgeProcess(config, self.env, workdir / "bridge.log").start()
+        self.bridges.append(bridge)
+        wait_for(lambda: metric(port, "deer_worker_mqtt_connected") == 1.0, 30, f"bridge {name} connected")
+        return bridge, port
+
+    def close(self) -> None:
+        for bridge in self.bridges:
+            bridge.stop(signal.SIGKILL)
+        self.pool.stop()
+        self.broker.stop()
+        self.redis.stop("sigkill")
+
+
+def metric(port: int, name: str, **labels) -> float | None:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == (f"{name}{{{want}}}" if labels else name):
+            return float(value)
+    return None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, host_pace):
+    stack = Stack(tmp_path_factory.mktemp("mqtt"), host_pace)
+    stack.shared, stack.shared_port = stack.bridge("shared")
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def recorder(stack):
+    recorder = mh.Recorder(stack.broker.port)
+    yield recorder
+    recorder.close()
+
+
+@pytest.fixture
+def ring(stack):
+    client = mh.connect(stack.broker.port, f"ring-mqtt-{time.monotonic_ns()}", clean=False)
+    yield lambda device, ring_topic=mh.RING: mh.RingCamera(client, device, ring_topic=ring_topic)
+    client.disconnect()
+    client.loop_stop()
+
+
+def results_of(recorder: mh.Recorder, camera: str) -> list[dict]:
+    return [r for r in recorder.results() if r["camera_id"] == camera]
+
+
+def test_an_image_gives_a_result_the_deer_state_and_discovery(stack, recorder, ring):
+    camera = ring("cam1deer")
+    taken = time.time() - 0.5
+    camera.attributes("motion", taken)
+    camera.image(DEER)
+    [result] = recorder.wait(lambda: results_of(recorder, "cam1deer"), stack.result_timeout, "the result")
+    assert result["status"] == "ok" and result["deer_detected"] and result["captured_at"] == taken
+    assert result["job_id"].startswith("bridge-shared-") and "zones" in result
+    assert recorder.wait(lambda: recorder.on("deer-worker/cam1deer/deer"), 5, "ON") == [b"ON"]
+    assert float(recorder.on("deer-worker/cam1deer/confidence")[-1]) == \
+        max(d["confidence"] for d in result["detections"] if d["class_name"] == "deer")
+    config = json.loads(recorder.on("homeassistant/binary_sensor/deer_worker_cam1deer/deer/config")[0])
+    assert config["state_topic"] == "deer-worker/cam1deer/deer" and config["unique_id"] == "deer_worker_cam1deer_deer"
+    assert config["availability_topic"] == "deer-worker/bridge/availability"
+    sensor = json.loads(recorder.on("homeassistant/sensor/deer_worker_cam1deer/confidence/config")[0])
+    assert sensor["state_topic"] == "deer-worker/cam1deer/confidence"
+    assert metric(stack.shared_port, "deer_worker_mqtt_enqueued_total", priority="high") >= 1
+    # OFF after the quiet time: not before it (measured from the ON), and within it plus a block wait
+    on_at = next(at for t, p, _, at in recorder.messages if t == "deer-worker/cam1deer/deer" and p == b"ON")
+    recorder.wait(lambda: recorder.on("deer-worker/cam1deer/deer")[1:], QUIET + 5, "OFF")
+    off_at = next(at for t, p, _, at in recorder.messages if t == "deer-worker/cam1deer/deer" and p == b"OFF")
+    assert off_at - on_at >= QUIET - 0.1
+    # the states and discovery are retained: a Home Assistant that subscribes later sees them
+    late = mh.Recorder(stack.broker.port)
+    try:
+        late.wait(lambda: late.on("deer-worker/cam1deer/deer") == [b"OFF"], 5, "the retained OFF")
+        assert late.on("deer-worker/bridge/availability") == [b"online"]
+        assert late.on("homeassistant/binary_sensor/deer_worker_cam1deer/deer/config")
+    finally:
+        late.close()
+
+
+def test_attributes_after_the_image_and_none_at_all(stack, recorder, ring):
+    late = ring("cam2late")
+    late.image(EMPTY)
+    time.sleep(AFTER / 3)
+    taken = time.time() - 1.0
+    late.attributes("ding", taken)
+    none = ring("cam2none")
+    sent = time.time()
+    none.image(EMPTY)
+    [paired] = recorder.wait(lambda: results_of(recorder, "cam2late"), stack.result_timeout, "the late pair")
+    [alone] = recorder.wait(lambda: results_of(recorder, "cam2none"), stack.result_timeout, "the lone image")
+    assert paired["captured_at"] == taken and paired["status"] == "ok" and not paired["deer_detected"]
+    assert sent - 0.5 <= alone["captured_at"] <= sent + 2.0  # receive time when no attributes came
+    assert recorder.on("deer-worker/cam2none/deer") == []  # no deer: no ON
+
+
+def test_identical_images_are_enqueued_once(stack, recorder, ring):
+    camera = ring("cam3dup")
+    before = metric(stack.shared_port, "deer_worker_mqtt_duplicates_total")
+    for _ in range(3):
+        camera.image(variant(EMPTY, 3))
+    camera.image(variant(EMPTY, 4))
+    recorder.wait(lambda: len(results_of(recorder, "cam3dup")) == 2, stack.result_timeout, "two results")
+    wait_for(lambda: metric(stack.shared_port, "deer_worker_mqtt_duplicates_total") == before + 2, 5, "duplicates")
+    time.sleep(AFTER + 1)  # a third result would have come by now
+    assert len(results_of(recorder, "cam3dup")) == 2
+
+
+def test_bad_payloads_are_counted_by_kind_and_the_bridge_goes_on(stack, recorder, ring):
+    camera = ring("cam4bad")
+    port = stack.shared_port
+    before = {kind: metric(port, "deer_worker_mqtt_dropped_total", kind=kind)
+              for kind in ("empty_input", "unsupported_format", "payload_too_large", "bad_attributes")}
+    camera.image(b"")
+    camera.image(b"hello, not a picture")
+    camera.image(DEER[:2] + b"\xff\xfe\xff\xf0" + b"\0" * MAX_BYTES + DEER[2:])  # over max_snapshot_bytes
+    camera.image(b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + (50000).to_bytes(4, "big") * 2 + b"\x08\x02\0\0\0" + b"\0" * 4
+                 + b"\0\0\0\0IEND\xaeB`\x82")
+    camera.attributes(None, raw=b"{not json")
+    camera.attributes(None, raw=b"[1, 2, 3]")
+    camera.image(EMPTY)  # and a good one after them
+    # the PNG's header is sound: its size (2.5 Gpx) is the worker's to refuse (max_pixels), as a failed result
+    bomb, good = recorder.wait(lambda: results_of(recorder, "cam4bad")[1:] and results_of(recorder, "cam4bad"),
+                               stack.result_timeout, "the bomb's and the good image's results")
+    assert (bomb["status"], bomb["error"]["kind"], good["status"]) == ("failed", "image_too_large", "ok")
+    expected = {"empty_input": 1, "unsupported_format": 1, "payload_too_large": 1, "bad_attributes": 2}
+    wait_for(lambda: all(metric(port, "deer_worker_mqtt_dropped_total", kind=k) == before[k] + n
+                         for k, n in expected.items()), 5,
+             f"dropped counters {expected} over {before}")
+    assert stack.shared.proc.poll() is None
+
+
+def publish_stream(camera: mh.RingCamera, count: int, first: int, pause: float) -> None:
+    for n in range(first, first + count):
+        camera.image(variant(EMPTY, n))
+        time.sleep(pause)
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(stack, recorder, ring):
+    camera = ring("cam5broker")
+    publish_stream(camera, 5, 0, 0.05)
+    recorder.wait(lambda: len(results_of(recorder, "cam5broker")) >= 1, stack.result_timeout, "the stream flowing")
+    stack.broker.stop()
+    publish_stream(camera, 5, 5, 0.05)  # ring-mqtt's client holds these until the broker is back
+    time.sleep(1.0)
+    stack.broker.start()
+    publish_stream(camera, 5, 10, 0.05)
+    recorder.wait(lambda: len({r["job_id"] for r in results_of(recorder, "cam5broker")}) >= 15,
+                  stack.result_timeout + 30, "15 results")
+    time.sleep(AFTER + 1)
+    results = results_of(recorder, "cam5broker")
+    assert len(results) == len({r["job_id"] for r in results}) == 15  # each once
+    assert metric(stack.shared_port, "deer_worker_mqtt_reconnects_total", peer="mqtt") >= 1
+
+
+def test_a_redis_restart_mid_stream_loses_nothing(stack, recorder, ring):
+    camera = ring("cam6redis")
+    publish_stream(camera, 5, 0, 0.05)
+    recorder.wait(lambda: len(results_of(recorder, "cam6redis")) >= 1, stack.result_timeout, "the stream flowing")
+    stack.redis.stop("sigterm")
+    publish_stream(camera, 5, 5, 0.05)  # the bridge holds these, unacked, until Redis is back
+    time.sleep(1.0)
+    stack.redis.start()
+    publish_stream(camera, 5, 10, 0.05)
+    recorder.wait(lambda: len({r["job_id"] for r in results_of(recorder, "cam6redis")}) >= 15,
+                  stack.result_timeout + 30, "15 results")
+    time.sleep(AFTER + 1)
+    results = results_of(recorder, "cam6redis")
+    assert len(results) == len({r["job_id"] for r in results}) == 15
+    assert metric(stack.shared_port, "deer_worker_mqtt_reconnects_total", peer="redis") >= 1
+
+
+def test_sigterm_turns_every_camera_off_then_says_offline(stack, recorder, ring):
+    bridge, _ = stack.bridge("sigterm", output_prefix="deer-stop", ring_topic="ring-stop", quiet_time=600,
+                             publish_other_results=False, discovery_prefix="ha-stop")
+    camera = ring("cam7stop", ring_topic="ring-stop")
+    camera.image(variant(DEER, 7))
+    recorder.wait(lambda: recorder.on("deer-stop/cam7stop/deer") == [b"ON"], stack.result_timeout, "ON")
+    assert bridge.stop(signal.SIGTERM) == 0
+    recorder.wait(lambda: recorder.on("deer-stop/bridge/availability")[-1:] == [b"offline"], 5, "offline")
+    states = [(t, p) for t, p, _, _ in recorder.messages if t in ("deer-stop/cam7stop/deer", "deer-stop/bridge/availability")]
+    assert states[-2:] == [("deer-stop/cam7stop/deer", b"OFF"), ("deer-stop/bridge/availability", b"offline")]
+    # only its own jobs (publish_other_results off): none of the shared bridge's cameras appeared here
+    assert {t.split("/")[1] for t, *_ in recorder.messages if t.startswith("deer-stop/")} == {"cam7stop", "bridge"}
+
+
+def test_a_killed_bridge_is_marked_offline_by_its_last_will(stack, recorder):
+    bridge, _ = stack.bridge("will", output_prefix="deer-will", ring_topic="ring-will")
+    recorder.wait(lambda: recorder.on("deer-will/bridge/availability") == [b"online"], 5, "online")
+    killed = time.monotonic()
+    bridge.stop(signal.SIGKILL)
+    recorder.wait(lambda: recorder.on("deer-will/bridge/availability")[-1:] == [b"offline"], 20, "the Last Will")
+    assert time.monotonic() - killed <= 5 * 1.5 + 5  # keepalive 5 s: the broker gives up after 1.5x it
+
+
+def test_the_broker_login_is_required_and_used(tmp_path, stack):
+    secured = mh.Mosquitto(tmp_path / "secured", users={"bridge": "s3cret"}).start()
+    try:
+        def run(url: str) -> tuple[mh.BridgeProcess, int]:
+            port = free_port()
+            config = mh.bridge_config(tmp_path / f"{len(url)}.yaml", secured, stack.redis.url(), metrics_port=port,
+                                      mqtt_url=url, client_id=f"bridge-auth-{len(url)}", ring_topic="ring-auth")
+            return mh.BridgeProcess(config, stack.env, tmp_path / f"{len(url)}.log").start(), port
+
+        wrong, wrong_port = run(secured.url("bridge", "wrong"))
+        right, right_port = run(secured.url("bridge", "s3cret"))
+        wait_for(lambda: metric(right_port, "deer_worker_mqtt_connected") == 1.0, 30, "the right login connected")
+        wait_for(lambda: "not authorised" in wrong.log().lower() or "refused" in wrong.log().lower(), 30,
+                 "the wrong login refused")
+        assert metric(wrong_port, "deer_worker_mqtt_connected") == 0.0 and "s3cret" not in right.log()
+        wrong.stop(), right.stop()
+    finally:
+        secured.stop()
