@@ -14,6 +14,17 @@ Inference is pinned to f32 (the worker's default). Timings are noisy on a shared
 figures of one run with each other.
 
     .venv/bin/python benchmarks/queue_bench.py [--model DIR] [--jobs 200] [--json FILE]
+
+--consumer-loop (issue 14: overlap, priority, publish-once) measures instead, in one interleaved run:
+  limits, as formulas: T = benchmark_app -hint throughput FPS (f32) on the worker's compiled graph;
+  the decode-counting limit L = min(T, cores / decode-seconds-per-snapshot) on the same JPEG;
+  backlog throughput of one worker (target >= 0.9 x T) and two (>= 0.95 x T) for YOLO26s INT8 at 1080p
+  and 640x360 (built by compare_ultralytics.build_yaml_model into .cache/bench-models if absent), the
+  demo model vs L (>= 0.9 x L), and one worker of the loop before issue 14 for comparison;
+  one-in-flight service p50, before (the commit before overlap, from git archive) vs after, alternated;
+  priority: a high-priority snapshot's wait, in batches, over 100 of them against a standing backlog.
+
+    .venv/bin/python benchmarks/queue_bench.py --consumer-loop [--json FILE]
 """
 
 from __future__ import annotations
@@ -46,11 +57,13 @@ SNAPSHOT = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
 QUEUE = "bench-snapshots"
 
 
-def start_pool(url: str, model: str, workers: int, batch: str) -> subprocess.Popen:
+def start_pool(url: str, model: str, workers: int, batch: str, root: Path = ROOT) -> subprocess.Popen:
+    """A pool of the worker code under `root` (another checkout runs that version's worker)."""
     env = dict(os.environ, DEER_WORKER_REDIS_URL=url, DEER_WORKER_QUEUE=QUEUE, DEER_WORKER_MODEL=model,
-               DEER_WORKER_METRICS_PORT="0", DEER_WORKER_MAX_AGE="3600", DEER_WORKER_BATCH=batch)
+               DEER_WORKER_METRICS_PORT="0", DEER_WORKER_MAX_AGE="3600", DEER_WORKER_BATCH=batch,
+               PYTHONPATH=str(root))
     proc = subprocess.Popen([sys.executable, "-m", "worker", "--log-level", "WARNING", "run", "--workers",
-                             str(workers)], cwd=ROOT, env=env, start_new_session=True)
+                             str(workers)], cwd=root, env=env, start_new_session=True)
     conn = connect(url)
     queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
     while Worker.count(connection=conn, queue=queue) < workers:
@@ -81,10 +94,10 @@ def _result_of(pubsub, job_id: str) -> dict:
             return message
 
 
-def one_in_flight(url: str, model: str, n: int) -> dict:
-    proc = start_pool(url, model, 1, "1")
+def one_in_flight(url: str, model: str, n: int, root: Path = ROOT, snapshot: Path = SNAPSHOT) -> dict:
+    proc = start_pool(url, model, 1, "1", root)
     conn, pubsub = _subscribed(url, "deer:results")
-    data = SNAPSHOT.read_bytes()
+    data = snapshot.read_bytes()
     rows = []
     try:
         for i in range(n + 5):
@@ -154,12 +167,13 @@ def transport_floor(url: str, n: int, service_ms: float) -> dict:
     return {"floor_gap_p50_ms": statistics.median(gaps), "jobs": n}
 
 
-def backlog(url: str, model: str, workers: int, batch: str, n: int) -> dict:
+def backlog(url: str, model: str, workers: int, batch: str, n: int, root: Path = ROOT,
+            snapshot: Path = SNAPSHOT) -> dict:
     conn = connect(url)
     conn.flushdb()  # registries must count this run's jobs only
-    proc = start_pool(url, model, workers, batch)
+    proc = start_pool(url, model, workers, batch, root)
     queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
-    data = SNAPSHOT.read_bytes()
+    data = snapshot.read_bytes()
     try:
         # Enqueue the whole backlog before timing starts (the first result): ~1 ms per job.
         jobs = [enqueue_snapshot(conn, data, "bench", queue=QUEUE) for _ in range(n)]
@@ -203,6 +217,146 @@ def runtime_limit(model: str, seconds: float) -> dict:
     return {"fps": max(limits.values()), **limits}
 
 
+# --- issue 14: the consumer loop ---------------------------------------------------------------------
+BEFORE_OVERLAP = "2a2fbd5"  # the last commit whose consumer took a batch only after the previous one ended
+SNAPSHOT_360 = ROOT / "models" / "demo" / "samples" / "day_640x360_deer.jpg"
+DEMO_MODEL = ROOT / "models" / "demo" / "deer-yolo26n_int8_openvino_model"
+
+
+def checkout(commit: str, into: Path) -> Path:
+    """The tree of `commit` (git archive: the working checkout is left alone)."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", commit, "worker", "configs"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def decode_seconds(snapshot: Path, n: int = 40) -> float:
+    """Median seconds to decode the snapshot once, one thread, as the worker decodes it (full size)."""
+    from worker.inference.imagecodec import decode
+
+    data, times = snapshot.read_bytes(), []
+    for _ in range(n + 3):
+        start = time.perf_counter()
+        decode(data)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[3:])
+
+
+def limits_for(model: str, snapshot: Path, seconds: float) -> dict:
+    """T = the runtime's -hint throughput FPS (f32); L = min(T, cores / decode-seconds-per-snapshot)."""
+    runtime = runtime_limit(model, seconds)
+    cores = len(os.sched_getaffinity(0))
+    per_decode = decode_seconds(snapshot)
+    return {"T_fps": runtime["fps"], "runtime": runtime, "cores": cores, "decode_ms": per_decode * 1e3,
+            "decode_limit_fps": cores / per_decode, "L_fps": min(runtime["fps"], cores / per_decode)}
+
+
+def priority_wait(url: str, model: str, snapshot: Path, samples: int, standing: int = 16) -> dict:
+    """A standing backlog of interval snapshots (topped up by a feeder thread) and `samples` high-priority
+    snapshots enqueued one at a time; each one's wait (enqueue -> taken, from its result's queue_wait)
+    in batch periods of the same run (mean batch size / jobs per second)."""
+    import threading
+
+    conn = connect(url)
+    conn.flushdb()
+    proc = start_pool(url, model, 1, "4")
+    queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
+    data, stop = snapshot.read_bytes(), threading.Event()
+
+    def feed() -> None:
+        feeder = connect(url)
+        while not stop.is_set():
+            if feeder.llen(queue.key) < standing:
+                enqueue_snapshot(feeder, data, "interval", queue=QUEUE)
+            else:
+                time.sleep(0.002)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    high = []
+    try:
+        while conn.llen(queue.key) < standing:
+            time.sleep(0.01)
+        time.sleep(2)  # the worker settles into the backlog
+        rng = np.random.default_rng(0)
+        for _ in range(samples):
+            time.sleep(float(rng.uniform(0.05, 0.3)))  # arrivals at random points of a batch
+            high.append(enqueue_snapshot(conn, data, "door", queue=QUEUE, priority="high").id)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = {m for m in (json.loads(f[b"result"])["job_id"] for _, f in conn.xrange("deer:results:stream"))}
+            if done >= set(high):
+                break
+            time.sleep(0.1)
+        stop.set()
+        thread.join(10)
+        messages = [json.loads(f[b"result"]) for _, f in conn.xrange("deer:results:stream")]
+    finally:
+        stop.set()
+        stop_pool(proc)
+        conn.flushdb()
+    wanted = set(high)
+    interval = [m for m in messages if m["job_id"] not in wanted and m["status"] == "ok"]
+    ends = sorted(m["finished_at"] for m in interval)
+    rate = (len(ends) - 1) / (ends[-1] - ends[0])
+    mean_batch = float(np.mean([m["batch_size"] for m in messages]))
+    period_ms = mean_batch / rate * 1e3
+    waits = np.array([m["timings_ms"]["queue_wait"] for m in messages if m["job_id"] in wanted])
+    in_batches = waits / period_ms
+    return {"samples": len(waits), "batch_period_ms": period_ms, "mean_batch": mean_batch, "jobs_per_s": rate,
+            "wait_ms": {"p50": float(np.median(waits)), "p99": float(np.percentile(waits, 99)), "max": float(waits.max())},
+            "wait_batches": {"p50": float(np.median(in_batches)), "p99": float(np.percentile(in_batches, 99)),
+                             "max": float(in_batches.max())},
+            "over_two_batches": int((in_batches > 2).sum())}
+
+
+def consumer_loop(url: str, args) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from compare_ultralytics import build_yaml_model
+
+    out: dict = {"precision": "f32", "before_commit": BEFORE_OVERLAP}
+    _, yolo26s_int8 = build_yaml_model("yolo26s")
+    before = checkout(BEFORE_OVERLAP, Path(args.before_dir))
+    runs = [("yolo26s_int8", str(yolo26s_int8), SNAPSHOT, "T_fps"), ("yolo26s_int8", str(yolo26s_int8), SNAPSHOT_360, "T_fps"),
+            ("demo_int8", str(DEMO_MODEL), SNAPSHOT, "L_fps")]
+    out["limits"] = {}
+    for name, model, snapshot, _ in runs:
+        out["limits"][f"{name}@{snapshot.name}"] = lim = limits_for(model, snapshot, args.limit_seconds)
+        print(f"limits {name} {snapshot.name}: T {lim['T_fps']:.1f} FPS, decode {lim['decode_ms']:.2f} ms x "
+              f"{lim['cores']} cores -> {lim['decode_limit_fps']:.1f}/s, L = min = {lim['L_fps']:.1f}", flush=True)
+    # One-in-flight service p50, before and after, alternated so drift hits both alike.
+    out["one_in_flight"] = {"before": [], "after": []}
+    for _ in range(args.rounds):
+        for label, root in (("before", before), ("after", ROOT)):
+            r = one_in_flight(url, str(DEMO_MODEL), args.latency_jobs, root)
+            out["one_in_flight"][label].append(r)
+            print(f"one in flight ({label}): service p50 {r['service_p50_ms']:.2f} ms, e2e p50 {r['e2e_p50_ms']:.2f} ms",
+                  flush=True)
+    # Backlogs, interleaved: the workers' count and the models alternate within each round.
+    out["backlog"] = []
+    plan = [(name, model, snapshot, key, workers, ROOT) for name, model, snapshot, key in runs for workers in (1, 2)]
+    plan.append(("yolo26s_int8", str(yolo26s_int8), SNAPSHOT, "T_fps", 1, before))
+    for _ in range(args.rounds):
+        for name, model, snapshot, key, workers, root in plan:
+            lim = out["limits"][f"{name}@{snapshot.name}"]
+            jobs = max(40, int(lim[key] * args.backlog_seconds))
+            r = backlog(url, model, workers, "4", jobs, root, snapshot)
+            r.update(model=name, snapshot=snapshot.name, code="before" if root != ROOT else "after",
+                     limit=key, vs_limit=r["jobs_per_s"] / lim[key])
+            out["backlog"].append(r)
+            target = 0.9 if workers == 1 or key == "L_fps" else 0.95
+            print(f"backlog {name} {snapshot.name} workers {workers} ({r['code']}): {r['jobs_per_s']:.1f} jobs/s, "
+                  f"mean batch {r['mean_batch']:.2f} = {r['vs_limit']:.2f} x {key[0]} "
+                  f"[target >= {target}x{'' if r['code'] == 'after' else ', for comparison'}]", flush=True)
+    out["priority"] = pr = priority_wait(url, str(yolo26s_int8), SNAPSHOT_360, args.priority_samples)
+    print(f"priority (YOLO26s INT8, 640x360, 1 worker, batch 4, standing backlog): wait p50 "
+          f"{pr['wait_batches']['p50']:.2f}, p99 {pr['wait_batches']['p99']:.2f}, max {pr['wait_batches']['max']:.2f} "
+          f"batches (period {pr['batch_period_ms']:.1f} ms); {pr['over_two_batches']} of {pr['samples']} over two",
+          flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "models/demo/deer-yolo26n_int8_openvino_model"))
@@ -211,9 +365,21 @@ def main() -> int:
     ap.add_argument("--redis", help="Redis URL (default: an embedded redis-server)")
     ap.add_argument("--json")
     ap.add_argument("--floor-consumer", metavar="URL", help=argparse.SUPPRESS)  # transport_floor's child
+    ap.add_argument("--consumer-loop", action="store_true", help="issue 14's figures instead (see above)")
+    ap.add_argument("--rounds", type=int, default=1, help="--consumer-loop: interleaved rounds")
+    ap.add_argument("--backlog-seconds", type=float, default=10, help="--consumer-loop: backlog length at the limit")
+    ap.add_argument("--limit-seconds", type=float, default=10, help="--consumer-loop: seconds per limit measurement")
+    ap.add_argument("--priority-samples", type=int, default=100)
+    ap.add_argument("--before-dir", default="/tmp/deer-queue-bench-before", help="where the old worker is unpacked")
     args = ap.parse_args()
     if args.floor_consumer:
         floor_consumer(args.floor_consumer)
+        return 0
+    if args.consumer_loop:
+        with embedded_redis("redis-server") as (url, _):
+            out = consumer_loop(url, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
         return 0
     out: dict = {"model": args.model, "snapshot": SNAPSHOT.name, "precision": "f32"}
     if args.redis:

@@ -294,6 +294,8 @@ def test_a_worker_cut_off_past_its_heartbeat_does_not_publish_late(redis_conn, f
     assert _stream(redis_conn) == [] and _refused(metrics, "not_owner") == 1
     assert "no longer this worker's" in caplog.text
     assert job.id in Queue(QUEUE, connection=redis_conn).job_ids  # retried by RQ's cleanup, not finished late
+    job.refresh()
+    assert job.get_status() == JobStatus.QUEUED and job.latest_result() is None
     assert redis_conn.exists(job.args[0]["snapshot"]["key"])  # the new run still needs the snapshot
     _run(redis_conn, fp32_detector)
     assert [(m["job_id"], m["status"]) for m in _stream(redis_conn)] == [(job.id, "ok")]

@@ -29,7 +29,7 @@ PAYLOAD = {"v": 1, "camera_id": "cam1", "snapshot": {"key": "deer:snap:x"}}
 # What our worker classes define that RQ's SimpleWorker also has: each a deliberate override.
 OVERRIDES = {"BatchWorker": {"__init__", "_set_ip_address", "set_state", "heartbeat", "handle_execution_ended"},
              "DeerWorker": {"__init__", "max_connection_wait_time", "get_heartbeat_ttl", "execute_job",
-                            "run_maintenance_tasks"}}
+                            "run_maintenance_tasks", "work"}}
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ CONSUMER_LOOP_BREAKS = [
           CONTRACT + "test_a_job_without_settings_is_written_as_v1_for_workers_that_speak_only_v1",
           "jobs without settings become v2: workers of today fail them all during a rollout"),
     Break("v2-conf-ignored", "worker/jobqueue/contract.py",
-          "            settings = replace(settings, confidence=self.conf)\n", "",
+          "        if self.conf is not None:\n            settings = replace(settings, confidence=self.conf)\n", "",
           ADMISSION + "test_a_v2_job_runs_with_its_own_conf_classes_and_camera_override",
           "a request's min_confidence is not honoured"),
     Break("v2-camera-override-ignored", "worker/jobqueue/contract.py",

@@ -85,9 +85,10 @@ class DeerWorker(BatchWorker):
     max_connection_wait_time = REDIS_MAX_BACKOFF
 
     def __init__(self, queues, *, detector: Detector, cameras: CameraBook, config: WorkerConfig,
-                 metrics=None, overlap: bool = True, **kwargs) -> None:
+                 metrics=None, overlap: bool = True, model_switcher=None, **kwargs) -> None:
         """overlap=False takes and prepares each batch only after the previous one ended (benchmarks
-        compare the two)."""
+        compare the two). model_switcher (worker/serve/model_state.py) may replace self.detector, only
+        between runs of batches."""
         kwargs.setdefault("serializer", SERIALIZER)
         # worker key TTL; RQ blocks on dequeue for worker_ttl - 15 s, so an idle worker's maintenance runs that often
         kwargs.setdefault("worker_ttl", config.worker_ttl)
@@ -95,21 +96,42 @@ class DeerWorker(BatchWorker):
         kwargs.setdefault("job_class", DeerJob)
         super().__init__(queues, **kwargs)
         self.detector, self.cameras, self.config, self.metrics = detector, cameras, config, metrics
-        spec = detector.spec
-        self.model_info = ModelInfo(spec.name, spec.version, spec.weights, detector.precision)
+        self.model_switcher = model_switcher
         self.orphan_suspects: dict[str, set[str]] = {}  # queue -> orphans seen by the last maintenance
         self.publish_once = PublishOnce(self.connection, channel=config.results_channel,
                                         stream=config.results_stream, stream_maxlen=config.results_stream_maxlen,
                                         marker_prefix=PUBLISHED_KEY_PREFIX)
-        self.preparer = ThreadPoolExecutor(1, thread_name_prefix="deer-take-ahead") if overlap else None
+        self.overlap, self.preparer = overlap, None  # the preparation thread lives as long as work() runs
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # RQ's SimpleWorker uses timeout + 60 s; ours is shorter so abandoned jobs come back sooner
         # (heartbeat_margin: seconds beyond the job timeout before a silent worker's job is abandoned).
         return int(job.timeout or self.config.job_timeout) + self.config.heartbeat_margin
 
+    @property
+    def model_info(self) -> ModelInfo:
+        # Read per job, not kept: a model switch replaces self.detector between batches.
+        spec = self.detector.spec
+        return ModelInfo(spec.name, spec.version, spec.weights, self.detector.precision)
+
+    def work(self, *args, **kwargs) -> bool:
+        # The service builds a new DeerWorker after each lost Redis: each loop's thread ends with it.
+        self.preparer = ThreadPoolExecutor(1, thread_name_prefix="deer-take-ahead") if self.overlap else None
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            if self.preparer is not None:
+                self.preparer.shutdown(wait=True)
+                self.preparer = None
+
     # --- taking jobs -----------------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
+        if self.model_switcher is None:
+            return self.run_batches(job, queue)
+        with self.model_switcher.serving(self):  # a loaded model is swapped in before or after, never inside
+            return self.run_batches(job, queue)
+
+    def run_batches(self, job: Job, queue: Queue) -> None:
         """Run the batch this job starts, then, while each batch infers, take and prepare the next one."""
         batch: _Batch | None = self.prepare(self.take_batch((job, queue), ahead_wait=0))
         while batch is not None:
@@ -130,6 +152,8 @@ class DeerWorker(BatchWorker):
         overlap is off or a stop was requested (the batch in hand is the last)."""
         if self.preparer is None or self.stop_was_requested():
             return None
+        if self.model_switcher is not None and self.model_switcher.pending:
+            return None  # a new model is loaded: end this run of batches so it is swapped in
         wait = self.batch_timeout(batch)  # the longest the next batch can wait for this one
         return self.preparer.submit(lambda: self.prepare(self.take_batch(None, ahead_wait=wait)))
 
@@ -258,7 +282,8 @@ class DeerWorker(BatchWorker):
     def admit(self, item: _Taken) -> bool:
         """Decide the job's fate and read its snapshot; False when the job already has its outcome."""
         try:
-            verdict = admission.decide(item.job, config=self.config, model=self.detector.spec.name,
+            served = self.model_switcher.served_names if self.model_switcher else self.detector.spec.name
+            verdict = admission.decide(item.job, config=self.config, model=served,
                                        cameras=self.cameras, started=item.started, latest_of=self.latest_marker,
                                        class_names=self.detector.class_names)
             item.snapshot, item.settings = verdict.snapshot, verdict.settings
