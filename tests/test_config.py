@@ -40,7 +40,8 @@ def test_every_typed_setting_refuses_a_wrong_type_by_name(tmp_path, field):
 
 
 # A valid value other than the default, for the str settings validate() restricts.
-OTHER = {"batch": "4", "precision": "bf16", "cpus": "0", "redis_url": "redis://127.0.0.1:6379/1"}
+OTHER = {"batch": "4", "precision": "bf16", "cpus": "0", "redis_url": "redis://127.0.0.1:6379/1",
+         "shapes": ["21x9", "1x1"]}
 
 
 def _other_value(name: str, default):
@@ -89,3 +90,19 @@ def test_bad_env_value_names_the_variable():
 
 def test_parse_cpus():
     assert parse_cpus("0,2-3") == [0, 2, 3] and parse_cpus("") == []
+
+
+def test_shapes_take_sizes_or_ratios_and_a_comma_separated_environment_value(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text("shapes: [1920x1080, '4:3']\n")
+    assert load_config(path, env={}).shapes == ["1920x1080", "4:3"]
+    assert load_config(None, env={"DEER_WORKER_SHAPES": "16x9,1x1"}).shapes == ["16x9", "1x1"]
+
+
+@pytest.mark.parametrize("text", ["shapes: [16x]\n", "shapes: [0x9]\n", "shapes: [969]\n"])
+def test_a_bad_shape_is_named(tmp_path, text):
+    """969 is what YAML makes of an unquoted 16:9 (base 60)."""
+    path = tmp_path / "w.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="shapes: expected WIDTHxHEIGHT"):
+        load_config(path, env={})

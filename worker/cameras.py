@@ -1,5 +1,10 @@
 """Per-camera settings from configs/zones.yaml: ROI, CLAHE, threshold, class filter, enabled.
 
+CLAHE (on/off, clip, tiles) and the threshold left unset (None) follow the model (its MODEL_CARD.json
+or metadata `deer_worker:`): `with_model_defaults` fills them per job and `check_against_model`
+refuses, at load, a camera that contradicts what the model was trained with unless it sets
+`force_preprocessing: true`.
+
 Unknown cameras get the `default` block. Every key is checked on load and a bad one is named by its
 full path (e.g. `cameras.10cea9e4511f.roi.width`).
 """
@@ -14,11 +19,12 @@ from typing import Any
 from worker.config import read_yaml
 from worker.constants import DEFAULT_CONFIDENCE
 from worker.errors import ConfigError
-from worker.inference.preprocess import Roi
+from worker.inference.preprocess import Preprocessing, Roi
 from worker.zones import DEFAULT_ZONE_RULE, ZONE_RULES, Zone
 
 UNKNOWN_CAMERA_LABEL = "other"  # metric label for cameras not in the file, so label sets stay bounded
-_SETTING_KEYS = {"name", "enabled", "clahe", "confidence", "classes", "roi", "zones", "zone_rule", "require_zone"}
+_SETTING_KEYS = {"name", "enabled", "clahe", "clahe_clip", "clahe_tiles", "force_preprocessing", "confidence",
+                 "classes", "roi", "zones", "zone_rule", "require_zone"}
 _ROI_KEYS = {"x", "y", "width", "height", "normalized"}
 
 
@@ -27,8 +33,11 @@ class CameraSettings:
     camera_id: str = ""
     label: str = UNKNOWN_CAMERA_LABEL  # what metrics call this camera
     enabled: bool = True
-    clahe: bool = False
-    confidence: float = DEFAULT_CONFIDENCE
+    clahe: bool | None = None  # None: as the model was trained (off for a model that records nothing)
+    clahe_clip: float | None = None  # None: the model's
+    clahe_tiles: tuple[int, int] | None = None  # None: the model's
+    force_preprocessing: bool = False  # serve with CLAHE settings that contradict the model's
+    confidence: float | None = None  # None: the model's default confidence, else DEFAULT_CONFIDENCE
     classes: tuple[str, ...] | None = None  # class names to keep; None keeps all
     roi: Roi | None = None
     zones: tuple[Zone, ...] = ()  # named include/ignore zones (worker/zones.py)
@@ -132,16 +141,29 @@ def _parse_settings(raw: Any, where: str, base: CameraSettings, camera_id: str) 
         if not isinstance(raw["name"], str) or not raw["name"]:
             raise ConfigError(f"{where}.name: expected a non-empty string")
         settings = replace(settings, label=raw["name"])
-    for key in ("enabled", "clahe"):
+    for key in ("enabled", "clahe", "force_preprocessing"):
         if key in raw:
-            if not isinstance(raw[key], bool):
+            follows_model = key == "clahe" and raw[key] is None  # null: as the model was trained
+            if not isinstance(raw[key], bool) and not follows_model:
                 raise ConfigError(f"{where}.{key}: expected true or false, got {raw[key]!r}")
             settings = replace(settings, **{key: raw[key]})
     if "confidence" in raw:
-        value = raw["confidence"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{where}.confidence: expected a number in 0..1, got {value!r}")
-        settings = replace(settings, confidence=float(value))
+        value = raw["confidence"]  # null: the model's
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0.0 <= value <= 1.0):
+            raise ConfigError(f"{where}.confidence: expected a number in 0..1 or null, got {value!r}")
+        settings = replace(settings, confidence=None if value is None else float(value))
+    if "clahe_clip" in raw:
+        value = None if raw["clahe_clip"] is None else _number(raw["clahe_clip"], f"{where}.clahe_clip")
+        if value is not None and value <= 0:
+            raise ConfigError(f"{where}.clahe_clip: expected a number > 0, got {value}")
+        settings = replace(settings, clahe_clip=value)
+    if "clahe_tiles" in raw:
+        value = raw["clahe_tiles"]
+        if value is not None and (not isinstance(value, list) or len(value) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+            raise ConfigError(f"{where}.clahe_tiles: expected [columns, rows] of whole numbers > 0, got {value!r}")
+        settings = replace(settings, clahe_tiles=tuple(value) if value is not None else None)
     if "classes" in raw:
         value = raw["classes"]
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
@@ -164,10 +186,40 @@ def _parse_settings(raw: Any, where: str, base: CameraSettings, camera_id: str) 
     return settings
 
 
-def override_settings(base: CameraSettings, raw: Any, where: str) -> CameraSettings:
-    """`base` with a per-request override applied (a job's "camera": the keys of a camera entry,
-    partial allowed). The metric label stays the configured camera's, so requests cannot grow label sets."""
-    return replace(_parse_settings(raw, where, base, base.camera_id), label=base.label)
+def with_model_defaults(settings: CameraSettings, model: Preprocessing | None,
+                        model_confidence: float | None) -> CameraSettings:
+    """`settings` with every unset (None) preprocessing key and the threshold taken from the model."""
+    model = model or Preprocessing()
+    return replace(
+        settings,
+        clahe=model.clahe if settings.clahe is None else settings.clahe,
+        clahe_clip=model.clahe_clip if settings.clahe_clip is None else settings.clahe_clip,
+        clahe_tiles=model.clahe_tiles if settings.clahe_tiles is None else settings.clahe_tiles,
+        confidence=settings.confidence if settings.confidence is not None
+        else model_confidence if model_confidence is not None else DEFAULT_CONFIDENCE,
+    )
+
+
+def preprocessing_of(settings: CameraSettings) -> Preprocessing:
+    """The preprocessing of settings already completed by with_model_defaults."""
+    return Preprocessing(bool(settings.clahe), float(settings.clahe_clip), tuple(settings.clahe_tiles))
+
+
+def check_against_model(settings: CameraSettings, model: Preprocessing | None) -> None:
+    """A ConfigError when a camera's CLAHE settings contradict the model's, unless it forces them."""
+    if model is None or settings.force_preprocessing:
+        return
+    clashes = []
+    if settings.clahe is not None and settings.clahe != model.clahe:
+        clashes.append(f"clahe {str(settings.clahe).lower()} (the model: {str(model.clahe).lower()})")
+    if model.clahe and settings.clahe is not False:
+        if settings.clahe_clip is not None and settings.clahe_clip != model.clahe_clip:
+            clashes.append(f"clahe_clip {settings.clahe_clip} (the model: {model.clahe_clip})")
+        if settings.clahe_tiles is not None and tuple(settings.clahe_tiles) != tuple(model.clahe_tiles):
+            clashes.append(f"clahe_tiles {list(settings.clahe_tiles)} (the model: {list(model.clahe_tiles)})")
+    if clashes:
+        raise ConfigError(f"{', '.join(clashes)} contradicts what the model was trained with; remove the "
+                          f"setting to follow the model, or set force_preprocessing: true to serve it anyway")
 
 
 def override_settings(base: CameraSettings, raw: Any, where: str) -> CameraSettings:

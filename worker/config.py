@@ -23,6 +23,9 @@ DEFAULT_ZONES = "configs/zones.yaml"
 DEFAULT_CONFIG = "configs/worker.yaml"  # read when no --config is given and it exists
 ENV_PREFIX = "DEER_WORKER_"
 # redis+sentinel:// and rediss+sentinel:// name Sentinels and a service (worker/jobqueue/connections.py)
+# Snapshot aspect ratios whose input shapes a worker compiles and warms at start (16:9 -> 384x640 at
+# 640): written WIDTHxHEIGHT, a size or a ratio alike, because YAML reads an unquoted 16:9 as a number.
+DEFAULT_SHAPES = ("16x9", "4x3", "1x1")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 
 
@@ -34,6 +37,7 @@ class WorkerConfig:
     results_stream: str = C.DEFAULT_RESULTS_STREAM
     results_stream_maxlen: int = C.DEFAULT_RESULTS_STREAM_MAXLEN
     model: str = DEFAULT_MODEL
+    models_dir: str = "models"  # where `deer-worker reload --model NAME` finds NAME (same path on every host)
     precision: str = "f32"
     threads: int = 0
     pin_threads: bool = True
@@ -53,6 +57,7 @@ class WorkerConfig:
     snapshot_dirs: list[str] = field(default_factory=list)
     cpus: str = ""  # CPU ids for this worker process, e.g. "0,1" or "2-3"; the pool sets it per worker
     reduced_decode: bool = False
+    shapes: list[str] = field(default_factory=lambda: list(DEFAULT_SHAPES))  # parse_shape; env: comma-separated
     iou: float = C.DEFAULT_IOU
     metrics_host: str = C.DEFAULT_METRICS_HOST
     metrics_port: int = C.DEFAULT_METRICS_PORT  # worker i of a pool serves on metrics_port + i; 0 = off
@@ -96,6 +101,12 @@ class WorkerConfig:
             raise bad("max_age", f"must be > 0 seconds, got {self.max_age}")
         if not 0 < self.iou <= 1:
             raise bad("iou", f"must be in (0, 1], got {self.iou}")
+        self.shapes = [part for item in self.shapes for part in re.split(r"[,\s]+", str(item)) if part]
+        try:
+            for shape in self.shapes:
+                parse_shape(shape)
+        except ValueError as exc:
+            raise bad("shapes", str(exc)) from None
         return self
 
     def resolve(self, path: str) -> Path:
@@ -129,6 +140,14 @@ def redact_url(url: str) -> str:
     if not at or ":" not in creds:
         return url
     return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """'1920x1080' or '16x9' (also '16:9') -> (width, height); only the ratio matters."""
+    width, sep, height = str(text).lower().replace(":", "x").partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise ValueError(f"expected WIDTHxHEIGHT such as 16x9 or 1920x1080, got {text!r}")
+    return int(width), int(height)
 
 
 def parse_cpus(text: str) -> list[int]:

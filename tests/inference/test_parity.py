@@ -1,7 +1,6 @@
 """Parity with the reference implementation: our detector vs ultralytics `YOLO(ir_dir).predict()` on
-the same IR and images. A detection matches when the class is the same, IoU >= 0.99 and the
-confidences differ by <= 0.01; >= 99% must match, both ways, at batch 1 and batch 4, with and
-without ROI, for the end-to-end and the raw (NMS) head.
+the same IR and images (parity_match: same class, IoU >= 0.99, confidence within 0.01, >= 99% both
+ways), at batch 1 and batch 4, with and without ROI, for the end-to-end and the raw (NMS) head.
 
 Both sides run the IR pinned to f32 (ultralytics would let this CPU pick bf16, so its compile call
 is wrapped to add the same hint ours uses); only detections clear of the threshold by 0.01 count,
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import FP32_MODEL, INT8_MODEL, RAW_MODEL, SAMPLES
+from parity_match import assert_parity
 from worker.cameras import CameraSettings
 from worker.inference.detector import Detector
 from worker.inference.preprocess import Roi
@@ -46,37 +46,8 @@ def _reference(model_dir, images: list[np.ndarray]):
     return out
 
 
-def _iou(a, b):
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
-def _one_way(src, dst) -> tuple[int, int]:
-    (boxes, conf, cls), (dboxes, dconf, dcls) = src, dst
-    matched = total = 0
-    for box, c, k in zip(boxes, conf, cls):
-        if c <= CONF + 0.01:
-            continue
-        total += 1
-        same = dcls == k
-        if same.any():
-            ious = _iou(box, dboxes[same])
-            best = ious.argmax()
-            matched += bool(ious[best] >= 0.99 and abs(dconf[same][best] - c) <= 0.01)
-    return matched, total
-
-
 def _assert_parity(ours, theirs, min_detections=4):
-    matched = total = 0
-    for o, t in zip(ours, theirs):
-        for m, n in (_one_way(t, o), _one_way(o, t)):
-            matched, total = matched + m, total + n
-    assert total >= min_detections, f"too few detections ({total}) for parity to mean anything"
-    assert matched / total >= 0.99, f"{matched}/{total} detections match"
-    return matched, total
+    return assert_parity(ours, theirs, CONF, min_detections)
 
 
 def _ours(result):

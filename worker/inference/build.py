@@ -36,4 +36,4 @@ def build_detector(config: WorkerConfig, *, model: str | Path | None = None, bat
     return Detector(config.resolve(str(model or config.model)), batch=batch or config.batch,
                     iou=config.iou if iou is None else iou, max_pixels=config.max_pixels,
                     reduced_decode=config.reduced_decode, max_detections=max_detections,
-                    options=compile_options(config))
+                    options=compile_options(config), shapes=config.shapes)

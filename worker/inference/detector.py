@@ -1,30 +1,39 @@
 """The detector: snapshot (bytes or image) -> Detections + stage timings. Knows nothing of Redis.
 
-Loaded and warmed once per process. Batch 1 always; a static batch-4 model too when draining is on.
-Warm-up times both, and that measurement decides whether a partial batch (2-3 images) is padded to
-4 or run one by one, and whether `batch="auto"` keeps batch 4 at all.
+Loaded and warmed once per process. Each snapshot runs at the input shape ultralytics PyTorch
+`predict` gives it (preprocess.input_shape: 384x640 for 16:9 at 640): a dynamic-shape IR is reshaped
+and compiled once per (shape, batch) it meets, the configured `shapes` at start so no live snapshot
+waits for a compile. A static IR serves square, as exported. Batch 1 always; batch 4 too when
+draining is on. Warm-up times both per shape, and that decides whether a partial batch (2-3 images)
+of that shape is padded to 4 or run one by one, and whether `batch="auto"` keeps batch 4 at all.
+
+The data path is two steps so a caller can prepare batch N+1 on a thread while batch N infers:
+`prepare_batch` (decode, preprocess, letterbox into tensors the PreparedBatch owns, grouped by
+shape) and `run_prepared` (inference and postprocess). `detect_batch` is the two in a row.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
-from worker.cameras import CameraBook, CameraSettings
-from worker.constants import BATCH_MODES, DEFAULT_IOU, DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS, LETTERBOX_PAD_VALUE
+from worker.cameras import CameraBook, CameraSettings, check_against_model, preprocessing_of, with_model_defaults
+from worker.config import DEFAULT_SHAPES, parse_shape
+from worker.constants import BATCH_MODES, DEFAULT_IOU, DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS
 from worker.inference.detections import Detections
 from worker.errors import ConfigError, EmptyInputError, ImageTooLargeError, InputError
 from worker.inference.imagecodec import DecodedImage, choose_reduction, decode, read_header
 from worker.inference.postprocess import DetectionFilter, to_detections
-from worker.inference.preprocess import BoxTransform, prepare
+from worker.inference.preprocess import BoxTransform, input_shape, prepare, prepare_rect
 from worker.inference.runtime import CompileOptions, CompiledRunner, compile_model, inference_precision, load_spec, time_runner
 
 log = logging.getLogger(__name__)
@@ -64,28 +73,60 @@ class WarmupReport:
     batch1_seconds: float
     batch4_seconds: float | None
     pad_partial_from: int | None  # partial batches of at least this many run padded at batch 4
+    shape: tuple[int, int] = (0, 0)  # (H, W) of the input this was measured at
+
+
+@dataclass
+class PreparedItem:
+    index: int  # position in the caller's items
+    tensor: np.ndarray  # (H, W, 3) uint8, owned by this item
+    transform: BoxTransform
+    settings: CameraSettings  # completed with the model's defaults and the batch's confidence
+    timings: StageTimings
+
+
+@dataclass
+class PreparedBatch:
+    """Decoded and letterboxed inputs, grouped by input shape; bad items keep their InputError."""
+
+    size: int
+    groups: dict[tuple[int, int], list[PreparedItem]] = field(default_factory=dict)
+    errors: dict[int, InputError] = field(default_factory=dict)
 
 
 class Detector:
     def __init__(self, model: str | Path, *, options: CompileOptions | None = None, batch: str | int = 1,
                  iou: float = DEFAULT_IOU, max_detections: int = DEFAULT_MAX_DETECTIONS,
                  max_pixels: int = DEFAULT_MAX_PIXELS, reduced_decode: bool = False,
-                 names: tuple[str, ...] | None = None, imgsz: int | None = None) -> None:
+                 names: tuple[str, ...] | None = None, imgsz: int | None = None,
+                 shapes: Iterable[str] = DEFAULT_SHAPES, rect: bool = True) -> None:
+        """`rect=False` serves a dynamic model square (imgsz x imgsz) as a static one would: for
+        measuring what rect inputs gain (benchmarks/rect_speed.py, square vs rect accuracy)."""
         batch = str(batch)
         if batch not in BATCH_MODES:
             raise ConfigError(f"batch must be one of {', '.join(BATCH_MODES)}, got {batch!r}")
         self.options = options or CompileOptions()
-        self.spec, ov_model = load_spec(model, names=names, imgsz=imgsz)
+        self.spec, self._model = load_spec(model, names=names, imgsz=imgsz)
         self.iou, self.max_detections, self.max_pixels = iou, max_detections, max_pixels
         self.reduced_decode = reduced_decode
-        core = ov.Core()
-        self.runners: dict[int, CompiledRunner] = {1: compile_model(ov_model, self.spec, 1, self.options, core)}
-        if batch != "1":
-            self.runners[DRAIN_BATCH] = compile_model(ov_model, self.spec, DRAIN_BATCH, self.options, core)
-        self.precision = inference_precision(self.runners[1])
-        self.warmup = self._warm_up(batch)
-        height, width = self.spec.imgsz
-        self._staging = np.full((self.max_batch, height, width, 3), LETTERBOX_PAD_VALUE, np.uint8)
+        self.imgsz = max(self.spec.imgsz)  # the long side every snapshot is scaled to
+        self.rect = rect and self.spec.dynamic
+        if not self.spec.dynamic:
+            log.warning("%s has a static %dx%d input: every snapshot runs square. Re-export it with dynamic "
+                        "shapes (deer-worker export) to serve each at its own shape, which is faster",
+                        self.spec.xml, self.spec.imgsz[1], self.spec.imgsz[0])
+        self._core = ov.Core()
+        self._compile_lock = threading.Lock()
+        self.runners: dict[tuple[tuple[int, int], int], CompiledRunner] = {}
+        self._drain = batch != "1"
+        self.warmups: dict[tuple[int, int], WarmupReport] = {}
+        self.warmup_done = False
+        self.warm_shapes = self._warm_shapes(shapes)
+        for shape in self.warm_shapes:
+            self.warmups[shape] = self._warm_up(shape, batch)
+        self.warmup_done = True
+        self.warmup = self.warmups[self.warm_shapes[0]]  # the first configured shape's, for the start-up log
+        self.precision = inference_precision(next(iter(self.runners.values())))
         self._class_ids: dict[tuple[str, ...], tuple[int, ...]] = {}
         # A drained batch's snapshots decode and letterbox side by side (OpenCV releases the GIL): a
         # worker owning several cores would otherwise idle all but one through every decode.
@@ -94,26 +135,57 @@ class Detector:
             if self.max_batch > 1 and cores > 1 else None
 
     # --- set-up ------------------------------------------------------------------------------
-    def _warm_up(self, batch: str) -> WarmupReport:
-        time_runner(self.runners[1], self.spec, 2)  # first runs allocate; do not time them
-        t1 = time_runner(self.runners[1], self.spec, 5)
-        if DRAIN_BATCH not in self.runners:
-            return WarmupReport(t1, None, None)
-        time_runner(self.runners[DRAIN_BATCH], self.spec, 1)
-        t4 = time_runner(self.runners[DRAIN_BATCH], self.spec, 3)
+    def _warm_shapes(self, shapes: Iterable[str]) -> list[tuple[int, int]]:
+        """Input shapes (H, W) for the configured aspect ratios; a static model has only its own."""
+        if not self.rect:
+            return [self.spec.imgsz]
+        found: list[tuple[int, int]] = []
+        for text in shapes:
+            width, height = parse_shape(text)
+            shape = input_shape(height, width, self.imgsz)
+            if shape not in found:
+                found.append(shape)
+        return found or [input_shape(self.imgsz, self.imgsz, self.imgsz)]
+
+    def input_shape_for(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of the input a height x width image (after any ROI crop) runs at."""
+        return input_shape(height, width, self.imgsz) if self.rect else self.spec.imgsz
+
+    def _runner(self, shape: tuple[int, int], batch: int) -> CompiledRunner:
+        runner = self.runners.get((shape, batch))
+        if runner is None:
+            with self._compile_lock:
+                runner = self.runners.get((shape, batch))
+                if runner is None:
+                    if self.warmup_done:
+                        log.info("compiling input shape %dx%d (not in shapes:) while a snapshot waits", *shape[::-1])
+                    runner = compile_model(self._model, self.spec, batch, self.options, self._core, shape)
+                    self.runners[(shape, batch)] = runner
+        return runner
+
+    def _warm_up(self, shape: tuple[int, int], batch: str) -> WarmupReport:
+        one = self._runner(shape, 1)
+        time_runner(one, self.spec, 2)  # first runs allocate; do not time them
+        t1 = time_runner(one, self.spec, 5)
+        if not self._drain:
+            return WarmupReport(t1, None, None, shape)
+        four = self._runner(shape, DRAIN_BATCH)
+        time_runner(four, self.spec, 1)
+        t4 = time_runner(four, self.spec, 3)
         # A partial batch is padded to 4 only where that beats running its images one by one; a full
         # batch always runs at 4 when the user asked for 4.
         pad_from = next((n for n in (2, 3) if t4 < n * t1), DRAIN_BATCH)
         if batch == "auto" and t4 >= DRAIN_BATCH * t1 * _BATCH4_MIN_GAIN:
-            log.info("batch auto: batch 4 (%.1f ms) does not beat 4 x batch 1 (%.1f ms); draining off",
-                     t4 * 1e3, t1 * 1e3)
-            del self.runners[DRAIN_BATCH]
-            return WarmupReport(t1, t4, None)
-        return WarmupReport(t1, t4, pad_from)
+            log.info("batch auto: at %dx%d batch 4 (%.1f ms) does not beat 4 x batch 1 (%.1f ms); draining off",
+                     shape[1], shape[0], t4 * 1e3, t1 * 1e3)
+            del self.runners[(shape, DRAIN_BATCH)]
+            return WarmupReport(t1, t4, None, shape)
+        return WarmupReport(t1, t4, pad_from, shape)
 
     @property
     def max_batch(self) -> int:
-        return max(self.runners)
+        """How many snapshots one batch takes: 4 when any warmed shape keeps batch 4."""
+        return DRAIN_BATCH if any(w.pad_partial_from is not None for w in self.warmups.values()) else 1
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -131,11 +203,18 @@ class Detector:
         return self._class_ids[names]
 
     def check_cameras(self, book: CameraBook) -> None:
+        """At load: every camera's classes exist and its preprocessing agrees with the model's."""
         for settings in [book.default, *book.cameras.values()]:
             try:
                 self.class_ids(settings.classes)
+                check_against_model(settings, self.spec.preprocessing)
             except ConfigError as exc:
                 raise ConfigError(f"camera {settings.camera_id or 'default'}: {exc}") from exc
+
+    def settings_for(self, settings: CameraSettings | None, confidence: float | None = None) -> CameraSettings:
+        """What a job runs with: the camera's (or job's) settings, the model's where they set none."""
+        settings = with_model_defaults(settings or CameraSettings(), self.spec.preprocessing, self.spec.confidence)
+        return settings if confidence is None else replace(settings, confidence=confidence)
 
     # --- the data path -----------------------------------------------------------------------
     def _decode(self, snapshot: Snapshot, settings: CameraSettings) -> DecodedImage:
@@ -155,7 +234,7 @@ class Detector:
             if settings.roi is not None:
                 x0, y0, x1, y1 = settings.roi.to_pixels(header.width, header.height)
                 crop_w, crop_h = x1 - x0, y1 - y0
-            reduction = choose_reduction(header, crop_w, crop_h, min(self.spec.imgsz))
+            reduction = choose_reduction(header, crop_w, crop_h, min(self.input_shape_for(crop_h, crop_w)))
         return decode(snapshot, max_pixels=self.max_pixels, reduction=reduction, header=header)
 
     def detect(self, snapshot: Snapshot, settings: CameraSettings | None = None,
@@ -169,63 +248,79 @@ class Detector:
     def detect_batch(self, items: list[tuple[Snapshot, CameraSettings | None]],
                      confidence: float | None = None) -> list[DetectionResult | InputError]:
         """Several snapshots, run through batch 4 where it pays; a bad one fails alone (returned, not raised)."""
-        results: list[DetectionResult | InputError | None] = [None] * len(items)
-        for start in range(0, len(items), self.max_batch):
-            chunk = list(range(start, min(start + self.max_batch, len(items))))
-            self._run_chunk(items, chunk, results, confidence)
-        return results  # type: ignore[return-value]
+        return self.run_prepared(self.prepare_batch(items, confidence))
 
-    def _prepare(self, snapshot: Snapshot, settings: CameraSettings, slot: int) -> tuple[BoxTransform, StageTimings]:
-        """Decode and letterbox one snapshot into its staging slot."""
+    def _prepare_one(self, index: int, snapshot: Snapshot, settings: CameraSettings) -> PreparedItem:
+        """Decode and letterbox one snapshot into a tensor of its own."""
         timings = StageTimings()
         t0 = time.perf_counter()
         decoded = self._decode(snapshot, settings)
         t1 = time.perf_counter()
-        transform = prepare(decoded, self._staging[slot], roi=settings.roi, clahe=settings.clahe)
+        preprocessing = preprocessing_of(settings)
+        if self.rect:
+            tensor, transform = prepare_rect(decoded, self.imgsz, roi=settings.roi, preprocessing=preprocessing)
+        else:
+            tensor = np.empty((*self.spec.imgsz, 3), np.uint8)
+            transform = prepare(decoded, tensor, roi=settings.roi, preprocessing=preprocessing)
         timings.decode, timings.preprocess = t1 - t0, time.perf_counter() - t1
-        return transform, timings
+        return PreparedItem(index, tensor, transform, settings, timings)
 
-    def _run_chunk(self, items, indices, results, confidence) -> None:
-        calls = [(items[index][0], items[index][1] or CameraSettings(), slot) for slot, index in enumerate(indices)]
+    def prepare_batch(self, items: list[tuple[Snapshot, CameraSettings | None]],
+                      confidence: float | None = None) -> PreparedBatch:
+        """Decode and letterbox every item (side by side on several cores), grouped by input shape.
+
+        Safe on another thread while run_prepared runs an earlier batch: nothing here is shared."""
+        calls = [(index, snapshot, self.settings_for(settings, confidence))
+                 for index, (snapshot, settings) in enumerate(items)]
         if self._preparers is not None and len(calls) > 1:
-            futures = [self._preparers.submit(self._prepare, *call) for call in calls]
-            wait(futures)  # every slot written (or failed) before anything reads the staging buffer
+            futures = [self._preparers.submit(self._prepare_one, *call) for call in calls]
             outcomes = [future.result for future in futures]
         else:
-            outcomes = [partial(self._prepare, *call) for call in calls]
-        prepared: list[tuple[int, int, CameraSettings, BoxTransform, StageTimings]] = []
-        for index, (_, settings, slot), outcome in zip(indices, calls, outcomes):
+            outcomes = [lambda call=call: self._prepare_one(*call) for call in calls]
+        prepared = PreparedBatch(len(items))
+        for (index, *_), outcome in zip(calls, outcomes):
             try:
-                transform, timings = outcome()
+                item = outcome()
             except InputError as exc:
-                results[index] = exc
+                prepared.errors[index] = exc
                 continue
-            prepared.append((index, slot, settings, transform, timings))
-        if not prepared:
-            return
-        use_batch = (DRAIN_BATCH in self.runners and self.warmup.pad_partial_from is not None
-                     and len(prepared) >= self.warmup.pad_partial_from)
-        outputs: list[np.ndarray] = []
-        if use_batch:
-            # Unused slots keep stale pixels: harmless, their outputs are ignored.
+            prepared.groups.setdefault(item.tensor.shape[:2], []).append(item)
+        return prepared
+
+    def run_prepared(self, prepared: PreparedBatch) -> list[DetectionResult | InputError]:
+        """Inference and postprocess of a prepared batch, one input shape at a time."""
+        results: list[DetectionResult | InputError | None] = [None] * prepared.size
+        for index, error in prepared.errors.items():
+            results[index] = error
+        for shape, items in prepared.groups.items():
+            for start in range(0, len(items), self.max_batch):
+                self._run_chunk(shape, items[start : start + self.max_batch], results)
+        return results  # type: ignore[return-value]
+
+    def _run_chunk(self, shape: tuple[int, int], chunk: list[PreparedItem],
+                   results: list[DetectionResult | InputError | None]) -> None:
+        warmup = self.warmups.get(shape)
+        pad_from = warmup.pad_partial_from if warmup is not None else None
+        if pad_from is not None and len(chunk) >= pad_from:
+            tensors = [item.tensor for item in chunk]
+            tensors += [tensors[0]] * (DRAIN_BATCH - len(chunk))  # padding slots: outputs ignored
             t0 = time.perf_counter()
-            batch_out = self.runners[DRAIN_BATCH].infer(self._staging)
-            infer_time, batch_size = time.perf_counter() - t0, len(prepared)
-            outputs = [batch_out[slot] for _, slot, *_ in prepared]
-            infer_times = [infer_time] * len(prepared)
+            batch_out = self._runner(shape, DRAIN_BATCH).infer(np.stack(tensors))
+            infer_time, batch_size = time.perf_counter() - t0, len(chunk)
+            outputs, infer_times = list(batch_out[: len(chunk)]), [infer_time] * len(chunk)
         else:
-            infer_times, batch_size = [], 1
-            for _, slot, *_ in prepared:
+            outputs, infer_times, batch_size = [], [], 1
+            runner = self._runner(shape, 1)
+            for item in chunk:
                 t0 = time.perf_counter()
-                outputs.append(self.runners[1].infer(self._staging[slot : slot + 1])[0])
+                outputs.append(runner.infer(item.tensor[None])[0])
                 infer_times.append(time.perf_counter() - t0)
-        for (index, _, settings, transform, timings), output, infer_time in zip(prepared, outputs, infer_times):
+        for item, output, infer_time in zip(chunk, outputs, infer_times):
             t0 = time.perf_counter()
-            flt = DetectionFilter(
-                confidence=settings.confidence if confidence is None else confidence,
-                iou=self.iou, classes=self.class_ids(settings.classes), max_detections=self.max_detections)
-            detections = to_detections(output, end2end=self.spec.end2end, transform=transform, flt=flt,
+            flt = DetectionFilter(confidence=item.settings.confidence, iou=self.iou,
+                                  classes=self.class_ids(item.settings.classes), max_detections=self.max_detections)
+            detections = to_detections(output, end2end=self.spec.end2end, transform=item.transform, flt=flt,
                                        class_names=self.spec.names)
-            timings.infer, timings.postprocess = infer_time, time.perf_counter() - t0
-            results[index] = DetectionResult(detections, timings, batch_size,
-                                             transform.original_width, transform.original_height)
+            item.timings.infer, item.timings.postprocess = infer_time, time.perf_counter() - t0
+            results[item.index] = DetectionResult(detections, item.timings, batch_size,
+                                                  item.transform.original_width, item.transform.original_height)

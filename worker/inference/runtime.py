@@ -1,13 +1,17 @@
 """OpenVINO IR -> compiled single-stream model: tensor in, raw output out. Knows nothing of boxes.
 
-A model is a directory as ultralytics exports it (`*.xml`, `*.bin`, `metadata.yaml`) or a bare
-`.xml` with explicit settings. The uint8 HWC BGR input is converted to what the network wants
+A model is a directory as ultralytics exports it (`*.xml`, `*.bin`, `metadata.yaml`), a bare `.xml`
+with explicit settings, or an export folder whose MODEL_CARD.json names the IR directory to `serve`.
+What the model was trained with (CLAHE, its clip and tiles, the deer class, the default confidence)
+comes from the card, or from the `deer_worker:` mapping in the IR's metadata.yaml. The uint8 HWC BGR input is converted to what the network wants
 (float, RGB, /255, NCHW) by a PrePostProcessor compiled into the graph.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ import yaml
 
 from worker.constants import PRECISIONS
 from worker.errors import ModelLoadError
+from worker.inference.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +37,29 @@ class ModelSpec:
     end2end: bool
     weights: str  # "fp32" | "int8" (what the IR stores; inference precision is separate)
     version: str = ""
+    dynamic: bool = False  # input [?,3,?,?]: reshaped and compiled per (shape, batch)
+    preprocessing: Preprocessing | None = None  # None: the model records none (cameras decide)
+    confidence: float | None = None  # the model's default threshold, where it records one
+    deer_class: str | None = None
+    card: Path | None = None  # the MODEL_CARD.json followed, if any
 
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+
+MODEL_CARD = "MODEL_CARD.json"
+
+
+def _read_card(folder: Path) -> dict:
+    card_path = folder / MODEL_CARD
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{card_path}: not a readable JSON model card ({exc})") from exc
+    if not isinstance(card, dict) or not isinstance(card.get("serve"), str) or not card["serve"]:
+        raise ModelLoadError(f"{card_path}: needs \"serve\": the IR directory (inside the folder) to serve")
+    return card
 
 
 def _find_xml(path: Path) -> Path:
@@ -64,6 +88,37 @@ def _read_metadata(xml: Path) -> dict:
     return meta
 
 
+def _model_facts(card: dict, where: str) -> tuple[Preprocessing | None, float | None, str | None, str]:
+    """(preprocessing, confidence, deer class, version) from a model card or a `deer_worker:` mapping."""
+    raw = card.get("preprocessing", card)  # the card nests it; a flat deer_worker mapping is accepted too
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{where}: preprocessing: expected a mapping")
+    preprocessing = None
+    if "clahe" in raw:
+        clip, tiles = raw.get("clahe_clip"), raw.get("clahe_tiles")
+        if not isinstance(raw["clahe"], bool):
+            raise ModelLoadError(f"{where}: clahe: expected true or false, got {raw['clahe']!r}")
+        if raw["clahe"] and clip is None:
+            # the user's data was made with clip 3.0 while their detector used 2.0: never assume one
+            raise ModelLoadError(f"{where}: clahe is on but clahe_clip is not recorded; re-export with --clahe-clip")
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
+                                 or not math.isfinite(clip) or clip <= 0):
+            raise ModelLoadError(f"{where}: clahe_clip: expected a number > 0, got {clip!r}")
+        if tiles is not None and (not isinstance(tiles, list) or len(tiles) != 2
+                                  or not all(isinstance(t, int) and t > 0 for t in tiles)):
+            raise ModelLoadError(f"{where}: clahe_tiles: expected [columns, rows] > 0, got {tiles!r}")
+        defaults = Preprocessing()
+        preprocessing = Preprocessing(raw["clahe"], float(clip) if clip is not None else defaults.clahe_clip,
+                                      tuple(tiles) if tiles else defaults.clahe_tiles)
+    confidence = card.get("confidence")
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                   or not 0 < confidence <= 1):
+        raise ModelLoadError(f"{where}: confidence: expected a number in (0, 1], got {confidence!r}")
+    deer_class = card.get("deer_class")
+    return preprocessing, None if confidence is None else float(confidence), \
+        None if deer_class is None else str(deer_class), str(card.get("version") or "")
+
+
 def _is_quantized(model: ov.Model) -> bool:
     return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
 
@@ -71,7 +126,13 @@ def _is_quantized(model: ov.Model) -> bool:
 def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: int | None = None,
               end2end: bool | None = None) -> tuple[ModelSpec, ov.Model]:
     """Read and check a model; explicit arguments fill in (or must agree with) metadata.yaml."""
-    xml = _find_xml(Path(path))
+    path, card = Path(path), None
+    if path.is_dir() and (path / MODEL_CARD).exists():
+        card = _read_card(path)
+        path = path / card["serve"]
+        if not path.exists():
+            raise ModelLoadError(f"{path.parent / MODEL_CARD}: serve names {card['serve']!r}, which is not in the folder")
+    xml = _find_xml(path)
     bin_path = xml.with_suffix(".bin")
     if not bin_path.exists():
         raise ModelLoadError(f"{bin_path}: weights file missing beside {xml.name}")
@@ -128,6 +189,13 @@ def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: 
     if not names:
         raise ModelLoadError(f"{xml}: no class names ({meta_path.name} missing or has no 'names'); pass names")
 
+    facts_source, facts_where = (card, str(path.parent / MODEL_CARD)) if card is not None else \
+        (meta.get("deer_worker") or {}, f"{meta_path}: deer_worker")
+    if not isinstance(facts_source, dict):
+        raise ModelLoadError(f"{facts_where}: expected a mapping")
+    preprocessing, confidence, deer_class, card_version = _model_facts(facts_source, facts_where)
+    if deer_class is not None and deer_class not in names:
+        raise ModelLoadError(f"{facts_where}: deer_class {deer_class!r} is not among the model's names {list(names)}")
     spec = ModelSpec(
         xml=xml,
         name=str(meta.get("name") or xml.parent.name.removesuffix("_openvino_model") or xml.stem),
@@ -135,7 +203,10 @@ def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: 
         imgsz=imgsz_hw,
         end2end=end2end,
         weights="int8" if _is_quantized(model) else "fp32",
-        version=str(meta.get("model_version") or meta.get("date") or ""),
+        version=card_version or str(meta.get("model_version") or meta.get("date") or ""),
+        dynamic=not (in_shape[2].is_static and in_shape[3].is_static),
+        preprocessing=preprocessing, confidence=confidence, deer_class=deer_class,
+        card=path.parent / MODEL_CARD if card is not None else None,
     )
     return spec, model
 
@@ -151,14 +222,17 @@ class CompileOptions:
 
 @dataclass
 class CompiledRunner:
-    """One compiled model for one static batch size, with its own infer request."""
+    """One compiled model for one static batch size and input shape, with its own infer request."""
 
     batch: int
     compiled: ov.CompiledModel
     request: ov.InferRequest = field(init=False)
+    shape: tuple[int, int] = field(init=False)  # (H, W) of the input
 
     def __post_init__(self) -> None:
         self.request = self.compiled.create_infer_request()
+        _, height, width, _ = self.compiled.input(0).get_shape()  # NHWC after the PrePostProcessor
+        self.shape = (height, width)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """(B,H,W,3) uint8 -> first output as a float32 array (a copy: the request reuses its memory)."""
@@ -167,7 +241,8 @@ class CompiledRunner:
 
 
 def compile_model(model: ov.Model, spec: ModelSpec, batch: int, options: CompileOptions,
-                  core: ov.Core | None = None) -> CompiledRunner:
+                  core: ov.Core | None = None, shape: tuple[int, int] | None = None) -> CompiledRunner:
+    """Compiled at `shape` (H, W; default the model's imgsz): a dynamic model is reshaped to it, static."""
     if options.precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
     core = core or ov.Core()
@@ -175,7 +250,7 @@ def compile_model(model: ov.Model, spec: ModelSpec, batch: int, options: Compile
         Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
         core.set_property({"CACHE_DIR": str(options.cache_dir)})
     model = model.clone()
-    height, width = spec.imgsz
+    height, width = shape or spec.imgsz
     model.reshape({model.input(0): ov.PartialShape([batch, 3, height, width])})
     ppp = ov.preprocess.PrePostProcessor(model)
     ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
@@ -206,7 +281,7 @@ def inference_precision(runner: CompiledRunner) -> str:
 
 def time_runner(runner: CompiledRunner, spec: ModelSpec, repeats: int) -> float:
     """Median seconds of `repeats` inferences on a grey tensor (also serves as the warm-up)."""
-    tensor = np.full((runner.batch, spec.imgsz[0], spec.imgsz[1], 3), 114, np.uint8)
+    tensor = np.full((runner.batch, *runner.shape, 3), 114, np.uint8)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
