@@ -21,6 +21,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import mqtt_harness as mh  # noqa: E402
 from harness import Pool, RedisServer, free_port, sample_images, wait_for, worker_env  # noqa: E402
+from conftest import tool  # noqa: E402
+
+MOSQUITTO, needs_mosquitto = tool("mosquitto", "mosquitto")
+pytestmark = needs_mosquitto
 
 QUEUE = "deer-mqtt-test"
 QUIET = 2.0  # s: quiet_time of the shared bridge
