@@ -67,7 +67,7 @@ def build_yaml_model(name: str) -> tuple[Path, Path]:
             exported.rename(fp32)
     if not int8.exists():
         images = sorted((DEMO / "samples").glob("*.jpg")) + sorted((DEMO / "heldout" / "images").glob("*.jpg"))
-        quantize_ir(fp32, int8, calibration_tensors(images[:64], 640, clahe=False))
+        quantize_ir(fp32, int8, calibration_tensors(images[:64], 640, square=True))  # a static 640x640 IR
     return fp32, int8
 
 
