@@ -52,6 +52,10 @@ GATEWAY_BREAKS = [
           T + "test_no_ready_worker_health_503_and_timeout_504", "/health is 200 with no worker"),
     Break("no-overload-bound", GW, "if gateway.in_hand >= gateway.settings.max_waiting:", "if False:",
           T + "test_overload_is_429_at_once_with_memory_flat", "requests pile up without bound"),
+    Break("rejected-bodies-kept", GW, "            deepstack = scope[\"path\"] == DEEPSTACK_PATH\n",
+          "            deepstack = scope[\"path\"] == DEEPSTACK_PATH\n"
+          "            gateway.__dict__.setdefault(\"kept\", []).append(await receive())\n",
+          T + "test_overload_is_429_at_once_with_memory_flat", "a rejected request's body is kept (memory grows)"),
     Break("redis-down-500", GW, 'raise GatewayError(503, "redis_unavailable", f"Redis is unreachable: {exc}")',
           'raise GatewayError(500, "redis_unavailable", f"Redis is unreachable: {exc}")',
           T + "test_redis_down_is_503_and_the_gateway_comes_back", "Redis down is not 503"),
