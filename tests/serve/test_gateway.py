@@ -361,3 +361,17 @@ def test_health_200_with_a_ready_worker(stack, client):
     assert body["status"] == "healthy" and body["confidence_threshold"] == DEMO_THRESHOLD
     assert isinstance(body["model_version"], str) and body["model_version"]
     json.dumps(body)
+
+
+@own_processes
+def test_taken_port_is_one_error_line():
+    import socket
+    import subprocess
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "worker", "gateway", "--port", str(port)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and run.stderr.startswith("deer-worker: config: ")
+    assert "Traceback" not in run.stderr

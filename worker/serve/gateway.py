@@ -358,6 +358,14 @@ def build_app(config: WorkerConfig, settings: GatewaySettings):
 def run_gateway(config: WorkerConfig, settings: GatewaySettings, host: str, port: int, log_level: str) -> int:
     import uvicorn
 
+    import socket
+
+    try:  # a taken port is one error line (deer-worker: config: ...), not uvicorn's exit with a log
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise errors.ConfigError(f"gateway cannot listen on {host}:{port} ({exc.strerror}): "
+                                 "free the port or pass --port") from None
     app, gateway = build_app(config, settings)
     log.info("gateway on http://%s:%d -> queue %s (timeout %g s, at most %d waiting, api key %s)", host, port,
              config.queue, settings.timeout, settings.max_waiting, "required" if settings.api_key else "off")
