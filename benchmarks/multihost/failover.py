@@ -204,6 +204,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="jobs/s the producer enqueues")
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
+    netlab.exit_on_sigterm()
     rounds = []
     with tempfile.TemporaryDirectory(prefix="deer-failover-") as tmp, netlab.Lab(Path(tmp), subnet=21) as lab:
         cluster = build(lab, args.workers)

@@ -18,6 +18,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -155,6 +156,11 @@ class Lab:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def exit_on_sigterm() -> None:
+    """For the scripts: SIGTERM unwinds (a Lab's `with` removes its namespaces) instead of leaving them."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _delete_netns(netns: str) -> None:

@@ -183,6 +183,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=4, help="jobs A holds when cut off (one of them stale)")
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
+    netlab.exit_on_sigterm()
     settings = Settings()
     rounds = []
     for n in range(args.rounds):
