@@ -8,6 +8,7 @@ tests that restart the bridge or need other settings start a bridge of their own
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -248,6 +249,7 @@ def test_sigterm_turns_every_camera_off_then_says_offline(stack, recorder, ring)
     assert {t.split("/")[1] for t, *_ in recorder.messages if t.startswith("deer-stop/")} == {"cam7stop", "bridge"}
 
 
+@pytest.mark.slow  # the default run's budget; run with -m slow
 def test_a_killed_bridge_is_marked_offline_by_its_last_will(stack, recorder):
     bridge, _ = stack.bridge("will", output_prefix="deer-will", ring_topic="ring-will")
     recorder.wait(lambda: recorder.on("deer-will/bridge/availability") == [b"online"], 5, "online")
@@ -257,6 +259,7 @@ def test_a_killed_bridge_is_marked_offline_by_its_last_will(stack, recorder):
     assert time.monotonic() - killed <= 5 * 1.5 + 5  # keepalive 5 s: the broker gives up after 1.5x it
 
 
+@pytest.mark.slow  # the default run's budget; run with -m slow
 def test_the_broker_login_is_required_and_used(tmp_path, stack):
     secured = mh.Mosquitto(tmp_path / "secured", users={"bridge": "s3cret"}).start()
     try:
@@ -275,3 +278,46 @@ def test_the_broker_login_is_required_and_used(tmp_path, stack):
         wrong.stop(), right.stop()
     finally:
         secured.stop()
+
+
+@pytest.mark.slow
+def test_a_burst_of_200_over_4_cameras_with_a_worker_killed_is_published_once_each(tmp_path, host_pace):
+    """200 snapshots through the bridge while one of two workers is SIGKILLed mid-burst: every
+    snapshot's result is published on MQTT exactly once (counted by job id), none lost."""
+    redis_server = RedisServer(tmp_path / "redis", conf=["appendonly yes"]).start()
+    broker = mh.Mosquitto(tmp_path / "mosquitto").start()
+    env = worker_env(redis_server.url(), queue=QUEUE, batch="4", max_age=3600.0, job_timeout=30)
+    pool = Pool(env, workers=2, log_file=tmp_path / "worker.log").start()
+    port = free_port()
+    config = mh.bridge_config(tmp_path / "mqtt.yaml", broker, redis_server.url(), metrics_port=port,
+                              attributes_after=0.2, client_id="bridge-burst")
+    bridge = mh.BridgeProcess(config, env, tmp_path / "bridge.log").start()
+    recorder = mh.Recorder(broker.port, filters=("deer-worker/+/result",))
+    ring_client = mh.connect(broker.port, "ring-burst", clean=False)
+    try:
+        wait_for(lambda: metric(port, "deer_worker_mqtt_connected") == 1.0, 60, "the bridge connected")
+        cameras = [mh.RingCamera(ring_client, f"burst{i}") for i in range(4)]
+        for n in range(200):
+            camera = cameras[n % 4]
+            camera.attributes("motion" if n % 10 == 0 else "interval", time.time())
+            camera.image(variant(DEER if n % 3 == 0 else EMPTY, n))
+            time.sleep(0.01)
+            if n == 60:
+                victim = wait_for(lambda: pool.children(), 30, "the pool's workers")[0]
+                os.kill(victim, signal.SIGKILL)
+        timeout = 120 + 20 * host_pace.load_s + 200 * host_pace.batch_s
+        recorder.wait(lambda: len({r["job_id"] for r in recorder.results()}) >= 200, timeout, "200 results")
+        time.sleep(5)  # a second copy of any result would have come by now
+        results = recorder.results()
+        ids = [r["job_id"] for r in results]
+        assert len(ids) == len(set(ids)) == 200, (len(ids), len(set(ids)))
+        assert metric(port, "deer_worker_mqtt_enqueued_total", priority="high") + \
+            metric(port, "deer_worker_mqtt_enqueued_total", priority="normal") == 200
+        assert {r["camera_id"] for r in results} == {f"burst{i}" for i in range(4)}
+    finally:
+        ring_client.disconnect()
+        recorder.close()
+        bridge.stop(signal.SIGKILL)
+        pool.stop()
+        broker.stop()
+        redis_server.stop("sigkill")
