@@ -1,5 +1,6 @@
-"""End to end: the demo checkpoint -> FP32 + INT8 IR (`deer-worker export`), validated on the held-out
-split (`deer-worker validate`, accuracy gate) and benched (`deer-worker bench`); the INT8 IR serves."""
+"""`deer-worker export`: the serve choice, the accuracy gate vs the .pt, the model's preprocessing (never
+assumed, never applied twice), rect calibration shapes, the shipped demo model folder; and end to end: the
+demo checkpoint -> static FP32 + INT8 IR, validated on the held-out split and benched."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
 from conftest import DEMO, ROOT
+from worker.tools import export
 
-pytestmark = pytest.mark.reference
 
 
 def _cli(*args):
@@ -27,25 +29,31 @@ def exported(tmp_path_factory):
     calib = out / "calib.yaml"
     calib.write_text(yaml.safe_dump({"path": str(DEMO / "samples"), "train": ".", "val": ".", "names": {0: "deer"}}))
     result = _cli("export", str(DEMO / "deer-yolo26n.pt"), "--data", str(calib), "--imgsz", "320", "--int8",
-                  "--fraction", "1.0", "--out", str(out / "deer"))
+                  "--static", "--heads", "end2end", "--fraction", "1.0", "--out", str(out / "deer"))
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "deer"
 
 
+FP32_DIR, INT8_DIR = "deer-yolo26n_dynamic_end2end_fp32_openvino_model", "deer-yolo26n_dynamic_end2end_int8_openvino_model"
+
+
+@pytest.mark.reference
 def test_export_writes_both_irs_and_a_model_card(exported):
-    fp32, int8 = exported / "deer-yolo26n_openvino_model", exported / "deer-yolo26n_int8_openvino_model"
+    fp32, int8 = exported / FP32_DIR, exported / INT8_DIR
     assert (fp32 / "metadata.yaml").exists() and (int8 / "metadata.yaml").exists()
     card = json.loads((exported / "MODEL_CARD.json").read_text())
-    assert len(card["source_sha256"]) == 64 and card["int8"]["calibration_images"] == 8
+    assert len(card["checkpoint_sha256"]) == 64 and card["irs"][INT8_DIR]["calibration_images"] == 8
+    assert card["irs"][INT8_DIR]["calibration_shapes"] == [[320, 320]] and card["serve"] in card["irs"]
     assert yaml.safe_load((fp32 / "metadata.yaml").read_text())["end2end"] is True
     assert yaml.safe_load((int8 / "metadata.yaml").read_text())["precision"] == "int8"
 
 
+@pytest.mark.reference
 def test_int8_drop_within_the_gate_and_int8_serves(exported, tmp_path):
-    fp32, int8 = exported / "deer-yolo26n_openvino_model", exported / "deer-yolo26n_int8_openvino_model"
+    fp32, int8 = exported / FP32_DIR, exported / INT8_DIR
     report = tmp_path / "val.json"
     result = _cli("validate", "--model", str(fp32), "--model", str(int8), "--data", str(DEMO / "heldout.yaml"),
-                  "--split", "val", "--max-drop", "0.03", "--out", str(report))
+                  "--split", "val", "--max-drop-map50", "0.03", "--max-drop-map", "0.05", "--out", str(report))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     from worker.inference.detector import Detector
 
@@ -65,10 +73,11 @@ def test_int8_drop_within_the_gate_and_int8_serves(exported, tmp_path):
     assert inter / union >= 0.5 and abs(served.confidence.max() - reference.confidence.max()) <= 0.15
 
 
+@pytest.mark.reference
 def test_bench_runs_on_both(exported, tmp_path):
     out = tmp_path / "bench.json"
-    result = _cli("bench", "--model", str(exported / "deer-yolo26n_openvino_model"), "--model",
-                  str(exported / "deer-yolo26n_int8_openvino_model"), "--seconds", "1", "--out", str(out))
+    result = _cli("bench", "--model", str(exported / FP32_DIR), "--model",
+                  str(exported / INT8_DIR), "--seconds", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     weights = {r["weights"] for r in report["results"]}
@@ -78,3 +87,115 @@ def test_bench_runs_on_both(exported, tmp_path):
     names = {w: {r["name"] for r in report["results"] if r["weights"] == w} for w in ("fp32", "int8")}
     pairs = {(s["fp32"], s["int8"]) for s in report["speedups"]}  # the two IRs were paired as one model
     assert pairs and {f for f, _ in pairs} == names["fp32"] and {i for _, i in pairs} == names["int8"], pairs
+
+
+# --- units: the serve choice, the gate, the model's preprocessing ------------------------------------
+def _ir(head, weights, ms, accuracy=None, within=None):
+    entry = {"head": head, "weights": weights, "dynamic": True, "latency_ms": {"shape": [192, 320], "f32_p50": ms}}
+    if accuracy:
+        entry.update(accuracy={"mAP50": accuracy[0], "mAP50-95": accuracy[1]}, within_gate=within)
+    return entry
+
+
+def test_serve_is_the_fastest_ir_within_the_gate():
+    irs = {"e2e_fp32": _ir("end2end", "fp32", 10.0, (0.90, 0.60), False),
+           "raw_fp32": _ir("raw", "fp32", 11.0, (0.95, 0.70), True),
+           "raw_int8": _ir("raw", "int8", 6.0, (0.949, 0.698), True),
+           "e2e_int8": _ir("end2end", "int8", 5.0, (0.89, 0.58), False)}
+    assert export.choose_serve(irs, measured=True)[0] == "raw_int8"
+    irs["raw_int8"]["within_gate"] = False
+    assert export.choose_serve(irs, measured=True)[0] == "raw_fp32"
+
+
+def test_with_no_ir_in_the_gate_the_most_accurate_serves_and_it_says_so():
+    irs = {"a": _ir("end2end", "fp32", 1.0, (0.90, 0.60), False), "b": _ir("raw", "fp32", 9.0, (0.91, 0.65), False)}
+    name, reason = export.choose_serve(irs, measured=True)
+    assert name == "b" and "NO IR" in reason
+
+
+def test_without_data_the_raw_fp32_head_serves():
+    irs = {"e2e": _ir("end2end", "fp32", 1.0), "raw": _ir("raw", "fp32", 2.0), "raw8": _ir("raw", "int8", 0.5)}
+    name, reason = export.choose_serve(irs, measured=False)
+    assert name == "raw" and "not measured" in reason
+
+
+@pytest.mark.parametrize("accuracy, within", [((0.95, 0.80), True), ((0.9471, 0.7951), True),
+                                              ((0.9465, 0.80), False), ((0.95, 0.794), False), ((0.99, 0.9), True)])
+def test_gate_verdict_limits_both_metrics(accuracy, within):
+    delta, ok = export.gate_verdict({"mAP50": accuracy[0], "mAP50-95": accuracy[1]}, {"mAP50": 0.95, "mAP50-95": 0.80},
+                                    export.DEFAULT_MAX_DROP_MAP50, export.DEFAULT_MAX_DROP_MAP)
+    assert ok is within and delta["mAP50"] == pytest.approx(accuracy[0] - 0.95)
+
+
+def _parse(*argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    return parser.parse_args([str(DEMO / "deer-yolo26n.pt"), *argv])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--clahe"], "--clahe needs --clahe-clip"),
+    (["--clahe-clip", "3.0"], "without --clahe"),
+    (["--clahe", "--clahe-clip", "0"], "must be > 0"),
+    (["--conf", "1.5"], "--conf must be in"),
+    (["--heads", "raw,fancy"], "--heads"),
+    (["--int8"], "--int8 needs --data"),
+])
+def test_bad_export_options_are_refused_before_exporting(argv, message):
+    from worker.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        export._checked_inputs(_parse(*argv))
+
+
+def test_clahe_without_its_clip_fails_in_one_line_on_the_command_line():
+    result = _cli("export", str(DEMO / "deer-yolo26n.pt"), "--clahe")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deer-worker: usage: --clahe needs --clahe-clip"), lines
+
+
+def test_data_preprocessed_by_flag_or_yaml_key(tmp_path):
+    plain, marked = tmp_path / "plain.yaml", tmp_path / "marked.yaml"
+    plain.write_text("val: x\nnames: [deer]\n")
+    marked.write_text(f"val: x\nnames: [deer]\n{export.PREPROCESSED_KEY}: true\n")
+    assert export.data_is_preprocessed(plain, False) is False
+    assert export.data_is_preprocessed(plain, True) is True
+    assert export.data_is_preprocessed(marked, False) is True
+
+
+def test_calibration_mixes_the_worker_rect_shapes_and_applies_clahe_only_when_asked():
+    """16:9 and 4:3 images at their own rect shape, every third at 1:1: the shapes the worker serves at 320."""
+    images = sorted((DEMO / "samples").glob("*_640x360_*.jpg"))[:2] + sorted((DEMO / "heldout" / "images").glob("*.jpg"))[:4]
+    tensors = export.calibration_tensors(images, 320)
+    shapes = {t.shape[2:] for t in tensors}
+    assert (320, 320) in shapes and (192, 320) in shapes and shapes <= {(192, 320), (256, 320), (320, 320)}
+    assert [t.shape[2:] for t in export.calibration_tensors(images[:2], 320, square=True)] == [(320, 320)] * 2
+    clahe = export.calibration_tensors(images[:1], 320, clahe=(3.0, (8, 8)))[0]
+    assert not np.allclose(clahe, tensors[0])  # CLAHE changed the pixels: applied once, when asked
+
+
+def test_rect_calibration_shapes_at_640():
+    assert export.calibration_shapes(640) == [(384, 640), (480, 640), (640, 640)]
+
+
+# --- the shipped demo model folder --------------------------------------------------------------------
+def test_demo_folder_card_names_a_dynamic_ir_to_serve_and_every_ir_knows_its_preprocessing():
+    card = json.loads((DEMO / "MODEL_CARD.json").read_text())
+    assert set(card) >= {"name", "version", "serve", "checkpoint", "imgsz", "preprocessing", "deer_class",
+                         "confidence", "iou", "irs", "reference"}
+    assert card["preprocessing"] == {"clahe": False, "clahe_clip": None, "clahe_tiles": [8, 8],
+                                     "data_preprocessed": False}
+    assert card["deer_class"] == "deer" and card["confidence"] == 0.25 and card["serve"] in card["irs"]
+    heads = {(e["head"], e["weights"]) for e in card["irs"].values()}
+    assert heads == {("end2end", "fp32"), ("end2end", "int8"), ("raw", "fp32"), ("raw", "int8")}
+    for name, entry in card["irs"].items():
+        meta = yaml.safe_load((DEMO / name / "metadata.yaml").read_text())
+        assert meta["args"]["dynamic"] is True and entry["dynamic"] is True and meta["end2end"] == (entry["head"] == "end2end")
+        assert meta["deer_worker"] == {"preprocessing": card["preprocessing"], "deer_class": "deer", "confidence": 0.25}
+        assert set(entry["delta_vs_pt"]) == {"mAP50", "mAP50-95"} and entry["within_gate"] == (
+            -entry["delta_vs_pt"]["mAP50"] <= card["gate"]["max_drop_map50"] + 1e-9
+            and -entry["delta_vs_pt"]["mAP50-95"] <= card["gate"]["max_drop_map"] + 1e-9)
+    assert card["irs"][card["serve"]]["within_gate"], "the demo serves an IR that keeps the .pt's accuracy"

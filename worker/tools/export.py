@@ -1,9 +1,15 @@
-"""`deer-worker export`: a trained ultralytics `.pt` -> end-to-end FP32 IR and (--int8) a calibrated INT8 IR.
+"""`deer-worker export`: a trained ultralytics `.pt` -> a model folder: dynamic-shape IRs with both heads
+(end-to-end one-to-one `nms=False`, and the raw one-to-many head the worker follows with NMS), FP32 and
+(--int8) INT8, and a MODEL_CARD.json naming the IR to serve (`serve`) and the model's own preprocessing.
 
 Needs the `export` extra (ultralytics, torch, nncf); the worker itself never imports this module.
-INT8 calibration images go through the worker's own preprocessing (decode, CLAHE when the model was
-trained with it, the ultralytics-identical letterbox), so the ranges NNCF measures are the ranges
-the served model sees: calibrating CLAHE-trained models on raw images would skew them.
+With --data, every IR is scored against the .pt the way ultralytics `val` scores it (the reference the
+user runs today) and the fastest IR within the accuracy gate serves. Without --data nothing is measured
+and the raw FP32 IR serves: it runs the .pt's own default head (one-to-many + NMS).
+
+INT8 calibration images go through the model's preprocessing (CLAHE when the model was trained with it and
+the data is not already CLAHE-processed) and the ultralytics letterbox at the rectangular shapes the
+worker serves (16:9, 4:3 and 1:1 mixed), so the ranges NNCF measures are the ranges the served model sees.
 """
 
 from __future__ import annotations
@@ -13,20 +19,34 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import yaml
 
+from worker.constants import DEFAULT_IOU, LETTERBOX_PAD_VALUE
 from worker.errors import ConfigError, MissingDependencyError, MissingFileError, UsageError
 from worker.inference.imagecodec import decode
-from worker.inference.preprocess import prepare
+from worker.inference.preprocess import letterbox_into
 from worker.tools.options import make_dir
 from worker.tools.progress import Progress, note
+from worker.tools.reference import checkpoint_imgsz, rect_shape
 
 IGNORED_SCOPES = ("none", "head")  # "head": ultralytics' own choice (Sigmoids + the Detect head stay float)
 DEFAULT_IGNORED_SCOPE = "none"  # measured faster with equal accuracy on the demo model; see models/demo/README.md
+HEADS = ("end2end", "raw")  # end2end: one-to-one head, (B,300,6); raw: one-to-many head, (B,4+nc,A) + NMS
+CALIBRATION_ASPECTS = ((1080, 1920), (480, 640), (640, 640))  # 16:9, 4:3, 1:1: the worker's warmed shapes
+DEFAULT_MAX_DROP_MAP50 = 0.003  # 0.3 points
+DEFAULT_MAX_DROP_MAP = 0.005  # 0.5 points (mAP50-95)
+PREPROCESSED_KEY = "deer_worker_preprocessed"  # a data yaml key: its images are already CLAHE-processed
+
+
+def ir_dir_name(stem: str, head: str, weights: str) -> str:
+    """`<stem>_dynamic_<head>_<weights>_openvino_model` (ultralytics recognises the _openvino_model suffix)."""
+    return f"{stem}_dynamic_{head}_{weights}_openvino_model"
 
 
 def dataset_images(data_yaml: str | Path, split: str = "train", fraction: float = 1.0) -> list[Path]:
@@ -42,13 +62,41 @@ def dataset_images(data_yaml: str | Path, split: str = "train", fraction: float 
     return [images[int(i * step)] for i in range(count)]
 
 
-def calibration_tensors(images: list[Path], imgsz: int, *, clahe: bool) -> list[np.ndarray]:
-    """(1,3,H,W) float32 RGB 0-1 tensors, exactly what the FP32 IR receives from the worker."""
-    buffer = np.empty((imgsz, imgsz, 3), np.uint8)
-    tensors = []
+def data_is_preprocessed(data_yaml: str | Path | None, flag: bool) -> bool:
+    """--data-preprocessed, or `deer_worker_preprocessed: true` in the data yaml."""
+    if flag or not data_yaml:
+        return flag
+    raw = yaml.safe_load(Path(data_yaml).read_text()) or {}
+    return bool(isinstance(raw, dict) and raw.get(PREPROCESSED_KEY))
+
+
+def apply_model_clahe(image: np.ndarray, clip: float, tiles: tuple[int, int]) -> np.ndarray:
+    """The training pipeline's CLAHE (L channel of LAB) at the model's own clip limit and tile grid."""
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=tiles).apply(np.ascontiguousarray(lab[:, :, 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+def calibration_shapes(imgsz: int) -> list[tuple[int, int]]:
+    """The rect (h, w) inputs the worker serves at imgsz: 16:9, 4:3, 1:1."""
+    return [rect_shape(h, w, imgsz) for h, w in CALIBRATION_ASPECTS]
+
+
+def calibration_tensors(images: list[Path], imgsz: int, *, clahe: tuple[float, tuple[int, int]] | None = None,
+                        square: bool = False) -> list[np.ndarray]:
+    """(1,3,H,W) float32 RGB 0-1 tensors, what the IR receives from the worker. Each image goes to the rect
+    shape the worker gives it; every third one to the 1:1 shape, so 16:9, 4:3 and 1:1 inputs are all
+    calibrated (square=True: all at imgsz x imgsz, for a static IR). clahe = (clip, tiles) or None."""
     progress = Progress(len(images), "calibration images")
-    for path in images:
-        prepare(decode(path.read_bytes()), buffer, clahe=clahe)
+    tensors = []
+    for i, path in enumerate(images):
+        image = decode(path.read_bytes()).image
+        if clahe:
+            image = apply_model_clahe(image, *clahe)
+        height, width = image.shape[:2]
+        shape = (imgsz, imgsz) if square or i % 3 == 2 else rect_shape(height, width, imgsz)
+        buffer = np.full((*shape, 3), LETTERBOX_PAD_VALUE, np.uint8)
+        letterbox_into(image, buffer)
         tensors.append(np.ascontiguousarray(buffer[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0)
         progress.step()
     return tensors
@@ -99,8 +147,10 @@ def require_export_extra(int8: bool) -> None:
                                      "extra, pip install -e '.[export]'") from None
 
 
-def export_fp32(pt: Path, out_dir: Path, *, imgsz: int, batch: int = 1, end2end: bool = True) -> Path:
-    """ultralytics export to OpenVINO FP32 (end-to-end YOLO26 head with nms=False, else the raw head)."""
+def export_fp32(pt: Path, out_dir: Path, *, imgsz: int, batch: int = 1, end2end: bool = True,
+                dynamic: bool = True) -> Path:
+    """ultralytics export to OpenVINO FP32: end-to-end YOLO26 head (nms=False) or the raw head (nms=None);
+    dynamic=True leaves batch, height and width open, so the worker compiles it per rect shape."""
     require_export_extra(int8=False)
     from ultralytics import YOLO
 
@@ -109,12 +159,71 @@ def export_fp32(pt: Path, out_dir: Path, *, imgsz: int, batch: int = 1, end2end:
     work.mkdir(parents=True)
     staged = work / pt.name
     shutil.copy2(pt, staged)  # ultralytics writes its export beside the .pt
-    exported = YOLO(str(staged)).export(format="openvino", imgsz=imgsz, batch=batch, dynamic=False,
+    exported = YOLO(str(staged)).export(format="openvino", imgsz=imgsz, batch=batch, dynamic=dynamic,
                                         nms=False if end2end else None)
     shutil.rmtree(out_dir, ignore_errors=True)
     shutil.move(str(exported), out_dir)
     shutil.rmtree(work, ignore_errors=True)
     return out_dir
+
+
+def write_ir_metadata(ir_dir: Path, deer_worker: dict) -> None:
+    """Add the `deer_worker:` mapping (preprocessing, deer_class, confidence) to an IR's metadata.yaml,
+    so a bare IR dir knows what the model expects."""
+    path = ir_dir / "metadata.yaml"
+    meta = yaml.safe_load(path.read_text())
+    meta["deer_worker"] = deer_worker
+    path.write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+def clahe_dataset(data_yaml: Path, split: str, clip: float, tiles: tuple[int, int], work: Path) -> Path:
+    """A copy of one split with the model's CLAHE applied (labels linked), for ultralytics val, which cannot
+    apply it: the .pt and the IRs are scored on what the model sees in the user's pipeline."""
+    from worker.tools.evaluation import label_path
+    from worker.tools.validate import load_data_yaml
+
+    spec = load_data_yaml(data_yaml)
+    images_dir, labels_dir = work / "images", work / "labels"
+    images_dir.mkdir(parents=True)
+    labels_dir.mkdir()
+    for i, image in enumerate(spec.images(split)):
+        name = f"{i:05d}_{image.stem}"
+        processed = apply_model_clahe(decode(image.read_bytes()).image, clip, tiles)
+        cv2.imwrite(str(images_dir / f"{name}.png"), processed)  # lossless: no second JPEG loss
+        label = label_path(image)
+        if label.exists():
+            shutil.copy(label, labels_dir / f"{name}.txt")
+    out = work / "data.yaml"
+    out.write_text(yaml.safe_dump({"path": str(work), "train": "images", "val": "images",
+                                   "names": dict(enumerate(spec.names))}))
+    return out
+
+
+def gate_verdict(accuracy: dict, reference: dict, max_drop_map50: float, max_drop_map: float) -> tuple[dict, bool]:
+    """(delta vs the .pt, in fractions, negative = worse; within the gate?)."""
+    delta = {k: round(accuracy[k] - reference[k], 4) for k in ("mAP50", "mAP50-95")}
+    return delta, -delta["mAP50"] <= max_drop_map50 + 1e-9 and -delta["mAP50-95"] <= max_drop_map + 1e-9
+
+
+def measure_latency_ms(ir_dir: Path, shape: tuple[int, int], repeats: int = 20, precision: str = "f32") -> float:
+    """Median inference ms of one (1,3,h,w) input on this host (f32 pinned, 1 stream), for choosing a head."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(next(ir_dir.glob("*.xml")))
+    if model.input(0).get_partial_shape().is_dynamic:
+        model.reshape({model.input(0): [1, 3, *shape]})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": "1",
+                                                 "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    tensor = np.random.default_rng(0).random((1, 3, *shape), dtype=np.float32)
+    request.infer({0: tensor})
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        request.infer({0: tensor})
+        times.append(time.perf_counter() - started)
+    return round(float(np.median(times)) * 1e3, 2)
 
 
 def _sha256(path: Path) -> str:
@@ -129,73 +238,205 @@ def _size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 2)
 
 
+def _tiles(text: str) -> tuple[int, int]:
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected COLSxROWS such as 8x8, got {text!r}") from None
+    if cols < 1 or rows < 1:
+        raise argparse.ArgumentTypeError(f"tile grid must be positive, got {text!r}")
+    return cols, rows
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from worker.tools.options import add_output
 
     p.add_argument("pt", help="trained ultralytics checkpoint (.pt)")
-    p.add_argument("--data", help="ultralytics data yaml with local images to calibrate on (needed with --int8)")
-    p.add_argument("--imgsz", type=int, default=640, help="square input size of the exported model (default 640)")
-    p.add_argument("--int8", action="store_true", help="also write a calibrated INT8 IR (needs --data)")
+    p.add_argument("--data", help="ultralytics data yaml: its train split calibrates INT8, its --val-split scores every "
+                                  "IR against the .pt (needed with --int8)")
+    p.add_argument("--imgsz", type=int, default=None, help="long side of the model input (default: the .pt's training imgsz)")
+    p.add_argument("--int8", action="store_true", help="also write calibrated INT8 IRs (needs --data)")
+    p.add_argument("--heads", default="end2end,raw",
+                   help="heads to export, comma-separated from end2end, raw (default both: the card serves the one "
+                        "that keeps the .pt's accuracy)")
+    p.add_argument("--static", action="store_true", help="square static IRs (imgsz x imgsz) instead of dynamic ones")
+    p.add_argument("--name", help="model name for the card (default: the .pt's stem)")
+    p.add_argument("--version", dest="model_version", help='version as you name it, e.g. "YOLO26s v4.1" '
+                                                          "(results report it; default: the name)")
+    p.add_argument("--clahe", action="store_true", help="the model was trained on CLAHE images (needs --clahe-clip)")
+    p.add_argument("--clahe-clip", type=float, help="the CLAHE clip limit the TRAINING data was made with (required "
+                                                    "with --clahe: never assumed)")
+    p.add_argument("--clahe-tiles", type=_tiles, default=(8, 8), help="the CLAHE tile grid, COLSxROWS (default 8x8)")
+    p.add_argument("--data-preprocessed", action="store_true",
+                   help=f"the --data images are already CLAHE-processed: do not apply it again (or put "
+                        f"{PREPROCESSED_KEY}: true in the data yaml)")
+    p.add_argument("--deer-class", default="deer", help="the class name that means deer (default deer)")
+    p.add_argument("--conf", type=float, default=0.25, help="the model's default confidence threshold (default 0.25)")
+    p.add_argument("--iou", type=float, default=DEFAULT_IOU, help=f"NMS IoU the raw head is served with (default {DEFAULT_IOU})")
     p.add_argument("--fraction", type=float, default=0.5, help="share of the train split used to calibrate")
     p.add_argument("--max-calibration", type=int, default=300, help="cap on calibration images")
-    p.add_argument("--clahe", action="store_true", help="the model was trained on CLAHE images: calibrate likewise")
-    p.add_argument("--batch", type=int, choices=[1, 4], default=1, help="static batch of the exported IR")
+    p.add_argument("--batch", type=int, choices=[1, 4], default=1, help="batch of a --static IR (dynamic IRs: any)")
     p.add_argument("--ignored-scope", choices=IGNORED_SCOPES, default=DEFAULT_IGNORED_SCOPE,
                    help="INT8: layers left in float ('head': ultralytics' choice; default 'none', measured "
                         "as accurate and faster)")
     p.add_argument("--split", default="train", help="split to calibrate on (default train)")
-    p.add_argument("--out", help="output directory (default models/<pt stem>)")
+    p.add_argument("--val-split", default="val", help="split that scores the IRs against the .pt (default val)")
+    p.add_argument("--max-drop-map50", type=float, default=DEFAULT_MAX_DROP_MAP50,
+                   help="largest mAP50 drop vs the .pt an IR may have to serve, a fraction (default 0.003 = 0.3 points)")
+    p.add_argument("--max-drop-map", type=float, default=DEFAULT_MAX_DROP_MAP,
+                   help="largest mAP50-95 drop vs the .pt, a fraction (default 0.005 = 0.5 points)")
+    p.add_argument("--out", help="output folder (default models/<pt stem>); other files in it are kept")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep IR folders an earlier run of the same command finished in --out; re-measure them and "
+                        "rewrite the card")
     add_output(p)
 
 
-def _checked_inputs(args: argparse.Namespace) -> tuple[Path, list[Path]]:
-    """Everything that can be wrong with the inputs, found before the minutes-long FP32 export:
-    -> (the checkpoint, the calibration images, empty without --int8)."""
+def _checked_inputs(args: argparse.Namespace) -> tuple[Path, list[Path], list[str]]:
+    """Everything that can be wrong with the inputs, found before the minutes-long export:
+    -> (the checkpoint, the calibration images (empty without --int8), the heads)."""
     pt = Path(args.pt).expanduser().resolve()
     if not pt.is_file():
         raise MissingFileError(f"checkpoint {args.pt} not found: pass the trained ultralytics .pt")
     if args.int8 and not args.data:
         raise UsageError("--int8 needs --data DATA.yaml: its images calibrate the INT8 ranges")
+    if args.clahe and args.clahe_clip is None:
+        raise UsageError("--clahe needs --clahe-clip: the clip limit your training data was made with "
+                         "(it is never assumed; e.g. --clahe-clip 3.0)")
+    if args.clahe_clip is not None and not args.clahe:
+        raise UsageError("--clahe-clip without --clahe: say --clahe if the model was trained on CLAHE images")
+    if args.clahe_clip is not None and args.clahe_clip <= 0:
+        raise UsageError(f"--clahe-clip must be > 0, got {args.clahe_clip}")
+    if not 0 < args.conf <= 1:
+        raise UsageError(f"--conf must be in (0, 1], got {args.conf}")
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    if not heads or any(h not in HEADS for h in heads):
+        raise UsageError(f"--heads {args.heads!r}: choose from {', '.join(HEADS)}")
     require_export_extra(args.int8)
     images = dataset_images(args.data, args.split, args.fraction)[: args.max_calibration] if args.int8 else []
-    return pt, images
+    if args.data:
+        from worker.tools.validate import load_data_yaml
+
+        load_data_yaml(args.data).images(args.val_split)  # a missing val split fails now, not after the export
+    return pt, images, heads
 
 
 def run(args: argparse.Namespace) -> int:
-    pt, calibration_images = _checked_inputs(args)
+    pt, calibration_images, heads = _checked_inputs(args)
     stem = pt.stem
+    imgsz = args.imgsz or checkpoint_imgsz(pt)
     out = make_dir(args.out or f"models/{stem}", "output folder")
     started = time.time()
-    note(f"export: {pt.name} -> FP32 IR (ultralytics, a few minutes)")
-    fp32 = export_fp32(pt, out / f"{stem}_openvino_model", imgsz=args.imgsz, batch=args.batch)
-    card = {"source": str(pt), "source_sha256": _sha256(pt),
-            "data": str(Path(args.data).resolve()) if args.data else None,
-            "imgsz": args.imgsz, "batch": args.batch, "clahe": args.clahe,
-            "fp32": {"dir": str(fp32), "size_mb": _size_mb(fp32)}}
+    dynamic = not args.static
+    preprocessed = data_is_preprocessed(args.data, args.data_preprocessed)
+    preprocessing = {"clahe": args.clahe, "clahe_clip": args.clahe_clip,
+                     "clahe_tiles": list(args.clahe_tiles), "data_preprocessed": preprocessed}
+    deer_worker = {"preprocessing": preprocessing, "deer_class": args.deer_class, "confidence": args.conf}
+    model_clahe = (args.clahe_clip, tuple(args.clahe_tiles)) if args.clahe else None
+    data_clahe = None if preprocessed else model_clahe  # never apply CLAHE twice
+
+    def kept(folder: Path) -> bool:  # --reuse: an IR an earlier run of this command finished
+        return args.reuse and (folder / "metadata.yaml").exists()
+
+    irs: dict[str, dict] = {}
+    fp32_dirs = {}
+    for head in heads:
+        fp32_dirs[head] = out / ir_dir_name(stem, head, "fp32")
+        if not kept(fp32_dirs[head]):
+            note(f"export: {pt.name} -> FP32 IR, {head} head, {'dynamic' if dynamic else 'static'} (ultralytics)")
+            export_fp32(pt, fp32_dirs[head], imgsz=imgsz, batch=1 if dynamic else args.batch,
+                        end2end=head == "end2end", dynamic=dynamic)
+        irs[fp32_dirs[head].name] = {"head": head, "weights": "fp32", "dynamic": dynamic}
     if args.int8:
-        tensors = calibration_tensors(calibration_images, args.imgsz, clahe=args.clahe)
-        note(f"export: quantizing to INT8 on {len(tensors)} images (NNCF)")
-        int8 = quantize_ir(fp32, out / f"{stem}_int8_openvino_model", tensors, ignored_scope=args.ignored_scope,
-                           extra_metadata={"clahe": args.clahe})
-        card["int8"] = {"dir": str(int8), "size_mb": _size_mb(int8), "calibration_images": len(tensors),
-                        "calibration_split": args.split, "ignored_scope": args.ignored_scope, "preset": "mixed"}
-    card["wall_s"] = round(time.time() - started, 1)
+        int8_dirs = {head: out / ir_dir_name(stem, head, "int8") for head in heads}
+        tensors = ([] if all(kept(d) for d in int8_dirs.values())
+                   else calibration_tensors(calibration_images, imgsz, clahe=data_clahe, square=not dynamic))
+        shapes = sorted({t.shape[2:] for t in tensors}) or calibration_shapes(imgsz)
+        for head in heads:
+            int8 = int8_dirs[head]
+            if not kept(int8):
+                note(f"export: quantizing the {head} head to INT8 on {len(tensors)} images at {shapes} (NNCF)")
+                quantize_ir(fp32_dirs[head], int8, tensors, ignored_scope=args.ignored_scope,
+                            extra_metadata={"int8_calibration_shapes": [list(s) for s in shapes]})
+            calibrated = yaml.safe_load((int8 / "metadata.yaml").read_text()).get("int8_calibration_images")
+            irs[int8.name] = {"head": head, "weights": "int8", "dynamic": dynamic, "calibration_images": calibrated,
+                              "calibration_split": args.split, "calibration_shapes": [list(s) for s in shapes],
+                              "ignored_scope": args.ignored_scope, "preset": "mixed"}
+    for name in irs:
+        write_ir_metadata(out / name, deer_worker)
+        irs[name]["size_mb"] = _size_mb(out / name)
+
+    speed_shape = calibration_shapes(imgsz)[0] if dynamic else (imgsz, imgsz)
+    for name in irs:
+        irs[name]["latency_ms"] = {"shape": list(speed_shape), "f32_p50": measure_latency_ms(out / name, speed_shape)}
+
+    reference = None
+    if args.data:
+        reference = _score_against_pt(pt, args, imgsz, out, irs, data_clahe)
+    serve, reason = choose_serve(irs, reference is not None)
+    checkpoint = str(pt.relative_to(out.resolve())) if pt.is_relative_to(out.resolve()) else str(pt)  # movable folder
+    card = {"name": args.name or stem, "version": args.model_version or args.name or stem, "serve": serve,
+            "serve_reason": reason, "checkpoint": checkpoint, "checkpoint_sha256": _sha256(pt), "imgsz": imgsz,
+            "preprocessing": preprocessing, "deer_class": args.deer_class, "confidence": args.conf, "iou": args.iou,
+            "data": str(Path(args.data).resolve()) if args.data else None, "val_split": args.val_split if args.data else None,
+            "gate": {"max_drop_map50": args.max_drop_map50, "max_drop_map": args.max_drop_map},
+            "irs": irs, "reference": reference, "wall_s": round(time.time() - started, 1)}
     (out / "MODEL_CARD.json").write_text(json.dumps(card, indent=2) + "\n")
-    markdown = _card_markdown(card)
-    (out / "MODEL_CARD.md").write_text(markdown)
+    markdown = card_markdown(card)
     print(json.dumps(card, indent=2) if args.json else markdown, end="\n" if args.json else "")
     return 0
 
 
-def _card_markdown(card: dict) -> str:
-    lines = [f"# Model card: {Path(card['source']).stem}", "",
-             f"- source: `{card['source']}` (sha256 `{card['source_sha256']}`)",
-             f"- data: `{card['data'] or 'none (FP32 only)'}`", f"- imgsz {card['imgsz']}, batch {card['batch']}, CLAHE {card['clahe']}",
-             f"- FP32 IR: `{card['fp32']['dir']}` ({card['fp32']['size_mb']} MB)"]
-    if "int8" in card:
-        i = card["int8"]
-        lines.append(f"- INT8 IR: `{i['dir']}` ({i['size_mb']} MB), NNCF preset {i['preset']}, "
-                     f"{i['calibration_images']} calibration images from '{i['calibration_split']}', "
-                     f"ignored scope: {i['ignored_scope']}")
-    lines += ["", "Validate the INT8 drop with `deer-worker validate --model FP32_DIR --model INT8_DIR --data DATA.yaml`."]
+def _score_against_pt(pt: Path, args: argparse.Namespace, imgsz: int, out: Path, irs: dict,
+                      data_clahe: tuple | None) -> dict:
+    """ultralytics val of the .pt (the reference) and of every IR, same data, shapes, matcher, conf and IoU;
+    writes accuracy, delta_vs_pt and within_gate into each IR's entry. -> the .pt's own scores."""
+    from worker.tools.reference import ultralytics_val
+
+    with tempfile.TemporaryDirectory(prefix="deer-export-val-") as work:
+        data, split = Path(args.data), args.val_split
+        if data_clahe:
+            note("export: applying the model's CLAHE to a copy of the validation split")
+            data, split = clahe_dataset(data, args.val_split, *data_clahe, Path(work) / "clahe"), "val"
+        note("export: scoring the .pt (ultralytics val, its default head)")
+        reference = {"model": pt.name, "head": "one-to-many + NMS (ultralytics default)", "scored_by": "ultralytics val",
+                     "split": args.val_split, **ultralytics_val(pt, data, imgsz, split=split)}
+        for name, entry in irs.items():
+            note(f"export: scoring {name}")
+            entry["accuracy"] = ultralytics_val(out / name, data, imgsz, split=split)
+            entry["delta_vs_pt"], entry["within_gate"] = gate_verdict(entry["accuracy"], reference,
+                                                                     args.max_drop_map50, args.max_drop_map)
+    return reference
+
+
+def choose_serve(irs: dict, measured: bool) -> tuple[str, str]:
+    """The IR to serve: the fastest within the accuracy gate; none within it: the most accurate, said so;
+    not measured (no --data): the raw FP32 IR, the .pt's own default head."""
+    if not measured:
+        raw = [n for n, e in irs.items() if e["head"] == "raw" and e["weights"] == "fp32"]
+        name = raw[0] if raw else next(iter(irs))
+        return name, "no --data: accuracy not measured; the raw head is the .pt's own default head (one-to-many + NMS)"
+    passing = [n for n, e in irs.items() if e["within_gate"]]
+    if passing:
+        name = min(passing, key=lambda n: irs[n]["latency_ms"]["f32_p50"])
+        return name, (f"fastest of {len(passing)} IR(s) within the accuracy gate vs the .pt "
+                      f"({irs[name]['latency_ms']['f32_p50']} ms at {irs[name]['latency_ms']['shape']})")
+    name = max(irs, key=lambda n: (irs[n]["accuracy"]["mAP50-95"], irs[n]["accuracy"]["mAP50"]))
+    return name, "NO IR is within the accuracy gate vs the .pt: serving the most accurate; check the table"
+
+
+def card_markdown(card: dict) -> str:
+    ref = card["reference"]
+    lines = [f"model {card['name']} ({card['version']}), imgsz {card['imgsz']}, preprocessing {card['preprocessing']}",
+             f"checkpoint {card['checkpoint']}"]
+    if ref:
+        lines.append(f".pt (ultralytics val, default head): mAP50 {ref['mAP50']:.4f} mAP50-95 {ref['mAP50-95']:.4f}")
+    header = f"{'IR':<60} {'head':<8} {'weights':<7} {'mAP50':>7} {'mAP50-95':>8} {'d50':>7} {'d50-95':>7} {'gate':>5} {'ms':>7}"
+    lines += [header, "-" * len(header)]
+    for name, e in card["irs"].items():
+        acc, delta = e.get("accuracy"), e.get("delta_vs_pt")
+        scores = (f"{acc['mAP50']:>7.4f} {acc['mAP50-95']:>8.4f} {delta['mAP50']:>+7.4f} {delta['mAP50-95']:>+7.4f} "
+                  f"{'ok' if e['within_gate'] else 'FAIL':>5}") if acc else f"{'-':>7} {'-':>8} {'-':>7} {'-':>7} {'-':>5}"
+        lines.append(f"{name[:60]:<60} {e['head']:<8} {e['weights']:<7} {scores} {e['latency_ms']['f32_p50']:>7.2f}")
+    lines.append(f"serve: {card['serve']} ({card['serve_reason']})")
     return "\n".join(lines) + "\n"

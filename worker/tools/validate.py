@@ -1,17 +1,22 @@
-"""`deer-worker validate`: accuracy of one or more models on a labelled split, through the served path.
+"""`deer-worker validate`: accuracy of one or more models on a labelled split.
 
-Every image goes through `Detector.detect` (same decode, letterbox, OpenVINO precision and
-postprocessing as the worker), at ultralytics val's settings (conf 0.001, iou 0.7, max_det 300), and
-is scored by worker.tools.evaluation, which reproduces ultralytics' DetMetrics. The first --model is the
-reference; the gate fails (exit 1) when another model's mAP50 is more than --max-drop below it
-(0.02 = 2 points). The table's dmAP columns are changes vs the first model (negative = worse).
-mAP50-95 changes are reported beside it but do not gate: on small held-out sets it
-moves more between runs of identical quality, and mAP50 is what a deer/no-deer decision depends on.
+The reference is the trained `.pt` itself when one is given (`--model best.pt`, needs the export extra): it
+is scored exactly as ultralytics `val` scores it by default (its default head, one-to-many + NMS; val's rect
+batch shapes; conf 0.001, IoU 0.7). Every IR is then scored the SAME way (ultralytics val of the IR: same
+matcher, conf, IoU and shapes; a dynamic IR gets val's rect shapes, a static one square), and the gate
+compares those: exit 1 when an IR's mAP50 drops more than --max-drop-map50 (0.003 = 0.3 points) or its
+mAP50-95 more than --max-drop-map (0.005) below the .pt. The served-path scores (below) are shown beside
+them and do not gate when a .pt is given.
 
-Versus `YOLO(ir).val()`: identical when boxes are left unclipped and JPEGs decoded at full size
-(tests/test_validate.py). The served path clips boxes to the image (as ultralytics predict does;
-its val does not), which raised mAP50-95 by ~2 points on the demo split (many deer at the image
-border; mAP50 moved < 0.2 points); with --reduced-decode it also decodes JPEGs at reduced size.
+Without a .pt the first --model is the reference and the gate compares served-path scores.
+
+The served path: every image goes through `Detector.detect` (same decode, letterbox, OpenVINO precision
+and postprocessing as the worker), at ultralytics val's settings (conf 0.001, iou 0.7, max_det 300), and
+is scored by worker.tools.evaluation, which reproduces ultralytics' DetMetrics. Versus `YOLO(ir).val()`:
+identical when boxes are left unclipped and JPEGs decoded at full size (tests/tools/test_validate.py). The
+served path clips boxes to the image (as ultralytics predict does; its val does not), which raised
+mAP50-95 by ~2 points on the demo split (many deer at the image border; mAP50 moved < 0.2 points); with
+--reduced-decode it also decodes JPEGs at reduced size.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.config import read_yaml, resolve_path
-from worker.errors import ConfigError, InputError
+from worker.errors import ConfigError, InputError, MissingFileError
 from worker.tools.progress import Progress
 from worker.tools.evaluation import (
     DetectionMetrics,
@@ -38,7 +43,9 @@ from worker.tools.evaluation import (
     read_labels,
 )
 
-GATE_METRIC = "mAP50"
+GATE_METRICS = ("mAP50", "mAP50-95")
+DEFAULT_MAX_DROP_MAP50 = 0.003  # 0.3 points
+DEFAULT_MAX_DROP_MAP = 0.005  # 0.5 points
 
 
 # --- the dataset yaml -------------------------------------------------------------------------------
@@ -109,13 +116,21 @@ class ModelResult:
     name: str
     weights: str
     precision: str
-    metrics: DetectionMetrics
+    metrics: DetectionMetrics | None  # None for the .pt row (scored by ultralytics only)
     ms_per_image: float  # median full service time (decode + preprocess + infer + postprocess)
     skipped: list[dict] = field(default_factory=list)
+    ultralytics: dict | None = None  # ultralytics val's scores, when a .pt is the reference
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """What the gate compares: ultralytics val's scores when measured (vs a .pt), else the served path's."""
+        if self.ultralytics is not None:
+            return {k: self.ultralytics[k] for k in GATE_METRICS}
+        return {"mAP50": self.metrics.map50, "mAP50-95": self.metrics.map50_95}
 
     def drop(self, reference: ModelResult) -> dict[str, float]:
-        return {"mAP50": reference.metrics.map50 - self.metrics.map50,
-                "mAP50-95": reference.metrics.map50_95 - self.metrics.map50_95}
+        ours, theirs = self.scores, reference.scores
+        return {k: round(theirs[k] - ours[k], 6) for k in GATE_METRICS}
 
 
 def evaluate_model(model: str | Path, images: list[Path], labels: list[np.ndarray], names: tuple[str, ...], *,
@@ -157,12 +172,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from worker.tools.options import add_output, add_precision
 
     parser.add_argument("--model", action="append", required=True,
-                        help="OpenVINO IR directory or .xml; repeat to compare (the first is the reference)")
+                        help="OpenVINO IR directory or .xml, or the trained .pt (export extra; then it is the "
+                             "reference); repeat to compare (without a .pt the first is the reference)")
     parser.add_argument("--data", required=True, help="ultralytics data yaml (path, train/val/test, names)")
     parser.add_argument("--split", default="val", choices=["val", "test", "train", "minival"],
                         help="which split of the data yaml to score (default val)")
-    parser.add_argument("--max-drop", type=float, default=0.02,
-                        help=f"largest allowed {GATE_METRIC} drop vs the first model, as a fraction (0.02 = 2 points)")
+    parser.add_argument("--max-drop-map50", "--max-drop", dest="max_drop_map50", type=float,
+                        default=DEFAULT_MAX_DROP_MAP50,
+                        help="largest allowed mAP50 drop vs the reference, a fraction (default 0.003 = 0.3 points)")
+    parser.add_argument("--max-drop-map", type=float, default=DEFAULT_MAX_DROP_MAP,
+                        help="largest allowed mAP50-95 drop vs the reference, a fraction (default 0.005 = 0.5 points)")
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="input long side for ultralytics val of the .pt and the IRs (default: the .pt's training imgsz)")
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold (ultralytics val: 0.001)")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU for raw-head models (ultralytics val: 0.7)")
     parser.add_argument("--max-det", type=int, default=300, help="detections kept per image (ultralytics val: 300)")
@@ -176,41 +197,80 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _table(results: list[ModelResult]) -> str:
+    """Served-path scores per model; with a .pt also ultralytics val's (uval), which then gate. The d
+    columns are changes vs the reference in the gated scores (negative = worse)."""
     reference = results[0]
-    header = (f"{'model':<34} {'weights':<7} {'prec':<5} {'images':>6} {'inst':>5} {'P':>6} {'R':>6} "
-              f"{'mAP50':>6} {'mAP50-95':>8} {'dmAP50':>7} {'dmAP50-95':>9} {'ms/img':>7}")
+    with_ultralytics = reference.ultralytics is not None
+    header = (f"{'model':<44} {'weights':<7} {'prec':<5} {'images':>6} {'inst':>5} {'P':>6} {'R':>6} "
+              f"{'mAP50':>6} {'mAP50-95':>8} " + (f"{'uval50':>7} {'uval50-95':>9} " if with_ultralytics else "")
+              + f"{'dmAP50':>7} {'dmAP50-95':>9} {'ms/img':>7}")
     lines = [header, "-" * len(header)]
     for r in results:
         m = r.metrics
         drop = r.drop(reference)
         drops = (f"{'(ref)':>7} {'':>9}" if r is reference
                  else f"{0.0 - drop['mAP50']:>+7.3f} {0.0 - drop['mAP50-95']:>+9.3f}")  # 0.0 - : no "-0.000"
-        lines.append(f"{r.name[:34]:<34} {r.weights:<7} {r.precision:<5} {m.images:>6} {m.instances:>5} "
-                     f"{m.precision:>6.3f} {m.recall:>6.3f} {m.map50:>6.3f} {m.map50_95:>8.3f} {drops} "
-                     f"{r.ms_per_image:>7.1f}")
-        if len(m.per_class) > 1:
+        served = (f"{m.images:>6} {m.instances:>5} {m.precision:>6.3f} {m.recall:>6.3f} {m.map50:>6.3f} {m.map50_95:>8.3f}"
+                  if m else f"{'':>6} {'':>5} {'-':>6} {'-':>6} {'-':>6} {'-':>8}")
+        uval = (f"{r.ultralytics['mAP50']:>7.3f} {r.ultralytics['mAP50-95']:>9.3f} " if r.ultralytics
+                else f"{'-':>7} {'-':>9} ") if with_ultralytics else ""
+        lines.append(f"{r.name[:44]:<44} {r.weights:<7} {r.precision:<5} {served} {uval}{drops} {r.ms_per_image:>7.1f}")
+        if m and len(m.per_class) > 1:
             for c in m.per_class:
-                lines.append(f"  {c.name[:32]:<32} {'':<7} {'':<5} {c.images:>6} {c.instances:>5} {c.precision:>6.3f} "
+                lines.append(f"  {c.name[:42]:<42} {'':<7} {'':<5} {c.images:>6} {c.instances:>5} {c.precision:>6.3f} "
                              f"{c.recall:>6.3f} {c.map50:>6.3f} {c.map50_95:>8.3f}")
     return "\n".join(lines)
 
 
+def _checkpoint_result(pt: Path, data: Path, split: str, imgsz: int) -> ModelResult:
+    """The .pt's reference row: ultralytics val at its defaults (no served-path metrics: PyTorch is not served)."""
+    from worker.tools.export import require_export_extra
+    from worker.tools.reference import ultralytics_val
+
+    require_export_extra(int8=False)
+    started = time.time()
+    scores = ultralytics_val(pt, data, imgsz, split=split)
+    return ModelResult(str(pt), pt.name, "pt", "f32", None, 0.0, ultralytics={
+        **scores, "scored_by": "ultralytics val, the .pt's default head (one-to-many + NMS)",
+        "wall_s": round(time.time() - started, 1)})
+
+
 def run(args: argparse.Namespace) -> int:
-    """0 = every model within --max-drop of the first; 1 = a model dropped more. Config errors raise."""
+    """0 = every model within the gate of the reference; 1 = a model dropped more. Config errors raise."""
+    from worker.errors import UsageError
     from worker.tools.options import require_report_folder, write_report
+    from worker.tools.reference import checkpoint_imgsz, ultralytics_val
 
     require_report_folder(args.out)
+    checkpoints = [m for m in args.model if Path(m).suffix == ".pt"]
+    if len(checkpoints) > 1:
+        raise UsageError(f"one .pt reference at a time, got {len(checkpoints)}: {', '.join(checkpoints)}")
+    for pt in checkpoints:
+        if not Path(pt).is_file():
+            raise MissingFileError(f"checkpoint {pt} not found: pass the trained ultralytics .pt")
     data = load_data_yaml(args.data)
     images = data.images(args.split)
     labels = [read_labels(label_path(image), len(data.names)) for image in images]  # bad labels fail before any model
     started = time.time()
-    progress = Progress(len(images) * len(args.model), "validate")
-    results = [evaluate_model(model, images, labels, data.names, conf=args.conf, iou=args.iou,
-                              max_det=args.max_det, precision=args.precision, threads=args.threads,
-                              reduced_decode=args.reduced_decode, clahe=args.clahe, progress=progress)
-               for model in args.model]
+    irs = [m for m in args.model if m not in checkpoints]
+    progress = Progress(len(images) * len(irs), "validate")
+    results = []
+    if checkpoints:
+        pt = Path(checkpoints[0])
+        imgsz = args.imgsz or checkpoint_imgsz(pt)
+        results.append(_checkpoint_result(pt, data.yaml, args.split, imgsz))
+    for model in irs:
+        result = evaluate_model(model, images, labels, data.names, conf=args.conf, iou=args.iou,
+                                max_det=args.max_det, precision=args.precision, threads=args.threads,
+                                reduced_decode=args.reduced_decode, clahe=args.clahe, progress=progress)
+        if checkpoints:  # scored the .pt's way too: that is what gates
+            result.ultralytics = ultralytics_val(model, data.yaml, imgsz, split=args.split, precision=args.precision)
+        results.append(result)
     reference = results[0]
-    failed = [r for r in results[1:] if r.drop(reference)["mAP50"] > args.max_drop]
+    limits = {"mAP50": args.max_drop_map50, "mAP50-95": args.max_drop_map}
+    failed = [r for r in results[1:] if any(r.drop(reference)[k] > limits[k] + 1e-9 for k in GATE_METRICS)]
+    gated_by = ("ultralytics val of each model (the .pt's own way)" if checkpoints
+                else "the served path (first model is the reference)")
 
     out = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
     print(f"data {data.yaml} split {args.split}: {len(images)} images, {sum(len(x) for x in labels)} boxes, "
@@ -222,19 +282,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r.name}: skipped {s['image']}: {s['error']}: {s['message']}", file=out)
     if len(results) > 1:
         verdict = "FAIL" if failed else "PASS"
-        print(f"gate: {GATE_METRIC} drop vs {reference.name} <= {args.max_drop:.3f} ({args.max_drop * 100:g} points): "
+        print(f"gate vs {reference.name}, scored by {gated_by}: mAP50 drop <= {args.max_drop_map50 * 100:g} points, "
+              f"mAP50-95 drop <= {args.max_drop_map * 100:g} points: "
               f"{verdict}" + (f" ({', '.join(r.name for r in failed)})" if failed else ""), file=out)
     if args.json or args.out:
         report = {
             "data": str(data.yaml), "split": args.split, "images": len(images),
             "settings": {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "precision": args.precision,
                          "reduced_decode": args.reduced_decode, "clahe": args.clahe},
-            "gate": {"metric": GATE_METRIC, "max_drop": args.max_drop, "passed": not failed,
-                     "failed": [r.model for r in failed]},
+            "gate": {"metrics": list(GATE_METRICS), "max_drop": limits, "reference": reference.model,
+                     "scored_by": gated_by, "passed": not failed, "failed": [r.model for r in failed]},
             "wall_s": round(time.time() - started, 2),
             "models": [{"model": r.model, "name": r.name, "weights": r.weights, "precision": r.precision,
-                        "metrics": r.metrics.as_dict(), "drop": r.drop(reference),
-                        "ms_per_image": r.ms_per_image, "skipped": r.skipped} for r in results],
+                        "metrics": r.metrics.as_dict() if r.metrics else None, "ultralytics": r.ultralytics,
+                        "drop": r.drop(reference), "ms_per_image": r.ms_per_image, "skipped": r.skipped}
+                       for r in results],
         }
         text = json.dumps(report, indent=2)
         if args.json:
