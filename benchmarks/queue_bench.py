@@ -340,7 +340,7 @@ def consumer_loop(url: str, args) -> dict:
     for _ in range(args.rounds):
         for name, model, snapshot, key, workers, root in plan:
             lim = out["limits"][f"{name}@{snapshot.name}"]
-            jobs = max(40, int(lim[key] * args.backlog_seconds))
+            jobs = max(args.min_jobs, int(lim[key] * args.backlog_seconds))
             r = backlog(url, model, workers, "4", jobs, root, snapshot)
             r.update(model=name, snapshot=snapshot.name, code="before" if root != ROOT else "after",
                      limit=key, vs_limit=r["jobs_per_s"] / lim[key])
@@ -349,8 +349,10 @@ def consumer_loop(url: str, args) -> dict:
             print(f"backlog {name} {snapshot.name} workers {workers} ({r['code']}): {r['jobs_per_s']:.1f} jobs/s, "
                   f"mean batch {r['mean_batch']:.2f} = {r['vs_limit']:.2f} x {key[0]} "
                   f"[target >= {target}x{'' if r['code'] == 'after' else ', for comparison'}]", flush=True)
-    out["priority"] = pr = priority_wait(url, str(yolo26s_int8), SNAPSHOT_360, args.priority_samples)
-    print(f"priority (YOLO26s INT8, 640x360, 1 worker, batch 4, standing backlog): wait p50 "
+    priority_model = {"demo": str(DEMO_MODEL), "yolo26s": str(yolo26s_int8)}[args.priority_model]
+    out["priority"] = pr = priority_wait(url, priority_model, SNAPSHOT_360, args.priority_samples)
+    pr["model"] = args.priority_model
+    print(f"priority ({args.priority_model}, 640x360, 1 worker, batch 4, standing backlog): wait p50 "
           f"{pr['wait_batches']['p50']:.2f}, p99 {pr['wait_batches']['p99']:.2f}, max {pr['wait_batches']['max']:.2f} "
           f"batches (period {pr['batch_period_ms']:.1f} ms); {pr['over_two_batches']} of {pr['samples']} over two",
           flush=True)
@@ -370,6 +372,8 @@ def main() -> int:
     ap.add_argument("--backlog-seconds", type=float, default=10, help="--consumer-loop: backlog length at the limit")
     ap.add_argument("--limit-seconds", type=float, default=10, help="--consumer-loop: seconds per limit measurement")
     ap.add_argument("--priority-samples", type=int, default=100)
+    ap.add_argument("--priority-model", choices=["demo", "yolo26s"], default="yolo26s")
+    ap.add_argument("--min-jobs", type=int, default=40, help="--consumer-loop: fewest jobs per backlog")
     ap.add_argument("--before-dir", default="/tmp/deer-queue-bench-before", help="where the old worker is unpacked")
     args = ap.parse_args()
     if args.floor_consumer:

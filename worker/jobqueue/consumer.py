@@ -31,7 +31,6 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from rq.executions import Execution
 from rq.job import Job
@@ -43,7 +42,7 @@ from worker.cameras import CameraBook, CameraSettings
 from worker.config import WorkerConfig
 from worker.constants import PUBLISHED_KEY_PREFIX, REDIS_MAX_BACKOFF
 from worker.errors import DeerWorkerError
-from worker.inference.detector import Detector, DetectionResult
+from worker.inference.detector import Detector, DetectionResult, PreparedBatch
 from worker.jobqueue import admission, outcomes
 from worker.jobqueue.connections import SERIALIZER
 from worker.jobqueue.contract import DeerJob, SnapshotJob, job_lifetime, snapshot_bytes
@@ -76,7 +75,7 @@ class _Batch:
 
     items: list[_Taken]
     to_infer: list[_Taken]
-    prepared: Any  # what the detector's run step takes
+    prepared: PreparedBatch | None  # None when nothing is to be inferred
 
 
 class DeerWorker(BatchWorker):
@@ -183,16 +182,11 @@ class DeerWorker(BatchWorker):
         to_infer = [item for item in taken if self.admit(item)]
         return _Batch(taken, to_infer, self.prepare_snapshots([(i.data, i.settings) for i in to_infer]))
 
-    def prepare_snapshots(self, pairs: list) -> Any:
-        # TODO(issue 14): until worker/inference/detector.py has prepare_batch/run_prepared (helper D1),
-        # only taking, registering, snapshot reads and admission overlap inference; decode and letterbox
-        # still run in detect_batch, on the main thread.
-        prepare_batch = getattr(self.detector, "prepare_batch", None)
-        return prepare_batch(pairs) if prepare_batch is not None and pairs else pairs
+    def prepare_snapshots(self, pairs: list) -> PreparedBatch | None:
+        return self.detector.prepare_batch(pairs) if pairs else None  # decode + letterbox
 
-    def infer(self, prepared: Any) -> list:
-        run_prepared = getattr(self.detector, "run_prepared", None)
-        return run_prepared(prepared) if run_prepared is not None else self.detector.detect_batch(prepared)
+    def infer(self, prepared: PreparedBatch) -> list:
+        return self.detector.run_prepared(prepared)
 
     def batch_timeout(self, batch: _Batch) -> int:
         return max((int(item.job.timeout or self.config.job_timeout) for item in batch.to_infer), default=0)
