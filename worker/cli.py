@@ -349,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="bridge settings, configs/mqtt.yaml (default: that file when present)")
     p.add_argument("--metrics-port", type=int, default=None, help="port of /metrics and /healthz (0 = off)")
 
+    # Model lifecycle (issue 17): the desired model is state in Redis; each waits for every worker's answer.
+    for name, help_text, rollback in (
+            ("reload", "make every worker serve --model (switch between batches) and wait for their answers", False),
+            ("rollback", "make every worker serve the model before the last reload/promote", True)):
+        p = command(name, help_text, lambda args, name=name: getattr(_tool("lifecycle"), f"run_{name}")(args))
+        _tool("lifecycle").add_reload_arguments(p, rollback=rollback)
+
     # Model tooling: each module owns its arguments; imported lazily so the worker stays light.
     for name, help_text, runs_inference in (
             ("export", "export a trained .pt to FP32 and (--int8) calibrated INT8 IR (export extra)", False),

@@ -34,6 +34,14 @@ SNAPSHOT_KEY_PREFIX = "deer:snap:"
 # deer:published:<job id> = the job's created_at, set with its final result message and kept while a
 # run of that job can still happen: no second run publishes again (rq_compat.PublishOnce).
 PUBLISHED_KEY_PREFIX = "deer:published:"
+# The desired model (issue 17, worker/serve/model_state.py): a hash {model, generation, set_at, previous},
+# its change notifications, each worker's answer per generation (kept a day), and how often a worker
+# re-reads the stored state in case it missed a notification while reconnecting.
+MODEL_DESIRED_KEY = "deer:model:desired"
+MODEL_CHANNEL = "deer:model:changes"
+MODEL_ANSWERS_PREFIX = "deer:model:answers:"
+MODEL_ANSWER_TTL = 24 * 3600
+MODEL_STATE_RECHECK = 5.0
 
 # --- job lifetimes (seconds) --------------------------------------------------------------------
 DEFAULT_JOB_TIMEOUT = 30  # one snapshot takes tens of ms; 30 s means something is stuck

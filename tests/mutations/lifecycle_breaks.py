@@ -53,6 +53,26 @@ LIFECYCLE_BREAKS = [
           "[round(float(b.confidence[j] - a.confidence[i] + 0.01), 4) for i, j, _ in pairs]",
           COMPARE + "test_a_model_compared_with_itself_agrees_completely",
           "identical answers report a confidence difference"),
+    # --- reload (each starts two worker processes: about a minute apiece) ------------------------------
+    Break("reload-restart-forgets-desired", "worker/serve/model_state.py",
+          "            desired = read_desired(self.connection_factory())\n        except",
+          "            desired = None\n        except",
+          RELOAD + "test_reload_under_load_switches_each_worker_once_and_never_back_also_after_a_kill",
+          "a worker restarted after a reload goes back to the config's model"),
+    Break("reload-old-model-jobs-refused", "worker/serve/model_state.py",
+          "        self.served_names = tuple(dict.fromkeys(names))",
+          "        self.served_names = names[:1]",
+          RELOAD + "test_reload_under_load_switches_each_worker_once_and_never_back_also_after_a_kill",
+          "jobs naming the old model fail model_unavailable during the switch"),
+    Break("reload-metrics-keep-old-model", "worker/serve/model_state.py",
+          "        self.on_switch(detector)", "        self.on_switch(previous or detector)",
+          RELOAD + "test_reload_under_load_switches_each_worker_once_and_never_back_also_after_a_kill",
+          "deer_worker_model_loaded still names the old model after a switch"),
+    Break("reload-failure-reported-as-switch", "worker/serve/model_state.py",
+          "            self._answer(desired, FAILED, reason=f\"{type(exc).__name__}: {exc}\")\n            return",
+          "            self._answer(desired, SWITCHED)\n            return",
+          RELOAD + "test_a_broken_model_is_not_switched_to_and_reload_fails_loudly",
+          "a model that failed to load is reported switched: reload exits 0"),
 ]
 
 if __name__ == "__main__":

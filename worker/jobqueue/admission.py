@@ -105,7 +105,8 @@ def unknown_classes(wanted: tuple[str, ...] | None, known: tuple[str, ...] | Non
     return [name for name in wanted if name not in known] if wanted and known is not None else []
 
 
-def decide(job: QueuedJob, *, config: WorkerConfig, model: str, cameras: CameraBook, started: float,
+def decide(job: QueuedJob, *, config: WorkerConfig, model: str | tuple[str, ...],
+           cameras: CameraBook, started: float,
            latest_of: Callable[[str], str | None], class_names: tuple[str, ...] | None = None) -> Verdict:
     """Check function, payload, model, age and camera; the verdict says what to do with the job.
     A v2 job's own settings (conf, classes, camera override, max_age) replace the camera's and the
@@ -117,9 +118,10 @@ def decide(job: QueuedJob, *, config: WorkerConfig, model: str, cameras: CameraB
     except Exception as exc:  # noqa: BLE001 - e.g. a pickled job whose data cannot be deserialized
         return Reject(None, None, not_json(exc))
     settings = snapshot.settings_for(cameras.get(snapshot.camera_id))
-    if snapshot.model and snapshot.model != model:
+    served = (model,) if isinstance(model, str) else tuple(model)  # several: the models of a switch in progress
+    if snapshot.model and snapshot.model not in served:
         return Reject(snapshot, settings, ModelUnavailableError(
-            f"job asks for model {snapshot.model!r}; this worker serves {model!r}"))
+            f"job asks for model {snapshot.model!r}; this worker serves {' or '.join(map(repr, served))}"))
     unknown = unknown_classes(settings.classes, class_names) if snapshot.has_settings else []
     if unknown:
         return Reject(snapshot, settings, PayloadError(

@@ -25,6 +25,7 @@ from worker.inference.detector import Detector
 from worker.jobqueue.recovery import dead_on_this_host, recover_jobs, worker_name
 from worker.jobqueue.consumer import DeerWorker
 from worker.jobqueue.rq_compat import worker_key
+from worker.serve.model_state import ModelSwitcher
 
 log = logging.getLogger(__name__)
 # A burst run (a batch job, a CI step) gives up on an unreachable Redis after this many seconds and
@@ -42,13 +43,18 @@ def _start_health(config: WorkerConfig, index: int, detector: Detector, book, na
 
     metrics = WorkerMetrics(camera_labels=book.labels, class_names=detector.class_names,
                             queues=[config.queue], worker_name=name)
-    metrics.set_model(model=detector.spec.name, version=detector.spec.version,
-                      precision=f"{detector.spec.weights}/{detector.precision}", batch=detector.max_batch)
+    announce_model(metrics, detector)
     probe = connect(config.redis_url, timeout=1.0, command_timeout=1.0)  # a hung Redis must not hang /healthz
     server = HealthServer(metrics, config.metrics_host, config.metrics_port + index,
                           redis_ping=lambda: ping(probe), ready=ready.is_set)
     server.start()
     return metrics, server
+
+
+def announce_model(metrics, detector: Detector) -> None:
+    """deer_worker_model_loaded: the one series at 1 names the model in service."""
+    metrics.set_model(model=detector.spec.name, version=detector.spec.version,
+                      precision=f"{detector.spec.weights}/{detector.precision}", batch=detector.max_batch)
 
 
 def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> int:
@@ -57,8 +63,18 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
         os.sched_setaffinity(0, cpus)  # before OpenVINO starts its threads, so pinning stays inside
     name = worker_name(index, host_id=config.host_id)
     book = load_camera_book(config.resolve(config.zones))
-    detector = build_detector(config)
-    detector.check_cameras(book)
+    announced = []  # the metrics, once made: each model switch updates their model_loaded
+
+    def build_checked(model) -> Detector:
+        detector = build_detector(config, model=model)
+        detector.check_cameras(book)  # a model lacking a camera's classes is not served (nor switched to)
+        return detector
+
+    state_connection = connect(config.redis_url)
+    # The model in service is the one stored in Redis (deer-worker reload), else the config's.
+    switcher = ModelSwitcher(lambda: state_connection, config, name, build=build_checked,
+                             on_switch=lambda detector: [announce_model(m, detector) for m in announced])
+    detector = switcher.start()
     log.info("%s: model %s (%s weights, %s inference, batch<=%d) warm: batch1 %.1f ms%s", name,
              detector.spec.name, detector.spec.weights, detector.precision, detector.max_batch,
              detector.warmup.batch1_seconds * 1e3,
@@ -66,6 +82,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
     connection = connect(config.redis_url)
     ready = threading.Event()
     metrics, server = _start_health(config, index, detector, book, name, ready)
+    announced += [metrics] if metrics else []
 
     stop = {"requested": False}
 
@@ -84,8 +101,9 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
                              lambda owner: owner == name or dead_on_this_host(owner, config.host_id))
                 connection.delete(worker_key(name))  # our own stale key from a previous loop, if any
                 queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
-                rq_worker = DeerWorker([queue], name=name, connection=connection, detector=detector,
-                                       cameras=book, config=config, metrics=metrics)
+                rq_worker = DeerWorker([queue], name=name, connection=connection, detector=switcher.detector,
+                                       cameras=book, config=config, metrics=metrics, model_switcher=switcher)
+                switcher.attach(rq_worker)
                 ready.set()
                 if metrics:
                     metrics.set_ready(True)
@@ -107,6 +125,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
             time.sleep(backoff)
             backoff = min(backoff * 2, REDIS_MAX_BACKOFF)
     finally:
+        switcher.stop()
         if server:
             server.stop()
     log.info("%s: stopped", name)
