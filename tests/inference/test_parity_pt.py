@@ -22,7 +22,7 @@ from dynamic_models import CHECKPOINT, dynamic_raw_model  # noqa: F401 - a fixtu
 from parity_match import assert_parity
 from worker.cameras import CameraSettings
 from worker.inference.detector import Detector
-from worker.inference.preprocess import Preprocessing, apply_clahe, input_shape
+from worker.inference.preprocess import Preprocessing, input_shape
 
 pytestmark = pytest.mark.reference
 CONF = 0.25
@@ -45,6 +45,14 @@ def _photos() -> list[tuple[str, np.ndarray]]:
     return photos
 
 
+def _users_clahe(bgr: np.ndarray, clip: float, tiles: tuple[int, int]) -> np.ndarray:
+    """The user's own pipeline, written out apart from ours: RGB -> LAB, CLAHE on L, back."""
+    lab = cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), cv2.COLOR_RGB2LAB)
+    lightness, a, b = cv2.split(lab)
+    lightness = cv2.createCLAHE(clipLimit=clip, tileGridSize=tiles).apply(lightness)
+    return cv2.cvtColor(cv2.cvtColor(cv2.merge([lightness, a, b]), cv2.COLOR_LAB2RGB), cv2.COLOR_RGB2BGR)
+
+
 def _pytorch(images: list[np.ndarray], preprocessing: Preprocessing | None):
     os.environ["YOLO_OFFLINE"] = "1"
     from ultralytics import YOLO
@@ -53,7 +61,7 @@ def _pytorch(images: list[np.ndarray], preprocessing: Preprocessing | None):
     out = []
     for image in images:
         if preprocessing is not None and preprocessing.clahe:
-            image = apply_clahe(image, preprocessing.clahe_clip, preprocessing.clahe_tiles)
+            image = _users_clahe(image, preprocessing.clahe_clip, preprocessing.clahe_tiles)
         r = model.predict(image, imgsz=320, conf=CONF, iou=IOU, half=False, device="cpu", verbose=False)[0].boxes
         out.append((r.xyxy.numpy(), r.conf.numpy(), r.cls.numpy().astype(int)))
     return out
