@@ -5,7 +5,7 @@ the model's preprocessing, rect calibration; validate's .pt reference and gate),
 
 Each stands for a way the export or the gate could regress silently: an IR that lost accuracy served, a
 CLAHE clip assumed, a mAP50-95 drop let through, a .pt row scored a different way from the IRs.
-Kept apart from breaks.py so the list can be run on its own. Files: worker/tools/export.py, validate.py.
+Kept apart from breaks.py so the list can be run on its own. Files: worker/tools/export.py, validate.py, reference.py, bench.py.
 """
 
 from __future__ import annotations
@@ -91,6 +91,12 @@ FIDELITY_BREAKS = [
           "    if checkpoints and False:\n        pt = Path(checkpoints[0])",
           VALIDATE + "test_a_pt_is_the_reference_and_irs_gate_on_ultralytics_scores",
           "the .pt given is not the reference"),
+    # --- bench: the shape a dynamic IR is measured at -------------------------------------------------
+    Break("bench-dynamic-at-square", "worker/tools/bench.py",
+          "return input_shape(1080, 1920, max(spec.imgsz)) if spec.dynamic else tuple(spec.imgsz)",
+          "return tuple(spec.imgsz)",
+          "tests/tools/test_bench.py::test_a_dynamic_ir_is_benched_at_the_rect_shape_the_worker_serves",
+          "bench measures a dynamic IR at the square input the worker no longer serves"),
 ]
 
 if __name__ == "__main__":

@@ -136,3 +136,16 @@ def test_decode_floor_is_a_full_decode_of_each_snapshot():
         decode(large, reduction=8)
         times.append(time.perf_counter() - t0)
     assert floor_large["p50_ms"] > 1.5 * 1e3 * float(np.median(times))
+
+
+def test_a_dynamic_ir_is_benched_at_the_rect_shape_the_worker_serves(tmp_path):
+    """Raw latency of a dynamic IR runs at the 16:9 rect input (192x320 at imgsz 320), a static one at its square."""
+    from conftest import DEMO
+
+    out = tmp_path / "bench.json"
+    dynamic = DEMO / "deer-yolo26n_dynamic_raw_fp32_openvino_model"
+    code = bench.run(parse("--model", str(dynamic), "--model", str(FP32_MODEL), "--seconds", "0.3", "--out", str(out),
+                           str(DEMO / "samples" / "day_640x360_deer.jpg")))
+    assert code == 0
+    shapes = {r["model"]: r["shape"] for r in json.loads(out.read_text())["results"]}
+    assert shapes == {str(dynamic): [192, 320], str(FP32_MODEL): [320, 320]}

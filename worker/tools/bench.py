@@ -141,12 +141,22 @@ class Result:
     throughput: dict
     service: dict | None
     memory_mb: dict = field(default_factory=dict)
+    shape: list[int] = field(default_factory=list)  # (H, W) of the raw latency/throughput input
 
     def as_dict(self) -> dict:
         return {"model": self.model, "name": self.name, "weights": self.weights, "precision": self.config.precision,
+                "shape": self.shape,
                 "runs": self.runs, "threads": self.config.threads, "batch": self.config.batch,
                 "latency": self.latency, "throughput": self.throughput, "service": self.service,
                 "memory_mb": self.memory_mb}
+
+
+def raw_input_shape(spec) -> tuple[int, int]:
+    """The input the raw latency and throughput run at: a dynamic IR at the rect shape the worker gives a
+    16:9 snapshot (the user's cameras; 384x640 at imgsz 640), a static IR at its own (square) shape."""
+    from worker.inference.preprocess import input_shape
+
+    return input_shape(1080, 1920, max(spec.imgsz)) if spec.dynamic else tuple(spec.imgsz)
 
 
 def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes], seconds: float,
@@ -163,14 +173,16 @@ def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes]
     for cfg in configs:
         served = WorkerConfig(model=str(path), threads=cfg.threads, precision=cfg.precision, batch="1")
         options = compile_options(served)
-        tensor = _input_tensor(cfg.batch, spec.imgsz)
-        log(f"  {spec.name} {cfg.precision} threads={cfg.threads} batch={cfg.batch}: latency")
-        runner = compile_model(ov_model, spec, cfg.batch, options, ov.Core())
+        shape = raw_input_shape(spec)
+        tensor = _input_tensor(cfg.batch, shape)
+        log(f"  {spec.name} {cfg.precision} threads={cfg.threads} batch={cfg.batch} {shape[0]}x{shape[1]}: latency")
+        runner = compile_model(ov_model, spec, cfg.batch, options, ov.Core(), shape=shape)
         runs = inference_precision(runner)
         latency = measure_latency(runner, tensor, seconds)
         del runner
         log(f"  {spec.name} {cfg.precision} threads={cfg.threads} batch={cfg.batch}: throughput")
-        throughput_runner = compile_model(ov_model, spec, cfg.batch, replace(options, hint="THROUGHPUT"), ov.Core())
+        throughput_runner = compile_model(ov_model, spec, cfg.batch, replace(options, hint="THROUGHPUT"), ov.Core(),
+                                          shape=shape)
         throughput = measure_throughput(throughput_runner.compiled, tensor, seconds)
         del throughput_runner
         service = None
@@ -180,7 +192,7 @@ def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes]
             service = measure_service(detector, snapshots, seconds)
             del detector
         results.append(Result(str(model), spec.name, spec.weights, cfg, runs, latency, throughput, service,
-                              memory_mb()))
+                              memory_mb(), list(shape)))
     return results
 
 
@@ -219,7 +231,7 @@ def batch_gains(results: list[Result]) -> list[dict]:
 
 
 def table(results: list[Result]) -> str:
-    header = (f"{'model':<28} {'weights':<7} {'prec':<12} {'thr':>3} {'batch':>5} {'p50 ms':>7} {'p95 ms':>7} "
+    header = (f"{'model':<28} {'weights':<7} {'prec':<12} {'thr':>3} {'batch':>5} {'input':>7} {'p50 ms':>7} {'p95 ms':>7} "
               f"{'p99 ms':>7} {'FPS':>7} {'img/s':>7} {'tput img/s':>10} {'svc p50':>8} {'svc p95':>8} {'RSS MB':>7}")
     lines = [header, "-" * len(header)]
     for r in results:
@@ -227,7 +239,7 @@ def table(results: list[Result]) -> str:
         prec = r.config.precision if r.config.precision == r.runs else f"{r.config.precision}>{r.runs}"
         svc_cols = f"{svc['p50_ms']:>8.1f} {svc['p95_ms']:>8.1f}" if svc else f"{'-':>8} {'-':>8}"
         lines.append(f"{r.name[:28]:<28} {r.weights:<7} {prec:<12} {r.config.threads or 'all':>3} {r.config.batch:>5} "
-                     f"{lat['p50_ms']:>7.1f} {lat['p95_ms']:>7.1f} {lat['p99_ms']:>7.1f} {lat['fps']:>7.1f} "
+                     f"{'x'.join(map(str, r.shape)):>7} {lat['p50_ms']:>7.1f} {lat['p95_ms']:>7.1f} {lat['p99_ms']:>7.1f} {lat['fps']:>7.1f} "
                      f"{lat['images_per_s']:>7.1f} {r.throughput['images_per_s']:>10.1f} {svc_cols} "
                      f"{r.memory_mb.get('rss', 0):>7.0f}")
     return "\n".join(lines)
