@@ -30,10 +30,10 @@ import yaml
 from worker.constants import DEFAULT_IOU, LETTERBOX_PAD_VALUE
 from worker.errors import ConfigError, MissingDependencyError, MissingFileError, UsageError
 from worker.inference.imagecodec import decode
-from worker.inference.preprocess import letterbox_into
+from worker.inference.preprocess import input_shape, letterbox_into
 from worker.tools.options import make_dir
 from worker.tools.progress import Progress, note
-from worker.tools.reference import checkpoint_imgsz, rect_shape
+from worker.tools.reference import checkpoint_imgsz
 
 IGNORED_SCOPES = ("none", "head")  # "head": ultralytics' own choice (Sigmoids + the Detect head stay float)
 DEFAULT_IGNORED_SCOPE = "none"  # measured faster with equal accuracy on the demo model; see models/demo/README.md
@@ -79,7 +79,7 @@ def apply_model_clahe(image: np.ndarray, clip: float, tiles: tuple[int, int]) ->
 
 def calibration_shapes(imgsz: int) -> list[tuple[int, int]]:
     """The rect (h, w) inputs the worker serves at imgsz: 16:9, 4:3, 1:1."""
-    return [rect_shape(h, w, imgsz) for h, w in CALIBRATION_ASPECTS]
+    return [input_shape(h, w, imgsz) for h, w in CALIBRATION_ASPECTS]
 
 
 def calibration_tensors(images: list[Path], imgsz: int, *, clahe: tuple[float, tuple[int, int]] | None = None,
@@ -94,7 +94,7 @@ def calibration_tensors(images: list[Path], imgsz: int, *, clahe: tuple[float, t
         if clahe:
             image = apply_model_clahe(image, *clahe)
         height, width = image.shape[:2]
-        shape = (imgsz, imgsz) if square or i % 3 == 2 else rect_shape(height, width, imgsz)
+        shape = (imgsz, imgsz) if square or i % 3 == 2 else input_shape(height, width, imgsz)
         buffer = np.full((*shape, 3), LETTERBOX_PAD_VALUE, np.uint8)
         letterbox_into(image, buffer)
         tensors.append(np.ascontiguousarray(buffer[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0)

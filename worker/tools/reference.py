@@ -29,14 +29,6 @@ def others_compile_pinned(precision: str = "f32") -> Iterator[None]:
         ov.Core.compile_model = original
 
 
-def rect_shape(height: int, width: int, imgsz: int, stride: int = 32) -> tuple[int, int]:
-    """(h, w) of the input ultralytics PyTorch `predict` gives an image (LetterBox auto=True): the long side
-    to imgsz, the short side padded up to a multiple of stride. 1920x1080 at 640 -> (384, 640)."""
-    r = min(imgsz / height, imgsz / width)
-    new_w, new_h = round(width * r), round(height * r)
-    return new_h + (imgsz - new_h) % stride, new_w + (imgsz - new_w) % stride
-
-
 @contextmanager
 def stdout_to_stderr() -> Iterator[None]:
     """While inside, whatever writes to file descriptor 1 (ultralytics' logger and progress bars) goes to
