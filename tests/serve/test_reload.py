@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import pytest
 from rq.job import JobStatus
 
 from conftest import FP32_MODEL, INT8_MODEL, ROOT, TEST_REDIS_URL, free_port, sample
+from test_pool import _wait  # the same wait-with-deadline as the pool's worker-process tests
 from worker.jobqueue.producer import enqueue_snapshot
 from worker.serve.model_state import read_desired
 from worker.tools.lifecycle import live_workers
@@ -78,16 +78,6 @@ class JobStream:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _results(conn) -> list[dict]:
