@@ -59,43 +59,42 @@ def test_start_serves_the_stored_model_and_falls_back_to_the_config_if_it_does_n
         restarted.stop()
 
 
-def test_a_switch_waits_for_the_batches_in_hand_and_old_model_jobs_stay_served(redis_conn, tmp_path):
+@pytest.fixture
+def serving_worker(redis_conn, tmp_path):
+    """A started switcher on the config's model, attached to a stand-in consumer -> (switcher, worker, switched)."""
     switcher, switched = make_switcher(redis_conn, tmp_path)
     worker = SimpleNamespace(detector=None)
-    try:
-        switcher.start()
-        switcher.attach(worker)
-        with switcher.serving(worker):
-            desired = set_desired(redis_conn, "new_model")
-            assert wait_for(lambda: switcher.pending), "the new model was never loaded"
-            time.sleep(0.2)
-            assert worker.detector.spec.name == "config_model"  # not inside a run of batches
-            assert "w0" not in answers(redis_conn, desired.generation)  # answered only when swapped in
-        assert worker.detector.spec.name == "new_model" and not switcher.pending
-        assert switched == ["config_model", "new_model"]
-        assert set(switcher.served_names) == {"new_model", "config_model"}
-        assert answers(redis_conn, desired.generation)["w0"] == pytest.approx(
-            {"status": "switched", "model": "new_model", "version": "v-new_model", "reason": "",
-             "at": answers(redis_conn, desired.generation)["w0"]["at"]})
-        # idle: the next change is swapped in at once, without waiting for a job
-        back = set_desired(redis_conn, "config_model")
-        assert wait_for(lambda: worker.detector.spec.name == "config_model")
-        assert answers(redis_conn, back.generation)["w0"]["status"] == "switched"
-    finally:
-        switcher.stop()
+    switcher.start()
+    switcher.attach(worker)
+    yield switcher, worker, switched
+    switcher.stop()
 
 
-def test_a_model_that_fails_to_load_is_not_switched_to(redis_conn, tmp_path):
-    switcher, switched = make_switcher(redis_conn, tmp_path)
-    worker = SimpleNamespace(detector=None)
-    try:
-        switcher.start()
-        switcher.attach(worker)
-        desired = set_desired(redis_conn, "broken_model")
-        assert wait_for(lambda: "w0" in answers(redis_conn, desired.generation))
-        answer = answers(redis_conn, desired.generation)["w0"]
-        assert answer["status"] == "failed" and "cannot read broken_model" in answer["reason"]
-        assert worker.detector.spec.name == "config_model" and switched == ["config_model"]
-        assert not switcher.pending and read_desired(redis_conn).model == "broken_model"
-    finally:
-        switcher.stop()
+def test_a_switch_waits_for_the_batches_in_hand_and_old_model_jobs_stay_served(redis_conn, serving_worker):
+    switcher, worker, switched = serving_worker
+    with switcher.serving(worker):
+        desired = set_desired(redis_conn, "new_model")
+        assert wait_for(lambda: switcher.pending), "the new model was never loaded"
+        time.sleep(0.2)
+        assert worker.detector.spec.name == "config_model"  # not inside a run of batches
+        assert "w0" not in answers(redis_conn, desired.generation)  # answered only when swapped in
+    assert worker.detector.spec.name == "new_model" and not switcher.pending
+    assert switched == ["config_model", "new_model"]
+    assert set(switcher.served_names) == {"new_model", "config_model"}
+    answer = answers(redis_conn, desired.generation)["w0"]
+    assert answer == {"status": "switched", "model": "new_model", "version": "v-new_model", "reason": "",
+                      "at": answer["at"]}
+    # idle: the next change is swapped in at once, without waiting for a job
+    back = set_desired(redis_conn, "config_model")
+    assert wait_for(lambda: worker.detector.spec.name == "config_model")
+    assert answers(redis_conn, back.generation)["w0"]["status"] == "switched"
+
+
+def test_a_model_that_fails_to_load_is_not_switched_to(redis_conn, serving_worker):
+    switcher, worker, switched = serving_worker
+    desired = set_desired(redis_conn, "broken_model")
+    assert wait_for(lambda: "w0" in answers(redis_conn, desired.generation))
+    answer = answers(redis_conn, desired.generation)["w0"]
+    assert answer["status"] == "failed" and "cannot read broken_model" in answer["reason"]
+    assert worker.detector.spec.name == "config_model" and switched == ["config_model"]
+    assert not switcher.pending and read_desired(redis_conn).model == "broken_model"
