@@ -42,7 +42,8 @@ class Mosquitto:
         # user: mosquitto started as root drops to user mosquitto, who cannot write this folder
         lines = [f"listener {self.port} 127.0.0.1", f"user {getpass.getuser()}", "persistence true", f"persistence_location {self.workdir}/",
                  f"log_dest file {self.workdir / 'mosquitto.log'}", "max_queued_messages 100000",
-                 "autosave_interval 1"]
+                 "autosave_interval 1",
+                 "set_tcp_nodelay true"]  # as README advises: no Nagle delay on small MQTT packets
         if self.users:
             passwd = self.workdir / "passwd"
             passwd.write_text("")
