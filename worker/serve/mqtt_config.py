@@ -7,14 +7,13 @@ named by `worker_config`, so the bridge and the workers cannot disagree on them.
 
 from __future__ import annotations
 
-import os
 import ssl
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from worker.config import _coerce, read_yaml, resolve_path
+from worker.config import load_settings, resolve_path
 from worker.errors import ConfigError
 
 DEFAULT_BRIDGE_CONFIG = "configs/mqtt.yaml"
@@ -105,26 +104,4 @@ def tls_context(config: BridgeConfig) -> ssl.SSLContext:
 
 def load_bridge_config(path: str | Path | None = None, env: dict[str, str] | None = None,
                        overrides: dict[str, Any] | None = None) -> BridgeConfig:
-    env = os.environ if env is None else env
-    config = BridgeConfig()
-    defaults = {f.name: getattr(config, f.name) for f in fields(config)}
-    source, origins = "mqtt.yaml", {}
-    if path is not None:
-        path = resolve_path(path)
-        source = str(path)
-        data = read_yaml(path, "bridge config file") or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings")
-        for key, value in data.items():
-            if key not in defaults:
-                raise ConfigError(f"{path}: {key}: unknown setting")
-            setattr(config, key, _coerce(key, value, defaults[key], source))
-    for key, default in defaults.items():
-        if ENV_PREFIX + key.upper() in env:
-            origins[key] = f"environment {ENV_PREFIX + key.upper()}"
-            setattr(config, key, _coerce(key, env[ENV_PREFIX + key.upper()], default, origins[key]))
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            origins[key] = "command line"
-            setattr(config, key, _coerce(key, value, defaults[key], origins[key]))
-    return config.validate(source, origins)
+    return load_settings(BridgeConfig(), path, env, overrides, env_prefix=ENV_PREFIX, source="mqtt.yaml")
