@@ -44,7 +44,7 @@ BREAKS = [
           "tests/inference/test_imagecodec.py::test_garbage_scan_data_decodes_to_a_flat_frame_of_the_declared_size",
           "the end-of-image check inverted: every complete JPEG is refused as truncated"),
     Break("clahe-ignored", "worker/inference/preprocess.py",
-          "    if clahe:\n", "    if False:\n",
+          "    if preprocessing.clahe:\n", "    if False:\n",
           "tests/inference/test_detector.py::test_batch_results_equal_single_results[True]",
           "a camera's clahe setting never reaches the image (batch and single then agree trivially)"),
 ]

@@ -112,9 +112,9 @@ QUEUE_BREAKS = [
           WIRE + "test_a_v1_job_of_the_old_producer_gets_the_same_result_message",
           "the result message grows a field"),
     Break("result-confidence-off", "worker/jobqueue/outcomes.py",
-          "def ok(context: JobContext, result: DetectionResult) -> Outcome:",
-          "def ok(context: JobContext, result: DetectionResult) -> Outcome:\n"
-          "    result.detections.confidence[:] = result.detections.confidence * 0.99",
+          "    settings = settings or CameraSettings()\n",
+          "    settings = settings or CameraSettings()\n"
+          "    result.detections.confidence[:] = result.detections.confidence * 0.99\n",
           WIRE + "test_a_v1_job_of_the_old_producer_gets_the_same_result_message",
           "detections differ from the recorded ones beyond the JSON rounding"),
     Break("producer-description", "worker/jobqueue/producer.py",

@@ -36,7 +36,8 @@ ACL_COMMANDS = ("ping client|setname client|info info multi exec watch unwatch "
                 "lpush rpush lmove blmove lrem llen lrange lpos "
                 "sadd srem smembers "
                 "zadd zrem zrange zrangebyscore zremrangebyscore "
-                "xadd publish subscribe unsubscribe").split()
+                "xadd publish subscribe unsubscribe "
+                "evalsha script|load zscore").split()  # publish-once: one Lua script (loaded on NOSCRIPT) reading ZSCORE
 WORKER_ACL = ("on >{password} resetkeys ~rq:* ~deer:* resetchannels &rq:* &deer:* -@all "
               + " ".join("+" + c for c in ACL_COMMANDS))
 

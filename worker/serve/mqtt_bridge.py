@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from worker import constants as C
 from worker.config import WorkerConfig, load_config
 from worker.errors import DeerWorkerError
+from worker.jobqueue.connections import connect
 from worker.jobqueue.producer import enqueue_snapshot
 from worker.serve.health import HealthServer
 from worker.serve.mqtt_config import BridgeConfig, mqtt_endpoint, tls_context
@@ -212,7 +213,7 @@ class Bridge:
         self.connected = threading.Event()
         self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         redis_url = config.redis_url or worker.redis_url
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis = connect(redis_url, timeout=5, command_timeout=10)  # Sentinel URLs too
         keys = f"deer:mqtt:{config.client_id}:"
         self.position_key, self.published_key, self.cameras_key = (
             keys + "position", keys + "published", keys + "cameras")

@@ -198,8 +198,11 @@ def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes]
 
 # --- summaries ------------------------------------------------------------------------------------
 def _base_name(name: str) -> str:
-    """deer-yolo26n_int8 -> deer-yolo26n: an INT8 model is compared with its own FP32 original only."""
-    return name.replace("_int8", "").replace("-int8", "")
+    """deer-yolo26n_int8 -> deer-yolo26n, and deer-yolo26n_dynamic_raw_fp32 / _int8 -> deer-yolo26n_dynamic_raw
+    (export's naming): an INT8 model is compared with its own FP32 original only."""
+    for tag in ("_int8", "-int8", "_fp32", "-fp32"):
+        name = name.replace(tag, "")
+    return name
 
 
 def speedups(results: list[Result]) -> list[dict]:

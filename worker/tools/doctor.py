@@ -248,8 +248,10 @@ def check_model(model: str, config, book, image: str | None = None) -> Finding:
 def check_redis(url: str) -> Finding:
     import redis
 
+    from worker.jobqueue.connections import connect
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT)
+        client = connect(url, timeout=REDIS_TIMEOUT, command_timeout=REDIS_TIMEOUT)  # Sentinel URLs too
         server = client.info("server")
         policy = client.info("memory").get("maxmemory_policy", "unknown")
     except (redis.RedisError, OSError, ValueError) as exc:
