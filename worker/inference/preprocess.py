@@ -11,6 +11,7 @@ model by OpenVINO's PrePostProcessor (see runtime.py), where it costs less than 
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ class Roi:
             x1, y1 = (self.x + self.width) * image_width, (self.y + self.height) * image_height
         else:
             x0, y0, x1, y1 = self.x, self.y, self.x + self.width, self.y + self.height
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):  # finite parts can still add up to inf
+            raise RoiError(f"ROI x={self.x} y={self.y} width={self.width} height={self.height} is not inside "
+                           f"the {image_width}x{image_height} image")
         x0, y0, x1, y1 = (int(round(v)) for v in (x0, y0, x1, y1))
         if self.width <= 0 or self.height <= 0 or x0 < 0 or y0 < 0 or x1 > image_width or y1 > image_height:
             raise RoiError(
