@@ -20,7 +20,9 @@ import pytest
 
 from conftest import ROOT
 from private_db import live_result, private_db
+from worker.cameras import load_camera_book
 from worker.config import load_config
+from worker.inference.build import build_detector
 from worker.jobqueue.connections import SERIALIZER
 from worker.jobqueue.contract import DeerJob
 from worker.jobqueue.producer import enqueue_snapshot
@@ -38,6 +40,10 @@ JOB_TIMESTAMPS = {"created_at", "enqueued_at"}
 ADDITIVE = {"result": {"zones"}, "result.detections[]": {"zones"}}
 SNAPSHOT_KEY = re.compile(r"deer:snap:[0-9a-f]{32}")
 BOX_STEP, CONFIDENCE_STEP = 0.1, 1e-4  # the result JSON's rounding (detections.to_json)
+# The recording ran the INT8 IR on an AVX2 host; INT8 kernels round differently on VNNI/AVX-512 hosts
+# (seen: 0.4505 recorded, 0.4563 served on an EPYC with VNNI). So the served numbers are held to this
+# host's own detector at the JSON rounding, and to the recording within what an ISA change moves.
+ACROSS_ISA_CONFIDENCE, ACROSS_ISA_BOX = 0.02, 2.0
 
 
 @pytest.fixture
@@ -58,10 +64,14 @@ def load_fixture(conn) -> None:
     assert sorted(k.decode() for k in conn.keys("*")) == JOB["redis_keys"]
 
 
-def serve_burst() -> None:
-    """The new worker, configured as record_v1.py configured the old one."""
-    config = load_config(ROOT / "configs" / "worker.yaml", env={}, overrides={
+def fixture_config():
+    """The new worker's settings, as record_v1.py configured the old one."""
+    return load_config(ROOT / "configs" / "worker.yaml", env={}, overrides={
         "redis_url": URL, "max_age": 1e12, "metrics_port": 0, "zones": "models/demo/zones.yaml"})
+
+
+def serve_burst() -> None:
+    config = fixture_config()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         assert run_worker(config, 0, burst=True) == 0
@@ -83,15 +93,29 @@ def assert_same_shape(new, old, path="result") -> None:
             assert_same_shape(a, b, f"{path}[{i}]")
 
 
+def assert_same_detections(got: list[dict], want: list[dict], confidence: float, box: float) -> None:
+    assert len(got) == len(want)
+    for new, old in zip(got, want):
+        assert (new["class_id"], new["class_name"]) == (old["class_id"], old["class_name"])
+        assert new["confidence"] == pytest.approx(old["confidence"], abs=confidence * 1.01)
+        assert new["box"] == pytest.approx(old["box"], abs=box * 1.01)
+
+
+def this_hosts_detections() -> list[dict]:
+    """The fixture's snapshot through this host's detector directly, under the job's camera settings."""
+    config = fixture_config()
+    settings = load_camera_book(config.resolve(config.zones)).get(RESULT["camera_id"])
+    result = build_detector(config).detect((ROOT / JOB["snapshot_file"]).read_bytes(), settings)
+    return result.detections.to_json()
+
+
 def assert_same_result(new: dict) -> None:
     assert_same_shape(new, RESULT)
     for key in set(RESULT) - VOLATILE - {"timings_ms", "detections"}:
         assert new[key] == RESULT[key], key
-    assert len(new["detections"]) == len(RESULT["detections"])
-    for got, want in zip(new["detections"], RESULT["detections"]):
-        assert (got["class_id"], got["class_name"]) == (want["class_id"], want["class_name"])
-        assert got["confidence"] == pytest.approx(want["confidence"], abs=CONFIDENCE_STEP * 1.01)
-        assert got["box"] == pytest.approx(want["box"], abs=BOX_STEP * 1.01)
+    assert_same_detections(new["detections"], RESULT["detections"], ACROSS_ISA_CONFIDENCE, ACROSS_ISA_BOX)
+    served = [{k: v for k, v in d.items() if k != "zones"} for d in new["detections"]]
+    assert_same_detections(served, this_hosts_detections(), CONFIDENCE_STEP, BOX_STEP)
 
 
 def test_a_v1_job_of_the_old_producer_gets_the_same_result_message(conn):
