@@ -4,12 +4,14 @@ worker.yaml fragment the worker must accept, and one short real run on the demo 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import FP32_MODEL
 from worker.config import load_config
+from worker.errors import MissingFileError
 from worker.inference.detections import Detections
 from worker.tools import tune
 from worker.tools.tune import Candidate, Measurement
@@ -121,6 +123,92 @@ def test_rect_fragment_warms_the_snapshots_aspect_ratios(tmp_path):
     assert load_config(path, env={}).shapes == ["16x9", "4x3"]
 
 
+def bf16_row(p95: float, images_per_s: float, drop: float, *, verified: bool, drop_map: float | None = None):
+    return (Candidate(FP32, "fp32-640", "fp32", "bf16", 2, 1, 1, False),
+            Measurement(p95 * 0.8, p95, images_per_s, 1.0 - drop, drop, drop_map=drop_map, verified=verified))
+
+
+def test_bf16_is_offered_only_where_the_cpu_has_it():
+    haswell = {"fpu", "sse4_2", "avx", "avx2", "fma"}
+    assert tune.precisions_for(haswell) == ("f32",)
+    assert tune.precisions_for(haswell | {"avx512f", "avx512_vnni"}) == ("f32",)  # VNNI is not bf16
+    assert tune.precisions_for(haswell | {"avx512_bf16"}) == ("f32", "bf16")
+    assert tune.precisions_for(haswell | {"amx_bf16"}) == ("f32", "bf16")
+    models = [{"model": FP32, "name": "a", "weights": "fp32"}]
+    found = tune.candidates(models, 2, precisions=tune.precisions_for(haswell))
+    assert {c.precision for c in found} == {"f32"}
+
+
+def test_bf16_is_lossy_until_labels_show_it_within_the_gate():
+    f32 = row("fp32-640", p95=50.0, images_per_s=20.0, drop=0.0)
+    # agreement 1.0 on the snapshots, but no labels checked it: not lossless
+    unchecked = bf16_row(30.0, 33.0, 0.0, verified=False)
+    choice = tune.choose([f32, unchecked], budget_ms=40.0)
+    assert choice.pick is None and not choice.rows[1].eligible
+    assert "accuracy not checked on labels" in choice.nearest[-1]["cost"]
+    assert "unchecked" in tune.table(choice)
+    # a stated loss allows it (agreement within it)
+    assert tune.choose([f32, unchecked], budget_ms=40.0, max_drop=0.01).pick.candidate.precision == "bf16"
+    # --data showed it within validate's gate: lossless, and faster
+    checked = bf16_row(30.0, 33.0, 0.002, verified=True, drop_map=0.001)
+    choice = tune.choose([f32, checked], budget_ms=60.0, tolerance=tune.GATE_MAP50)
+    assert choice.pick.candidate.precision == "bf16" and choice.loss_buys is None
+    # outside the gate on mAP50, or on mAP50-95 alone: not lossless
+    for drop, drop_map in ((0.004, 0.0), (0.0, 0.006)):
+        lossy = bf16_row(30.0, 33.0, drop, verified=True, drop_map=drop_map)
+        assert tune.choose([f32, lossy], budget_ms=60.0, tolerance=tune.GATE_MAP50).pick.candidate.precision == "f32"
+    lines = tune.summary(tune.choose([f32, checked], budget_ms=60.0, tolerance=tune.GATE_MAP50))
+    assert any(line.startswith("bf16 (apart)") and "within the gate" in line for line in lines)
+
+
+def test_bf16_rows_are_reported_apart():
+    rows = [row("fp32-640", p95=50.0, images_per_s=20.0, drop=0.0), bf16_row(30.0, 33.0, 0.0, verified=False)]
+    lines = tune.table(tune.choose(rows, budget_ms=60.0)).splitlines()
+    # the faster bf16 row comes after the f32 one, under its own heading
+    assert "f32" in lines[2] and lines[3].startswith("-- bf16") and "bf16" in lines[4]
+
+
+@pytest.mark.skipif(not tune.bf16_native(), reason="this CPU has no native bf16 (avx512_bf16 / amx_bf16)")
+def test_a_bf16_candidate_really_computes_in_bf16():
+    snapshot = open("models/demo/samples/day_640x360_deer.jpg", "rb").read()
+    run = tune.measure_in_process(str(FP32_MODEL), 1, False, [snapshot], 0.05, False, "bf16")
+    assert run.precision == "bf16"
+    assert tune.measure_in_process(str(FP32_MODEL), 1, False, [snapshot], 0.05, False, "f32").precision == "f32"
+
+
+def test_labelled_accuracy_is_against_the_pt_as_validate_gates_it():
+    """With an export's card the reference is the .pt's ultralytics val score, and each IR's own (f32)."""
+    card = {"reference": {"mAP50": 0.83, "mAP50-95": 0.60}, "imgsz": 320, "val_split": "val",
+            "accuracy": {"mAP50": 0.818, "mAP50-95": 0.597}}
+    accuracy = tune.LabelledAccuracy("models/demo/heldout.yaml", {str(FP32_MODEL): card})
+    map50, drop, drop_map = accuracy({"model": str(FP32_MODEL)}, False, "f32")
+    assert (map50, drop, drop_map) == (0.818, pytest.approx(0.012), pytest.approx(0.003))
+    measurement = Measurement(1.0, 1.0, 1.0, map50, drop, drop_map=drop_map)
+    assert not tune.is_eligible(measurement, 0.0, tune.GATE_MAP50)  # 1.2 points: outside validate's gate
+    assert tune.is_eligible(measurement, 0.01, tune.GATE_MAP50)
+
+
+def test_weights_reuse_a_finished_export(tmp_path):
+    """A second run with the same .pt and data finds export's folder and card, and exports nothing."""
+    import hashlib
+
+    pt = tmp_path / "model.pt"
+    pt.write_bytes(b"not a checkpoint: exporting it would fail")
+    digest = hashlib.sha256(pt.read_bytes()).hexdigest()[:12]
+    folder = tmp_path / "cache" / f"model-{digest}" / "320-nodata"
+    folder.mkdir(parents=True)
+    (folder / "MODEL_CARD.json").write_text(json.dumps({
+        "imgsz": 320, "reference": None, "val_split": None,
+        "irs": {"m_dynamic_raw_fp32_openvino_model": {"head": "raw", "weights": "fp32", "dynamic": True},
+                "m_dynamic_end2end_fp32_openvino_model": {"head": "end2end", "weights": "fp32", "dynamic": True}}}))
+    models, scores = tune.exported_models(pt, [320], None, tmp_path / "cache", log=lambda _: None)
+    assert [Path(m).name for m in models] == ["m_dynamic_raw_fp32_openvino_model",
+                                             "m_dynamic_end2end_fp32_openvino_model"]
+    assert all(s["imgsz"] == 320 and s["accuracy"] is None for s in scores.values())
+    with pytest.raises(MissingFileError, match="data yaml .* not found"):
+        tune.exported_models(pt, [320], str(tmp_path / "no.yaml"), tmp_path / "cache", log=lambda _: None)
+
+
 def test_agreement_counts_matched_boxes_of_the_reference():
     def dets(*boxes):
         return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), 0.9, np.float32),
@@ -143,7 +231,7 @@ def test_real_run_on_the_demo_irs_picks_a_config_the_worker_loads(tmp_path, caps
     out, fragment = tmp_path / "tune.json", tmp_path / "fragment.yaml"
     args = parser.parse_args(["models/demo/samples/day_640x360_deer.jpg", "models/demo/samples/night_640x360_deer.jpg",
                               "--model", str(FP32_MODEL), "--batch", "1", "--max-workers", "1",
-                              "--budget-ms", "10000", "--seconds", "0.3",
+                              "--budget-ms", "10000", "--seconds", "0.3", "--no-bf16",
                               "--out", str(out), "--write-config", str(fragment)])
     assert tune.run(args) == 0
     report = json.loads(out.read_text())
@@ -152,7 +240,7 @@ def test_real_run_on_the_demo_irs_picks_a_config_the_worker_loads(tmp_path, caps
     # the FP32 reference agrees with itself; a reduced decode cannot apply to 640x360 snapshots
     # (1 worker at 1 and at 2 threads, batch 1), and the reference agrees with itself
     assert sorted((r["workers"], r["threads"], r["batch"]) for r in report["rows"]) == [(1, 1, 1), (1, 2, 1)]
-    assert all(r["drop"] == 0.0 and r["accuracy"] == 1.0 for r in report["rows"])
+    assert all(r["drop"] == 0.0 and r["accuracy"] == 1.0 and r["precision"] == "f32" for r in report["rows"])
     assert any("reduced decode" in s for s in report["skipped"])
     assert load_config(fragment, env={}).model == pick["model"]
     assert "PICK" in capsys.readouterr().out

@@ -10,9 +10,13 @@ Two halves, kept apart so the choice can be tested without a CPU-bound minute:
   and the worker pool); the runtime's limit (benchmark_app's latency loop) shown beside, and the decode
   floor (a plain full decode of the same snapshots).
 
-Accuracy is mAP50 against labels (`--data`, validate's measure) or, without labels, agreement with the
-reference model's detections on the same snapshots (F1 of same-class boxes at IoU >= 0.5), the reference
-being the first FP32 model given (`compare`'s box pairing).
+Accuracy is mAP50 against labels (`--data`) or, without labels, agreement with the reference model's
+detections on the same snapshots (F1 of same-class boxes at IoU >= 0.5, `compare`'s box pairing), the
+reference being the first FP32 model given. With `--weights MODEL.pt --data`, the reference is the .pt
+itself and each IR is scored the way validate gates it (ultralytics val of the IR against the .pt's, as
+`deer-worker export` records it in MODEL_CARD.json); lossless then means within validate's gate (mAP50
+0.3 and mAP50-95 0.5 points). bf16 (offered only where the CPU has it) changes the numerics: a bf16 row is
+lossy until `--data` shows it within the gate.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ import numpy as np
 SAMPLES = "models/demo/samples"
 # Differences below this are the measurement's noise, not a loss: "lossless" means a drop within it.
 LOSSLESS_TOLERANCE = 0.005
+# With labels: validate's gate (mAP50 0.3 points, mAP50-95 0.5 points), what `export` and `validate` call lossless.
+GATE_MAP50, GATE_MAP = 0.003, 0.005
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of a CPU that computes in bf16 natively
 NEAREST = 3  # how many near misses a report names when nothing meets the budget
 QUEUE_ROUNDS = 3  # picks re-measured through the real queue before the in-process figures are trusted
 DEFAULT_SECONDS = 3.0  # per in-process measurement; a default run over the demo IRs stays under 5 minutes
@@ -64,6 +71,8 @@ class Measurement:
     through_queue: bool = False  # True: p95 and images/s measured through the real queue
     limit_ms: float | None = None  # inference alone, benchmark_app's latency loop (the runtime's limit)
     decode_floor_ms: float | None = None  # a plain full decode of the same snapshots
+    drop_map: float | None = None  # mAP50-95 lost against the reference (with labels; gated as validate does)
+    verified: bool = True  # False: a bf16 row whose accuracy no labels checked (lossy until --data shows it)
 
 
 @dataclass
@@ -87,9 +96,10 @@ class Choice:
     nearest: list[dict] = field(default_factory=list)  # when nothing meets the budget: what each would cost
     loss_buys: dict | None = None  # with --max-drop: the pick against the best lossless row
     headroom: dict | None = None
+    tolerance: float = LOSSLESS_TOLERANCE  # the drop that still counts as lossless
 
     def as_dict(self) -> dict:
-        return {"budget_ms": self.budget_ms, "max_drop": self.max_drop,
+        return {"budget_ms": self.budget_ms, "max_drop": self.max_drop, "lossless_tolerance": self.tolerance,
                 "pick": self.pick.as_dict() if self.pick else None, "nearest": self.nearest,
                 "loss_buys": self.loss_buys, "headroom": self.headroom, "rows": [r.as_dict() for r in self.rows]}
 
@@ -117,13 +127,32 @@ def candidates(models: list[dict], cores: int, *, precisions=("f32",), batches=(
     return out
 
 
-def is_eligible(measurement: Measurement, max_drop: float) -> bool:
-    return measurement.drop <= max_drop + LOSSLESS_TOLERANCE
+def bf16_native(flags: set[str] | None = None) -> bool:
+    """Does this CPU (or one with these /proc/cpuinfo `flags`) compute in bf16 natively?"""
+    if flags is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return any(flag in flags for flag in BF16_FLAGS)
 
 
-def _accuracy_rank(row: Row) -> float:
+def precisions_for(flags: set[str] | None = None) -> tuple[str, ...]:
+    """f32 always (pinned); bf16 beside it only where the CPU has it (elsewhere OpenVINO would emulate it)."""
+    return ("f32", "bf16") if bf16_native(flags) else ("f32",)
+
+
+def is_eligible(measurement: Measurement, max_drop: float, tolerance: float = LOSSLESS_TOLERANCE) -> bool:
+    if not measurement.verified and max_drop <= 0:
+        return False  # bf16 without labels: lossy until --data shows it within the gate
+    return measurement.drop <= max_drop + tolerance and (
+        measurement.drop_map is None or measurement.drop_map <= max_drop + GATE_MAP)
+
+
+def _accuracy_rank(row: Row, tolerance: float = LOSSLESS_TOLERANCE) -> float:
     """Drops within the noise tie (lossless is lossless); beyond it, less lost ranks higher."""
-    return 0.0 if row.measurement.drop <= LOSSLESS_TOLERANCE else -row.measurement.drop
+    return 0.0 if is_eligible(row.measurement, 0.0, tolerance) else -row.measurement.drop
 
 
 def headroom(images_per_s: float, cameras: int | None, interval: float | None) -> dict | None:
@@ -137,13 +166,15 @@ def headroom(images_per_s: float, cameras: int | None, interval: float | None) -
 
 
 def choose(measured: list[tuple[Candidate, Measurement]], budget_ms: float, max_drop: float = 0.0, *,
-           cameras: int | None = None, interval: float | None = None) -> Choice:
-    """The eligible row that meets the budget at p95 with the best accuracy, then the most images/s."""
-    rows = [Row(c, m, is_eligible(m, max_drop), m.p95_ms <= budget_ms) for c, m in measured]
+           cameras: int | None = None, interval: float | None = None,
+           tolerance: float = LOSSLESS_TOLERANCE) -> Choice:
+    """The eligible row that meets the budget at p95 with the best accuracy, then the most images/s.
+    `tolerance`: the drop that is still lossless (the noise without labels; validate's mAP50 gate with)."""
+    rows = [Row(c, m, is_eligible(m, max_drop, tolerance), m.p95_ms <= budget_ms) for c, m in measured]
     winners = [r for r in rows if r.eligible and r.meets_budget]
-    pick = max(winners, key=lambda r: (_accuracy_rank(r), r.measurement.images_per_s,
+    pick = max(winners, key=lambda r: (_accuracy_rank(r, tolerance), r.measurement.images_per_s,
                                        -r.measurement.p95_ms), default=None)
-    choice = Choice(budget_ms, max_drop, rows, pick)
+    choice = Choice(budget_ms, max_drop, rows, pick, tolerance=tolerance)
     if pick is None:
         eligible = sorted((r for r in rows if r.eligible), key=lambda r: r.measurement.p95_ms)
         choice.nearest = [{"label": r.candidate.label, "p95_ms": r.measurement.p95_ms,
@@ -153,11 +184,13 @@ def choose(measured: list[tuple[Candidate, Measurement]], budget_ms: float, max_
         lossy = sorted((r for r in rows if not r.eligible and r.meets_budget), key=lambda r: r.measurement.drop)
         choice.nearest += [{"label": r.candidate.label, "p95_ms": r.measurement.p95_ms, "over_budget_ms": 0.0,
                             "drop": r.measurement.drop,
-                            "cost": f"meets the budget at an accuracy drop of {r.measurement.drop:.3f} "
-                                    f"(--max-drop {r.measurement.drop:.3f} would allow it)"}
+                            "cost": (f"meets the budget at an accuracy drop of {r.measurement.drop:.3f} "
+                                     f"(--max-drop {r.measurement.drop:.3f} would allow it)" if r.measurement.verified
+                                     else f"meets the budget in {r.candidate.precision}, accuracy not checked on "
+                                          f"labels (--data would check it; --max-drop allows it unchecked)")}
                            for r in lossy[:1]]
-    elif pick.measurement.drop > LOSSLESS_TOLERANCE:
-        lossless = [r for r in rows if r.measurement.drop <= LOSSLESS_TOLERANCE]
+    elif not is_eligible(pick.measurement, 0.0, tolerance):
+        lossless = [r for r in rows if is_eligible(r.measurement, 0.0, tolerance)]
         best = min(lossless, key=lambda r: r.measurement.p95_ms, default=None)
         if best is not None:
             choice.loss_buys = {
@@ -234,6 +267,7 @@ class InProcess:
     batch1: tuple[float, float, float]  # p50 ms, p95 ms, images/s of one worker
     batch4: tuple[float, float, float] | None
     limit_ms: float
+    precision: str = "f32"  # what the compiled model computes in (the CPU's answer, not the request)
 
 
 def measure_in_process(model: str, threads: int, reduced: bool, snapshots: list[bytes], seconds: float,
@@ -262,9 +296,11 @@ def measure_in_process(model: str, threads: int, reduced: bool, snapshots: list[
             detector.detect_batch(group)
             batches.append(time.perf_counter() - t0)
         four = (_percentile_ms(batches, 50), _percentile_ms(batches, 95), 4 * len(batches) / sum(batches))
+    from worker.inference.runtime import inference_precision
+
     shape, runner = _batch1_runner(detector)
     limit = measure_latency(runner, _input_tensor(1, shape), min(seconds, 2.0))["p50_ms"]
-    return InProcess(detections, one, four, limit)
+    return InProcess(detections, one, four, limit, inference_precision(runner))
 
 
 def _batch1_runner(detector) -> tuple[tuple[int, int], object]:
@@ -335,14 +371,17 @@ def model_facts(model: str) -> dict:
 
     spec, _ = load_spec(resolve_path(model))
     return {"model": model, "name": spec.name, "weights": spec.weights,
-            "dynamic": bool(getattr(spec, "dynamic", False))}
+            "dynamic": bool(getattr(spec, "dynamic", False)), "end2end": bool(getattr(spec, "end2end", False))}
 
 
 def measure_all(models: list[dict], snapshots: list[bytes], *, cores: int, budget_ms: float, max_drop: float,
                 seconds: float, batches=(1, 4), max_workers: int | None = None, accuracy_of=None,
+                precisions: tuple[str, ...] = ("f32",), tolerance: float = LOSSLESS_TOLERANCE,
                 log=print) -> tuple[list, list[str], float]:
     """In-process figures for every candidate that can still win; returns (measured, skipped, decode floor).
 
+    `accuracy_of(model facts, reduced, precision)` -> (accuracy, drop, mAP50-95 drop or None) with labels;
+    without, agreement with the reference's detections (the first model, f32, full decode, all cores).
     Order: each model at all cores first (accuracy and its fastest latency); a model outside the accuracy
     gate, or whose p95 at all cores is already over the budget, is not measured at fewer threads (fewer
     threads per worker only make one snapshot slower); reduced decode is measured only where a snapshot
@@ -363,82 +402,180 @@ def measure_all(models: list[dict], snapshots: list[bytes], *, cores: int, budge
         decodes = (False, True) if reducible else (False,)
         if not reducible:
             skipped.append(f"{m['name']}: reduced decode (no snapshot is large enough for it to change anything)")
-        for reduced in decodes:
-            by_threads: dict[int, InProcess] = {}
-            for threads in sorted({t for _, t in splits}, reverse=True):
-                log(f"tune: {m['name']} threads {threads}{' reduced decode' if reduced else ''}")
-                run = measure_in_process(m["model"], threads, reduced, snapshots, seconds, 4 in batches)
-                by_threads[threads] = run
-                if reference is None:
-                    reference = run.detections
-                accuracy = accuracy_of(m, reduced) if accuracy_of else agreement(reference, run.detections)
-                ref_accuracy = accuracy_of(models[0], False) if accuracy_of else 1.0
-                drop = ref_accuracy - accuracy
-                for workers, t in splits:
-                    if t != threads:
-                        continue
-                    for batch in batches:
-                        figures = run.batch1 if batch == 1 else run.batch4
-                        if figures is None:
+        for precision in precisions:
+            for reduced in decodes:
+                what = f"{m['name']} {precision}{' reduced decode' if reduced else ''}"
+                for threads in sorted({t for _, t in splits}, reverse=True):
+                    log(f"tune: {what} threads {threads}")
+                    run = measure_in_process(m["model"], threads, reduced, snapshots, seconds, 4 in batches,
+                                             precision)
+                    if run.precision != precision:
+                        skipped.append(f"{what}: the CPU computes it in {run.precision}, not {precision}")
+                        break
+                    if reference is None:
+                        reference = run.detections
+                    if accuracy_of:
+                        accuracy, drop, drop_map = accuracy_of(m, reduced, precision)
+                    else:
+                        accuracy = agreement(reference, run.detections)
+                        drop, drop_map = 1.0 - accuracy, None
+                    # bf16 changes the numerics: only labels can show it keeps the accuracy
+                    verified = precision == "f32" or accuracy_of is not None
+                    for workers, t in splits:
+                        if t != threads:
                             continue
-                        p50, p95, per_worker = figures
-                        # k workers on k disjoint core sets: k times one worker's rate (re-measured
-                        # through the queue for the finalists)
-                        measured.append((Candidate(m["model"], m["name"], m["weights"], "f32", threads, workers,
-                                                   batch, reduced, "rect" if m.get("dynamic") else "square"),
-                                         Measurement(p50, p95, per_worker * workers, accuracy, drop,
-                                                     limit_ms=run.limit_ms, decode_floor_ms=floor)))
-                if drop > max_drop + LOSSLESS_TOLERANCE:
-                    skipped.append(f"{m['name']}{' reduced decode' if reduced else ''}: fewer threads "
-                                   f"(accuracy drop {drop:.3f} is outside the gate {max_drop:g})")
-                    break
-                if run.batch1[1] > budget_ms:
-                    skipped.append(f"{m['name']}{' reduced decode' if reduced else ''}: fewer threads "
-                                   f"(p95 {run.batch1[1]:.0f} ms at {threads} threads is already over the budget)")
-                    break
+                        for batch in batches:
+                            figures = run.batch1 if batch == 1 else run.batch4
+                            if figures is None:
+                                continue
+                            p50, p95, per_worker = figures
+                            # k workers on k disjoint core sets: k times one worker's rate (re-measured
+                            # through the queue for the finalists)
+                            measured.append((Candidate(m["model"], m["name"], m["weights"], precision, threads,
+                                                       workers, batch, reduced,
+                                                       "rect" if m.get("dynamic") else "square"),
+                                             Measurement(p50, p95, per_worker * workers, accuracy, drop,
+                                                         limit_ms=run.limit_ms, decode_floor_ms=floor,
+                                                         drop_map=drop_map, verified=verified)))
+                    gated = Measurement(0.0, 0.0, 0.0, accuracy, drop, drop_map=drop_map, verified=verified)
+                    if not is_eligible(gated, max_drop, tolerance):
+                        reason = (f"accuracy drop {drop:.3f} is outside the gate {max_drop:g}" if verified
+                                  else f"{precision} unchecked without --data is outside the lossless gate")
+                        skipped.append(f"{what}: fewer threads ({reason})")
+                        break
+                    if run.batch1[1] > budget_ms:
+                        skipped.append(f"{what}: fewer threads (p95 {run.batch1[1]:.0f} ms at {threads} threads "
+                                       "is already over the budget)")
+                        break
     return measured, skipped, floor
 
 
 # --- exports from a .pt ----------------------------------------------------------------------------
-def exported_models(weights: Path, imgsizes: list[int], data: str | None, cache: Path, log=print) -> list[str]:
-    """FP32 IRs of both heads (and INT8 of the end-to-end head with --data) at each imgsz, through
-    export's own functions; kept in `cache` keyed by the .pt's content, so a second run re-uses them."""
+def exported_models(weights: Path, imgsizes: list[int], data: str | None, cache: Path,
+                    log=print) -> tuple[list[str], dict[str, dict]]:
+    """The model folders `deer-worker export` writes from `weights` at each imgsz: dynamic (rect) IRs of
+    both heads, FP32, and INT8 with --data (its train split calibrates), and a MODEL_CARD.json, which with
+    --data holds the .pt's and every IR's ultralytics val scores (validate's gate). Run as the command
+    itself (a child process: torch stays out of the process that measures), kept in `cache` keyed by the
+    .pt's and the data yaml's content, so a second run re-uses them.
+    -> (IR folders, {IR folder: {"reference", "accuracy", "imgsz", "data", "val_split"}} (scored only with --data))."""
     import hashlib
+    import subprocess
 
-    from worker.tools import export
+    from worker.errors import DeerWorkerError, MissingFileError
 
+    if not weights.is_file():
+        raise MissingFileError(f"checkpoint {weights} not found: pass the trained ultralytics .pt")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    out: list[str] = []
+    tag = "nodata"
+    if data:
+        resolved = Path(data).resolve()
+        if not resolved.is_file():
+            raise MissingFileError(f"data yaml {data} not found")
+        tag = "data-" + hashlib.sha256(str(resolved).encode() + resolved.read_bytes()).hexdigest()[:8]
+    models: list[str] = []
+    scores: dict[str, dict] = {}
     for imgsz in imgsizes:
-        folder = cache / f"{weights.stem}-{digest}" / str(imgsz)
-        for head in export.HEADS:
-            fp32 = folder / export.ir_dir_name(weights.stem, head, "fp32")
-            if not (fp32 / "metadata.yaml").exists():
-                log(f"tune: exporting {weights.name} {head} FP32 at {imgsz}")
-                export.export_fp32(weights, fp32, imgsz=imgsz, end2end=head == "end2end", dynamic=False)
-            out.append(str(fp32))
-            if data and head == "end2end":
-                int8 = folder / export.ir_dir_name(weights.stem, head, "int8")
-                if not (int8 / "metadata.yaml").exists():
-                    log(f"tune: quantizing {weights.name} {head} at {imgsz}")
-                    images = export.dataset_images(data, "train")
-                    export.quantize_ir(fp32, int8, export.calibration_tensors(images, imgsz, square=True))
-                out.append(str(int8))
-    return out
+        folder = cache / f"{weights.stem}-{digest}" / f"{imgsz}-{tag}"
+        card_path = folder / "MODEL_CARD.json"
+        if not card_path.exists():
+            log(f"tune: exporting {weights.name} at {imgsz} with deer-worker export (dynamic IRs, both heads, "
+                f"FP32{' and INT8, scored against the .pt on ' + data if data else ''}) into {folder}")
+            command = [sys.executable, "-m", "worker", "export", str(weights.resolve()), "--imgsz", str(imgsz),
+                       "--out", str(folder), "--reuse", "--json"] + (["--int8", "--data", str(data)] if data else [])
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode != 0 or not card_path.exists():
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                raise DeerWorkerError(f"tune: deer-worker export of {weights.name} at {imgsz} failed: {last}")
+        else:
+            log(f"tune: re-using the export in {folder}")
+        card = json.loads(card_path.read_text())
+        for name, entry in card["irs"].items():
+            ir = str(folder / name)
+            models.append(ir)
+            scores[ir] = {"reference": card.get("reference"), "accuracy": entry.get("accuracy"), "imgsz": card["imgsz"],
+                          "data": data, "val_split": card.get("val_split") or "val"}
+    return models, scores
+
+
+class LabelledAccuracy:
+    """mAP50 of each candidate with labels: `accuracy_of(model facts, reduced, precision)` ->
+    (mAP50, mAP50 drop, mAP50-95 drop) against the reference.
+
+    With `scores` (from exported_models) the reference is the .pt and each IR is scored as validate gates
+    it: ultralytics val of the IR (f32 from the export's card; another precision measured the same way).
+    Reduced decode cannot be scored that way (ultralytics decodes at full size): its change on the served
+    path (Detector.detect, validate's evaluate_model) is added to the full-decode score.
+    Without `scores` (IRs given): the served path, against the first model at f32 with a full decode."""
+
+    def __init__(self, data: str, scores: dict[str, dict] | None = None, reference_model: str | None = None):
+        from worker.tools.validate import label_path, load_data_yaml, read_labels
+
+        self.data, self.scores, self.reference_model = data, scores or {}, reference_model
+        self.spec = load_data_yaml(data)
+        self.val = self.spec.images("val")
+        self.labels = [read_labels(label_path(i), len(self.spec.names)) for i in self.val]
+        self._served: dict = {}
+        self._uval: dict = {}
+
+    def served(self, model: str, reduced: bool, precision: str) -> tuple[float, float]:
+        from worker.tools.validate import evaluate_model
+
+        key = (model, reduced, precision)
+        if key not in self._served:
+            metrics = evaluate_model(model, self.val, self.labels, self.spec.names, reduced_decode=reduced,
+                                     precision=precision).metrics
+            self._served[key] = (metrics.map50, metrics.map50_95)
+        return self._served[key]
+
+    def uval(self, model: str, precision: str) -> tuple[float, float]:
+        key = (model, precision)
+        if key not in self._uval:
+            card = self.scores[model]
+            if precision == "f32" and card.get("accuracy"):
+                scored = card["accuracy"]
+            else:
+                from worker.tools.reference import ultralytics_val
+
+                scored = ultralytics_val(model, self.data, card["imgsz"], precision=precision,
+                                         split=card["val_split"])
+            self._uval[key] = (scored["mAP50"], scored["mAP50-95"])
+        return self._uval[key]
+
+    def __call__(self, m: dict, reduced: bool, precision: str) -> tuple[float, float, float]:
+        model = m["model"]
+        if model in self.scores:
+            ref = self.scores[model]["reference"]
+            map50, map5095 = self.uval(model, precision)
+            if reduced:
+                full, cut = self.served(model, False, precision), self.served(model, True, precision)
+                map50, map5095 = map50 + cut[0] - full[0], map5095 + cut[1] - full[1]
+            ref50, ref5095 = ref["mAP50"], ref["mAP50-95"]
+        else:
+            map50, map5095 = self.served(model, reduced, precision)
+            ref50, ref5095 = self.served(self.reference_model or model, False, "f32")
+        return map50, round(ref50 - map50, 6), round(ref5095 - map5095, 6)
 
 
 # --- report ----------------------------------------------------------------------------------------
 def table(choice: Choice) -> str:
-    header = (f"{'candidate':<52} {'p50 ms':>7} {'p95 ms':>7} {'img/s':>7} {'limit':>6} {'acc':>6} "
+    """One row per candidate, fastest first; bf16 rows apart, after the f32 ones."""
+    width = max([52] + [len(r.candidate.label) for r in choice.rows])
+    header = (f"{'candidate':<{width}} {'p50 ms':>7} {'p95 ms':>7} {'img/s':>7} {'limit':>6} {'acc':>6} "
               f"{'drop':>6}  verdict")
     lines = [header, "-" * len(header)]
-    for r in sorted(choice.rows, key=lambda r: r.measurement.p95_ms):
+    precision = "f32"
+    for r in sorted(choice.rows, key=lambda r: (r.candidate.precision != "f32", r.measurement.p95_ms)):
         m = r.measurement
+        if r.candidate.precision != precision:
+            precision = r.candidate.precision
+            lines.append(f"-- {precision} (this CPU computes it natively; its numerics differ from f32"
+                         f"{'' if m.verified else ': lossy unless --data shows it within the gate'}) --")
         verdict = ("PICK" if r is choice.pick else "meets" if r.eligible and r.meets_budget
-                   else "over budget" if r.eligible else "accuracy")
+                   else "over budget" if r.eligible else "accuracy" if m.verified else "unchecked")
         limit = f"{m.limit_ms:6.1f}" if m.limit_ms is not None else f"{'-':>6}"
         queue = "q" if m.through_queue else " "
-        lines.append(f"{r.candidate.label[:52]:<52} {m.p50_ms:7.1f} {m.p95_ms:7.1f} {m.images_per_s:6.1f}{queue} "
+        lines.append(f"{r.candidate.label:<{width}} {m.p50_ms:7.1f} {m.p95_ms:7.1f} {m.images_per_s:6.1f}{queue} "
                      f"{limit} {m.accuracy:6.3f} {m.drop:+6.3f}  {verdict}")
     return "\n".join(lines)
 
@@ -459,6 +596,17 @@ def summary(choice: Choice) -> list[str]:
         out.append(f"the allowed loss ({b['drop']:.3f}) buys x{b['p95_speedup']:.2f} p95 and x{b['throughput_gain']:.2f} "
                    f"images/s over the best lossless ({b['lossless']}, p95 {b['lossless_p95_ms']:.1f} ms, "
                    f"{'meets' if b['lossless_meets_budget'] else 'misses'} the budget)")
+    bf16 = [r for r in choice.rows if r.candidate.precision == "bf16"]
+    f32 = [r for r in choice.rows if r.candidate.precision == "f32" and r.eligible]
+    if bf16:
+        best = min(bf16, key=lambda r: r.measurement.p95_ms)
+        line = (f"bf16 (apart): fastest {best.candidate.label} p95 {best.measurement.p95_ms:.1f} ms, "
+                + (f"drop {best.measurement.drop:+.3f} ({'within' if best.eligible else 'outside'} the gate)"
+                   if best.measurement.verified else "accuracy unchecked without --data (lossy until checked)"))
+        if f32:
+            fast = min(f32, key=lambda r: r.measurement.p95_ms)
+            line += f"; fastest eligible f32 {fast.candidate.label} p95 {fast.measurement.p95_ms:.1f} ms"
+        out.append(line)
     if choice.headroom:
         h = choice.headroom
         out.append(f"headroom: sustains {h['sustained_images_per_s']:.1f} images/s vs {h['asked_images_per_s']:.2f} "
@@ -534,6 +682,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=_batches, default=[1, 4], help="batch sizes to try, 1 and/or 4 (default 1,4)")
     parser.add_argument("--max-workers", type=int, help="most worker processes to try (default: one per core)")
     parser.add_argument("--no-queue", action="store_true", help="skip the re-measure of the pick through a queue")
+    parser.add_argument("--no-bf16", action="store_true",
+                        help="f32 only, also where the CPU has bf16 (default: bf16 candidates beside f32 there)")
     add_output(parser, report=True)
     parser.add_argument("--plot", metavar="FILE.png", help="speed/accuracy plot (needs matplotlib)")
     parser.add_argument("--write-config", metavar="FILE", help="write the pick as a worker.yaml fragment")
@@ -556,32 +706,28 @@ def run(args: argparse.Namespace) -> int:
         require_report_folder(path)
     images = expand_images(images_of(args) or [resolve_path(SAMPLES)])
     snapshots = [p.read_bytes() for p in images]
+    scores = None
     if args.weights:
-        models = exported_models(Path(args.weights), args.imgsz, args.data, PROJECT_ROOT / ".cache" / "tune", note)
+        exporting = time.monotonic()
+        models, scores = exported_models(Path(args.weights), args.imgsz, args.data, PROJECT_ROOT / ".cache" / "tune",
+                                         note)
+        note(f"tune: {len(models)} IRs from {Path(args.weights).name} in {time.monotonic() - exporting:.0f} s")
     else:
         models = args.model or _default_models()
-    facts = [model_facts(m) for m in models]
-    facts.sort(key=lambda f: f["weights"] != "fp32")  # the reference (first FP32) leads
-    cores = len(os.sched_getaffinity(0))
-    accuracy_of = None
-    if args.data:
-        from worker.tools.validate import evaluate_model, label_path, load_data_yaml, read_labels
-
-        spec = load_data_yaml(args.data)
-        val = spec.images("val")
-        labels = [read_labels(label_path(i), len(spec.names)) for i in val]
-        cache: dict = {}
-
-        def accuracy_of(m: dict, reduced: bool) -> float:
-            key = (m["model"], reduced)
-            if key not in cache:
-                cache[key] = evaluate_model(m["model"], val, labels, spec.names, reduced_decode=reduced).metrics.map50
-            return cache[key]
     started = time.monotonic()
+    facts = [model_facts(m) for m in models]
+    # the reference (first FP32) leads; from a .pt, its own default head (raw: one-to-many + NMS) first
+    facts.sort(key=lambda f: (f["weights"] != "fp32", bool(args.weights) and f.get("end2end", False)))
+    cores = len(os.sched_getaffinity(0))
+    precisions = ("f32",) if args.no_bf16 else precisions_for()
+    accuracy_of = LabelledAccuracy(args.data, scores, facts[0]["model"]) if args.data else None
+    tolerance = GATE_MAP50 if args.data else LOSSLESS_TOLERANCE
     measured, skipped, floor = measure_all(facts, snapshots, cores=cores, budget_ms=args.budget_ms,
                                            max_drop=args.max_drop, seconds=args.seconds, batches=tuple(args.batch),
-                                           max_workers=args.max_workers, accuracy_of=accuracy_of, log=note)
-    choice = choose(measured, args.budget_ms, args.max_drop, cameras=args.cameras, interval=args.interval)
+                                           max_workers=args.max_workers, accuracy_of=accuracy_of,
+                                           precisions=precisions, tolerance=tolerance, log=note)
+    choice = choose(measured, args.budget_ms, args.max_drop, cameras=args.cameras, interval=args.interval,
+                    tolerance=tolerance)
     # The pick's figures are re-measured through the real queue; if they no longer win, the next pick is.
     for _ in range(0 if args.no_queue else QUEUE_ROUNDS):
         if choice.pick is None or choice.pick.measurement.through_queue:
@@ -591,18 +737,22 @@ def run(args: argparse.Namespace) -> int:
         p50, p95, rate = measure_through_queue(row.candidate, images, args.seconds)
         queued = replace(row.measurement, p50_ms=p50, p95_ms=p95, images_per_s=rate, through_queue=True)
         measured = [(c, queued if c == row.candidate else m) for c, m in measured]
-        choice = choose(measured, args.budget_ms, args.max_drop, cameras=args.cameras, interval=args.interval)
+        choice = choose(measured, args.budget_ms, args.max_drop, cameras=args.cameras, interval=args.interval,
+                        tolerance=tolerance)
     host = subprocess.run([str(PROJECT_ROOT.parent / "shared/tools/host-fingerprint")], capture_output=True,
                           text=True).stdout.strip() if (PROJECT_ROOT.parent / "shared/tools/host-fingerprint").exists() \
         else ""
 
     human = sys.stderr if args.json else sys.stdout
+    accuracy_kind = ((f"mAP50 on --data vs the .pt (ultralytics val, validate's gate: mAP50 drop <= {GATE_MAP50:g}, "
+                      f"mAP50-95 drop <= {GATE_MAP:g})" if scores else
+                      f"mAP50 on --data vs the first FP32 model (served path; lossless: drop <= {GATE_MAP50:g})")
+                     if args.data else f"agreement with the reference's detections (lossless: drop <= {LOSSLESS_TOLERANCE:g})")
     print(f"tune: {len(snapshots)} snapshots, {cores} cores, {len(measured)} candidates measured in "
           f"{time.monotonic() - started:.0f} s; decode floor {floor:.1f} ms (plain full decode, median)", file=human)
     print(table(choice), file=human)
     print("p95/p50: per snapshot, bytes -> detections; img/s: all workers (q = through the queue); "
-          "limit: inference alone (benchmark_app's latency loop); acc: "
-          + ("mAP50 on --data" if args.data else "agreement with the reference's detections"), file=human)
+          "limit: inference alone (benchmark_app's latency loop); acc: " + accuracy_kind, file=human)
     for line in skipped:
         print(f"skipped: {line}", file=human)
     for line in summary(choice):
@@ -621,7 +771,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot written to {args.plot}" if plot(choice, args.plot)
               else "matplotlib is not installed: --plot skipped", file=human)
     report = {"host": host, "snapshots": len(snapshots), "cores": cores, "decode_floor_ms": floor,
-              "accuracy": "mAP50" if args.data else "agreement", "skipped": skipped, **choice.as_dict(),
+              "accuracy": accuracy_kind, "precisions": list(precisions), "skipped": skipped, **choice.as_dict(),
               "config_fragment": fragment}
     text = json.dumps(report, indent=2) + "\n"
     if args.json:
