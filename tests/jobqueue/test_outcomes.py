@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from worker.cameras import parse_camera_book
 from worker.errors import CorruptImageError, ForbiddenFunctionError, NotJsonError, PayloadError
 from worker.inference.detections import Detections
 from worker.inference.detector import DetectionResult, StageTimings
 from worker.jobqueue import outcomes
 from worker.jobqueue.results import ModelInfo
+from worker.serve.metrics import WorkerMetrics
 
 CONTEXT = outcomes.JobContext(job_id="j1", camera_id="cam1", captured_at=1.5, worker="w0",
                               model=ModelInfo("m", "1", "int8", "f32"), queue_wait=0.25)
@@ -62,3 +66,20 @@ def test_refused_is_decided_by_error_class_not_by_kind():
     impostor = PayloadError("looks refused")
     impostor.kind = "not_json"  # a kind string alone no longer makes a refusal
     assert outcomes.failed(CONTEXT, impostor).label == "failed"
+
+
+def test_the_detections_counter_counts_what_the_result_reports_not_what_an_ignore_zone_dropped():
+    camera = {"name": "backyard", "zones": {"road": {"rect": {"x": 0, "y": 0, "width": 100, "height": 50},
+                                                     "ignore": True}}}
+    settings = parse_camera_book({"cameras": {"cam1": camera}}).get("cam1")
+    found = Detections(np.array([[0, 0, 20, 40], [0, 60, 20, 90], [40, 60, 60, 95]], np.float32),
+                       np.full(3, 0.9, np.float32), np.array([0, 0, 1], np.int32), ("deer", "person"))
+    outcome = outcomes.ok(CONTEXT, DetectionResult(found, StageTimings(), 1, 100, 100), settings)
+    metrics = WorkerMetrics(camera_labels=["backyard"], class_names=["deer", "person"], queues=["q"])
+    outcome.count(metrics)
+    counted = {(s.labels["camera"], s.labels["class_name"]): s.value for family in metrics.registry.collect()
+               for s in family.samples if s.name == "deer_worker_detections_total"}
+    reported = [d["class_name"] for d in outcome.message["detections"]]
+    assert reported == ["deer", "person"]  # the deer on the road was dropped by the ignore zone
+    assert counted[("backyard", "deer")] == 1 and counted[("backyard", "person")] == 1
+    assert sum(counted.values()) == len(reported)

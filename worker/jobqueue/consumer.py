@@ -320,10 +320,7 @@ class DeerWorker(BatchWorker):
             stages = {"queue_wait": context.queue_wait, "decode": timings.decode, "preprocess": timings.preprocess,
                       "inference": timings.infer, "postprocess": timings.postprocess}
             self.metrics.observe_job(stages=stages, total=time.time() - item.started, batch_size=result.batch_size)
-            item.outcome.count(self.metrics)
-            label = item.settings.label if item.settings else "other"
-            self.metrics.count_detections(label, [result.detections.name_of(int(c))
-                                                  for c in result.detections.class_id])
+            item.outcome.count(self.metrics)  # jobs, zones and the detections the result reports
 
     def fail(self, item: _Taken, error: BaseException, *, retry: bool) -> None:
         """retry: the failure is not the input's (a batch-wide timeout or runtime error), so RQ may retry it."""

@@ -41,9 +41,12 @@ class Outcome:
     error: BaseException | None = None  # set: RQ's failed registry with it; None: finished with the message
     camera_label: str = ""
     zone_hits: tuple[str, ...] = ()  # one zone name per (detection, include zone) pair: the zone counter
+    detected: tuple[str, ...] = ()  # the class name of each detection the result reports: the detections counter
 
     def count(self, metrics) -> None:
         metrics.count_job(self.label, self.kind)
+        if self.detected:
+            metrics.count_detections(self.camera_label, list(self.detected))
         if self.zone_hits:
             metrics.count_zones(self.camera_label, list(self.zone_hits))
 
@@ -70,7 +73,8 @@ def ok(context: JobContext, result: DetectionResult, settings: CameraSettings | 
         message["deer_detected"] = deer_detected(placement.detections.filter(
             np.array([bool(names) for names in placement.zones_of], bool)))
     hits = tuple(name for names in placement.zones_of for name in names)
-    return Outcome("ok", "none", message, camera_label=settings.label, zone_hits=hits)
+    detected = tuple(detection["class_name"] for detection in message["detections"])  # after ignore zones
+    return Outcome("ok", "none", message, camera_label=settings.label, zone_hits=hits, detected=detected)
 
 
 def expired(context: JobContext, reason: str, age: float, max_age: float) -> Outcome:

@@ -67,8 +67,8 @@ class WorkerMetrics:
             "jobs", "Jobs finished, by outcome and error kind.", ["outcome", "error_kind"],
             namespace=ns, registry=reg)
         self.detections = Counter(
-            "detections", "Detections published, by camera and class.", ["camera", "class_name"],
-            namespace=ns, registry=reg)
+            "detections", "Detections the results report (after ignore zones), by camera and class.",
+            ["camera", "class_name"], namespace=ns, registry=reg)
         self.zone_detections = Counter(
             "zone_detections", "Detections placed in each include zone (after ignore zones), by camera.",
             ["camera", "zone"], namespace=ns, registry=reg)
