@@ -31,11 +31,14 @@ LOCATION = "loc1"
 class Mosquitto:
     """mosquitto -c <generated conf>, listening on 127.0.0.1:<free port> only."""
 
-    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, port: int | None = None,
+                 tls=None) -> None:
+        """tls: a harness.TlsFiles (ca, cert, key): the listener speaks TLS only (mqtts://)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.users = users or {}
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
 
     def _write_conf(self) -> Path:
@@ -44,6 +47,8 @@ class Mosquitto:
                  f"log_dest file {self.workdir / 'mosquitto.log'}", "max_queued_messages 100000",
                  "autosave_interval 1",
                  "set_tcp_nodelay true"]  # as README advises: no Nagle delay on small MQTT packets
+        if self.tls:
+            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}", f"keyfile {self.tls.key}"]
         if self.users:
             passwd = self.workdir / "passwd"
             passwd.write_text("")
@@ -84,15 +89,18 @@ class Mosquitto:
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         auth = f"{user}:{password}@" if user else ""
-        return f"mqtt://{auth}127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}127.0.0.1:{self.port}"
 
 
 def connect(port: int, client_id: str, *, clean: bool = True, user: str | None = None,
-            password: str | None = None, subscribe=()) -> mqtt.Client:
-    """A connected client; `subscribe` filters are (re)subscribed at QoS 2 on every connection."""
+            password: str | None = None, subscribe=(), ca: Path | None = None) -> mqtt.Client:
+    """A connected client (TLS when `ca` is given); `subscribe` filters are (re)subscribed at QoS 2
+    on every connection."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
     if user:
         client.username_pw_set(user, password)
+    if ca:
+        client.tls_set(ca_certs=str(ca))
     client.reconnect_delay_set(0.1, 1)
     client.max_queued_messages_set(0)
     connected = threading.Event()

@@ -3,9 +3,12 @@ parses with the CLI; the shipped configs/mqtt.yaml documents every setting."""
 
 from __future__ import annotations
 
+import getpass
 import re
 import shutil
+import socket
 import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -85,3 +88,39 @@ def test_the_shipped_mqtt_yaml_names_every_setting():
     shipped = yaml.safe_load((ROOT / "configs" / "mqtt.yaml").read_text())
     assert set(shipped) == {f.name for f in fields(BridgeConfig)}
     assert {k: v for k, v in shipped.items()} == {f.name: getattr(BridgeConfig(), f.name) for f in fields(BridgeConfig)}
+
+
+def test_the_shipped_mosquitto_snippet_turns_nagle_off_and_mosquitto_takes_it(tmp_path):
+    """deploy/mosquitto/deer-worker.conf (set_tcp_nodelay true, the broker's side of the bridge's latency)
+    is what the tests' and the benchmark's broker use, and a real mosquitto starts with it included."""
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import mqtt_harness as mh
+
+    snippet = ROOT / "deploy" / "mosquitto" / "deer-worker.conf"
+    options = [line.split() for line in snippet.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert options == [["set_tcp_nodelay", "true"]]
+    broker = mh.Mosquitto(tmp_path / "broker")
+    assert "set_tcp_nodelay true" in broker._write_conf().read_text().splitlines()
+    (tmp_path / "conf.d").mkdir()
+    shutil.copy(snippet, tmp_path / "conf.d" / snippet.name)
+    port = mh.free_port()
+    (tmp_path / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                                             f"user {getpass.getuser()}\ninclude_dir {tmp_path / 'conf.d'}\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def listening() -> bool:
+        assert proc.poll() is None, proc.stdout.read()  # an option it does not know stops it
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        mh.wait_for(listening, 10, "mosquitto with the snippet included")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -29,6 +29,7 @@ import logging
 import queue
 import re
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -46,7 +47,7 @@ from worker.errors import DeerWorkerError
 from worker.jobqueue.connections import connect
 from worker.jobqueue.producer import enqueue_snapshot
 from worker.serve.health import HealthServer
-from worker.serve.mqtt_config import BridgeConfig, mqtt_endpoint, tls_context
+from worker.serve.mqtt_config import BridgeConfig, check_broker_certificate, mqtt_endpoint, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,11 @@ class Bridge:
         self._announced: set[str] = set()  # cameras whose discovery config went out this run
         self._deer_on: dict[str, float] = {}  # camera -> monotonic time of its last deer
         self._published_ids: OrderedDict[str, float] = OrderedDict()
+        # Where the stream is read from, and what was published but is not saved in Redis yet (a Redis
+        # lost between the broker's ack and the save): saved before the next read once Redis is back.
+        self._position: str | None = None
+        self._unsaved_position: str | None = None
+        self._unsaved_ids: dict[str, float] = {}
         self.client = self._build_client()
 
     # --- MQTT connection ---
@@ -244,8 +250,18 @@ class Bridge:
         client.enable_logger(logging.getLogger("paho"))  # errors inside our callbacks reach the log
         client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
         client.on_message, client.on_publish = self._on_message, self._on_publish
+        client.on_socket_open = self._on_socket_open
         self.endpoint = endpoint
         return client
+
+    @staticmethod
+    def _on_socket_open(client, userdata, sock) -> None:
+        """No Nagle on the bridge's socket: paho leaves it on, and a result published right behind
+        another small packet (its QoS 2 PUBREL, the confidence after it) would wait for the broker's ACK."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):  # not a TCP socket
+            pass
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -385,25 +401,25 @@ class Bridge:
     # --- out: results thread ---
     def results(self) -> None:
         stream = self.worker.results_stream
-        position = None
         delay = REDIS_BACKOFF[0]
         lost = False
         while not self.stopping.is_set():
             try:
-                if position is None:
-                    position = self._start_position(stream)
+                if self._position is None:
+                    self._position = self._start_position(stream)
+                self.save_position()  # what a lost Redis kept from being saved
                 block = STOP_CHECK_MS
                 if self._deer_on:
                     next_off = min(self._deer_on.values()) + self.config.quiet_time - time.monotonic()
                     block = max(1, min(block, int(next_off * 1000) + 1))
-                reply = self.redis.xread({stream: position}, count=STREAM_BATCH, block=block)
+                reply = self.redis.xread({stream: self._position}, count=STREAM_BATCH, block=block)
                 if lost:
-                    log.info("Redis is back; results resume from %s", position)
+                    log.info("Redis is back; results resume from %s", self._position)
                     self.metrics.reconnects.labels("redis").inc()
                     lost, delay = False, REDIS_BACKOFF[0]
                 for _, entries in reply or []:
                     if entries:
-                        position = self.publish_results(entries)
+                        self.publish_results(entries)
                 self.turn_off_quiet_cameras()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if not lost:
@@ -425,8 +441,13 @@ class Bridge:
         self.redis.set(self.position_key, position)
         return position
 
-    def publish_results(self, entries) -> str:
-        """Publish a batch of stream entries, then save the position and the job ids in one step."""
+    def publish_results(self, entries) -> None:
+        """Publish a batch of stream entries, remember the position and the job ids in this process,
+        then save both in Redis in one step.
+
+        Remembered before the save: a Redis lost (restarted, failed over) after the broker took the
+        batch and before the save must not make this run read the batch again and publish it twice
+        (what happened across a Redis restart); the save is retried before the next read."""
         messages, published = [], {}
         for entry_id, fields in entries:
             try:
@@ -443,18 +464,27 @@ class Bridge:
             published[job_id] = time.time()
         last_id = entries[-1][0].decode()
         if messages and not self.deliver(messages):
-            return self.redis.get(self.position_key).decode()  # stopped before the broker had them
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.position_key, last_id)
-            if published:
-                pipe.zadd(self.published_key, published)
-                pipe.zremrangebyscore(self.published_key, "-inf", time.time() - PUBLISHED_MEMORY)
-            pipe.execute()
+            return  # stopped before the broker had them: read again from the saved position next run
+        self.metrics.published.inc(len(published))
+        self._position = last_id
         self._published_ids.update(published)
+        self._unsaved_ids.update(published)
+        self._unsaved_position = last_id
         while self._published_ids and next(iter(self._published_ids.values())) < time.time() - PUBLISHED_MEMORY:
             self._published_ids.popitem(last=False)
-        self.metrics.published.inc(len(published))
-        return last_id
+        self.save_position()
+
+    def save_position(self) -> None:
+        """The position and the job ids published since the last save, in one transaction."""
+        if self._unsaved_position is None:
+            return
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.position_key, self._unsaved_position)
+            if self._unsaved_ids:
+                pipe.zadd(self.published_key, self._unsaved_ids)
+                pipe.zremrangebyscore(self.published_key, "-inf", time.time() - PUBLISHED_MEMORY)
+            pipe.execute()
+        self._unsaved_position, self._unsaved_ids = None, {}
 
     def result_messages(self, camera_id: str, result: dict, raw: bytes) -> list[tuple[str, str | bytes, bool]]:
         camera = topic_id(camera_id)
@@ -472,8 +502,8 @@ class Bridge:
         """Home Assistant discovery for a camera not announced yet this run (retained)."""
         if camera in self._announced:
             return []
+        self.redis.sadd(self.cameras_key, camera)  # first: a Redis lost here must not skip the discovery
         self._announced.add(camera)
-        self.redis.sadd(self.cameras_key, camera)
         if not self.config.discovery:
             return []
         node = topic_id(f"{self.prefix}_{camera}").replace("-", "_")  # unique per bridge and camera
@@ -510,6 +540,8 @@ class Bridge:
 
     # --- lifecycle ---
     def run(self) -> int:
+        if self.endpoint.tls:
+            check_broker_certificate(self.endpoint, self.config)  # a wrong CA: one line, exit 2
         health = None
         if self.config.metrics_port:
             health = HealthServer(self.metrics, self.config.metrics_host, self.config.metrics_port,
@@ -534,6 +566,7 @@ class Bridge:
             for thread in threads:
                 if thread.is_alive():
                     thread.join()
+            self._save_on_stop()
             self.clean_stop()
             if health is not None:
                 health.stop()
@@ -548,6 +581,12 @@ class Bridge:
                 log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, REDIS_BACKOFF[1])
+
+    def _save_on_stop(self) -> None:
+        try:
+            self.save_position()
+        except redis.RedisError as exc:  # the next run publishes the unsaved batch again (README)
+            log.warning("stopping with published results not saved in Redis (%s); the next start repeats them", exc)
 
     def clean_stop(self) -> None:
         """Every camera OFF, then offline (retained), then a clean disconnect (no Last Will)."""

@@ -7,6 +7,7 @@ named by `worker_config`, so the bridge and the workers cannot disagree on them.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,22 @@ def mqtt_endpoint(url: str) -> MqttEndpoint:
 def tls_context(config: BridgeConfig) -> ssl.SSLContext:
     """Verifies the broker's certificate and host name, against mqtt_ca_file when given."""
     return ssl.create_default_context(cafile=str(resolve_path(config.mqtt_ca_file)) if config.mqtt_ca_file else None)
+
+
+def check_broker_certificate(endpoint: MqttEndpoint, config: BridgeConfig, timeout: float = 5.0) -> None:
+    """For mqtts://: one TLS handshake with the broker before the bridge starts. A certificate that does
+    not verify (wrong CA, wrong host name, expired) is a ConfigError, one line; a broker not reachable
+    yet is left to the reconnect loop."""
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+            with tls_context(config).wrap_socket(sock, server_hostname=endpoint.host):
+                pass
+    except ssl.SSLCertVerificationError as exc:
+        trusted = f"mqtt_ca_file {config.mqtt_ca_file}" if config.mqtt_ca_file else "the system's CAs"
+        raise ConfigError(f"broker {endpoint.redacted()}: TLS certificate not trusted "
+                          f"({exc.verify_message or exc.reason}; checked against {trusted})") from None
+    except OSError:
+        return
 
 
 def load_bridge_config(path: str | Path | None = None, env: dict[str, str] | None = None,
