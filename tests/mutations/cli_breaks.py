@@ -75,6 +75,12 @@ CLI_BREAKS = [
           T + "test_verbose_adds_the_traceback_to_the_line", "-v adds nothing"),
     Break("pool-restarts-forever", "worker/serve/pool.py", "if child.restarts >= START_FAILURES_LIMIT:", "if False:",
           T + "test_a_pool_whose_workers_die_at_start_stops", "a pool restarts a dying worker forever"),
+    Break("pool-sleeps-in-check", "worker/serve/pool.py",
+          "            child.restart_at = now + (min(RESTART_BACKOFF_MAX, 0.5 * 2 ** child.restarts) if child.restarts else 0.0)",
+          "            time.sleep(min(RESTART_BACKOFF_MAX, 0.5 * 2 ** child.restarts) if child.restarts else 0.0)\n"
+          "            child.restart_at = time.monotonic()",
+          "tests/serve/test_pool.py::test_a_crash_looping_worker_backs_off_without_holding_up_the_others",
+          "a crash-looping worker's backoff sleeps in the supervision loop, holding up the others and a stop"),
     Break("option-without-help", "worker/cli.py", 'help="camera id, e.g. 10cea9e4511f")', ")",
           T + "test_every_option_of_every_command_has_help", "an option without help text"),
     Break("global-options-before-only", "worker/cli.py",

@@ -180,3 +180,46 @@ def test_workers_of_a_pool_killed_by_sigkill_stop_instead_of_running_on_as_orpha
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+class _FakeProcess:
+    """A child that has exited (code 1) or runs (None)."""
+    _pids = iter(range(90000, 99999))
+
+    def __init__(self, code: int | None) -> None:
+        self.code, self.pid = code, next(self._pids)
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+def test_a_crash_looping_worker_backs_off_without_holding_up_the_others(monkeypatch):
+    """check() never sleeps: worker 0 dies at every start and waits out a growing backoff while worker 1,
+    which died once after a long run, is respawned at once; a stop is noticed at the next check."""
+    from worker.config import WorkerConfig
+    from worker.serve import pool as pool_module
+
+    spawned: list[int] = []
+
+    def spawn(self, index):
+        spawned.append(index)
+        return _FakeProcess(1 if index == 0 else None)  # worker 0 dies at once, every time
+
+    monkeypatch.setattr(pool_module.WorkerPool, "_spawn", spawn)
+    monkeypatch.setattr(pool_module.WorkerPool, "_recover", lambda self, child: None)
+    pool = pool_module.WorkerPool(WorkerConfig(), None, {}, 2)
+    pool.start()
+    pool.children[1].process, pool.children[1].started = _FakeProcess(-9), time.monotonic() - 3600  # long-lived
+    spawned.clear()
+    began = time.monotonic()
+    pool.check()  # both dead: 0 quick (backoff 1 s), 1 after a long run (no backoff)
+    pool.check()
+    assert time.monotonic() - began < 0.5  # no sleep in the supervision loop
+    assert spawned == [1] and pool.children[0].restart_at > time.monotonic() + 0.5
+    pool.children[0].restart_at = time.monotonic()  # its backoff is over
+    pool.check()
+    assert spawned == [1, 0] and pool.children[0].restarts == 1
+    pool.stopping = True
+    pool.children[0].restart_at, spawned[:] = 0.0, []
+    pool.check()
+    assert spawned == []  # stopping: nothing respawned

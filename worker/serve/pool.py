@@ -57,6 +57,7 @@ class _Child:
     process: subprocess.Popen
     started: float
     restarts: int = 0
+    restart_at: float | None = None  # dead, waiting out its backoff: respawned at this time.monotonic()
 
 
 class WorkerPool:
@@ -100,24 +101,29 @@ class WorkerPool:
             log.warning("pool: could not recover jobs of %s now (%s)", dead, exc)
 
     def check(self) -> None:
-        """Reap and restart dead children (with backoff for crash loops)."""
+        """Reap dead children and respawn each after its backoff (crash loops back off). Never sleeps: one
+        crash-looping worker must not hold up the supervision of the others, nor a stop signal."""
+        now = time.monotonic()
         for child in self.children.values():
+            if self.stopping:
+                return
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.process, child.started, child.restart_at = self._spawn(child.index), time.monotonic(), None
+                continue
             code = child.process.poll()
-            if code is None or self.stopping:
+            if code is None:
                 continue
             log.warning("pool: worker %d (pid %d) exited with %s", child.index, child.process.pid, code)
             self._recover(child)
-            quick = time.monotonic() - child.started < QUICK_EXIT
+            quick = now - child.started < QUICK_EXIT
             child.restarts = child.restarts + 1 if quick else 0
             if child.restarts >= START_FAILURES_LIMIT:
                 raise WorkerStartError(
                     f"worker {child.index} died within {QUICK_EXIT:.0f} s of starting {child.restarts} times in a "
                     f"row (last exit status {code}); the lines above say why (model, config, zones): fix that "
                     "and start again")
-            if child.restarts:
-                time.sleep(min(RESTART_BACKOFF_MAX, 0.5 * 2 ** child.restarts))
-            child.process = self._spawn(child.index)
-            child.started = time.monotonic()
+            child.restart_at = now + (min(RESTART_BACKOFF_MAX, 0.5 * 2 ** child.restarts) if child.restarts else 0.0)
 
     def stop(self, timeout: float) -> None:
         """SIGTERM each child (each finishes its batch in hand), then SIGKILL what is left."""
