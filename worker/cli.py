@@ -355,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
             ("rollback", "make every worker serve the model before the last reload/promote", True)):
         p = command(name, help_text, lambda args, name=name: getattr(_tool("lifecycle"), f"run_{name}")(args))
         _tool("lifecycle").add_reload_arguments(p, rollback=rollback)
+    p = command("promote", "export a retrained .pt, gate it against production (no loss), compare on snapshots, "
+                "reload every worker; exit 3 gate failed, 4 reload failed", lambda args: _tool("promote").run(args),
+                runs_inference=True)
+    _tool("promote").add_arguments(p)
 
     # Model tooling: each module owns its arguments; imported lazily so the worker stays light.
     for name, help_text, runs_inference in (
