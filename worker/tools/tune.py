@@ -318,7 +318,7 @@ def measure_through_queue(candidate: Candidate, images: list[Path], seconds: flo
     Latency: one snapshot at a time (a camera's snapshot arriving at an idle worker), from enqueue to its
     result on the results channel, so the queue's own cost is in the figure the budget is checked against.
     Throughput: a backlog of snapshots, completed images per second once the first is done."""
-    from worker.config import WorkerConfig
+    from worker.config import WorkerConfig, resolve_path
     from worker.jobqueue.connections import connect
     from worker.jobqueue.producer import enqueue_snapshot
     from worker.serve.pool import WorkerPool
@@ -344,10 +344,17 @@ def measure_through_queue(candidate: Candidate, images: list[Path], seconds: flo
                     pending.discard(message["job_id"])
                     if message["status"] == "ok":
                         arrivals.append(time.perf_counter())
+                        served = tuple(message["model"][k] for k in ("name", "weights", "precision"))
+                        if served != (candidate.name, candidate.weights, candidate.precision):
+                            raise RuntimeError(f"tune: the queue served {' '.join(served)}, not the candidate "
+                                               f"{candidate.label} ({candidate.weights})")
             return arrivals
 
-        pool = WorkerPool(config, None, {"redis_url": url, "metrics_port": 0}, candidate.workers,
-                          log_level="WARNING")
+        # the pool's workers read their settings from the environment: every one the candidate sets
+        settings = {"redis_url": url, "metrics_port": 0, "model": str(resolve_path(candidate.model)),
+                    "precision": candidate.precision, "batch": config.batch,
+                    "reduced_decode": "true" if candidate.reduced_decode else "false"}
+        pool = WorkerPool(config, None, settings, candidate.workers, log_level="WARNING")
         pool.start()
         try:
             _wait_for_workers(connection, config.queue, pool, candidate.workers, 120.0)
