@@ -59,9 +59,14 @@ class Settings:
     settle: float = 45.0  # s to wait for A's late publish attempt to end (TCP retransmission backoff)
 
     @property
+    def dequeue_wait(self) -> int:
+        """RQ's blocking dequeue timeout for this worker_ttl."""
+        return max(1, self.worker_ttl - 15)
+
+    @property
     def bound(self) -> float:
         """Documented: heartbeat TTL (job timeout + margin) + maintenance interval + RQ's dequeue wait."""
-        return self.job_timeout + self.heartbeat_margin + self.maintenance_interval + max(1, self.worker_ttl - 15)
+        return self.job_timeout + self.heartbeat_margin + self.maintenance_interval + self.dequeue_wait
 
 
 def start_redis(lab: netlab.Lab, host: netlab.Host) -> redis.Redis:
@@ -127,6 +132,12 @@ def one_round(workdir: Path, settings: Settings, subnet: int = 1, jobs: int = 2)
         os.killpg(a.pid, signal.SIGCONT)
         name_a = wait_worker(conn, worker_name_prefix(lab, host_a), 120)
         harness.log(f"partition: B ({name_b}) frozen, A ({name_a}) ready")
+        # The jobs must all be queued before A's next dequeue, so A takes them as one batch (and the ones
+        # behind it, taken ahead) and holds every one at the cut: enqueued one by one under A's blocking
+        # dequeue, the first can go alone and end before the rest are taken. A is frozen past its dequeue
+        # wait (Redis answers its blocked call empty-handed, nobody else waits on the queue), then thaws.
+        os.killpg(a.pid, signal.SIGSTOP)
+        time.sleep(settings.dequeue_wait + 0.5)
         images = harness.sample_images()
         now = time.time()
         stale = enqueue_snapshot(conn, images[0], "cam0", queue=QUEUE, job_timeout=settings.job_timeout,
@@ -134,6 +145,7 @@ def one_round(workdir: Path, settings: Settings, subnet: int = 1, jobs: int = 2)
         fresh = [enqueue_snapshot(conn, images[(i + 1) % len(images)], f"cam{i + 1}", queue=QUEUE,
                                   job_timeout=settings.job_timeout).id for i in range(jobs - 1)]
         job_ids = [stale, *fresh]
+        os.killpg(a.pid, signal.SIGCONT)
         started = StartedJobRegistry(QUEUE, connection=conn, serializer=SERIALIZER)
         harness.wait_for(lambda: set(job_ids) <= set(started.get_job_ids()), 30, "A holding every job")
         host_a.cut()
