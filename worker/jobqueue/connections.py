@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 from rq.serializers import JSONSerializer
 
 SERIALIZER = JSONSerializer  # both sides: job data is JSON, never pickle
@@ -77,6 +77,30 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
                        SENTINEL_SCHEMES[parts.scheme], options)
 
 
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel, with a "no primary" error that says, for each Sentinel, why it gave none
+    (redis-py 8 names each Sentinel by its pool's repr and each failure as `network:ConnectionError`:
+    a wrong CA or password read the same as a Sentinel that is down)."""
+
+    def discover_master(self, service_name):
+        reasons = []
+        for number, sentinel in enumerate(self.sentinels):
+            kw = sentinel.connection_pool.connection_kwargs
+            where = f"{kw.get('host')}:{kw.get('port')}"
+            try:
+                masters = sentinel.sentinel_masters()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                reasons.append(f"{where}: {type(exc).__name__}: {exc}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]  # ask it first next time
+                return state["ip"], state["port"]
+            reasons.append(f"{where}: " + (f"no usable primary ({state.get('flags', '?')})" if state
+                                           else "does not monitor this service"))
+        raise MasterNotFoundError(f"no Sentinel named a primary for {service_name!r}: " + "; ".join(reasons))
+
+
 def connect(url: str, *, timeout: float = 5.0, command_timeout: float | None = None) -> redis.Redis:
     """command_timeout bounds every reply (for probes); RQ sets its own for its blocking dequeue."""
     if urlsplit(url).scheme in SENTINEL_SCHEMES:
@@ -91,7 +115,7 @@ def _connect_sentinel(spec: SentinelUrl, timeout: float, command_timeout: float 
         tls["ssl"] = True
     sentinel_auth = {"username": spec.options.get("sentinel_username"),
                      "password": spec.options.get("sentinel_password")}
-    sentinel = Sentinel(spec.sentinels, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout,
+    sentinel = _Sentinel(spec.sentinels, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout,
                                          **{k: v for k, v in sentinel_auth.items() if v}, **tls})
     return sentinel.master_for(spec.service, db=spec.db, username=spec.username, password=spec.password,
                                socket_connect_timeout=timeout, socket_timeout=command_timeout,
