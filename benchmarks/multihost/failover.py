@@ -1,14 +1,26 @@
 """Redis Sentinel failover under load (issue 19): a primary, one replica and three Sentinels on three lab
-boxes, a producer host and worker hosts, all talking redis+sentinel://; the primary is SIGKILLed.
+boxes, producers and worker hosts, all talking redis+sentinel://; the primary fails in one of two ways.
 
-    python benchmarks/multihost/failover.py [--failovers 10] [--workers 2] [--rate 40] [--out report.json]
+    python benchmarks/multihost/failover.py [--fault kill|cut] [--failovers 10] [--workers 2] [--rate 10]
+                                            [--out report.json]
 
-Each failover is measured twice over: with plain enqueues and with durable ones (enqueue_snapshot
-durable=True: Redis WAIT for the replica). Per failover: the failover time (primary killed -> a Sentinel
-names the replica primary), each worker's time back to work (kill -> its first result from the new
-primary), and acknowledged jobs lost (the producer was told "enqueued", the new primary has no such
-job). The killed node comes back as a replica before the next round, so rounds alternate the boxes.
-The test observes every Redis over a unix socket, outside the lab's network.
+--fault kill: the primary is SIGKILLed (and restarted as the new primary's replica, as systemd would).
+The producers run on a host of their own.
+
+--fault cut: the primary's box has its cable pulled (netlab: its switch port down) while the primary
+keeps running, and the producers run ON that box: a split brain. They still reach the old primary
+(and their own box's Sentinel, which still names it) and keep enqueueing to it; the other two
+Sentinels promote the replica; `cut_hold` s later the cable goes back in, the Sentinels demote the old
+primary and it resyncs from the new one: every write it took after the cut vanishes.
+
+Every failover runs two producers at once (--rate jobs/s each): plain enqueues and durable ones
+(enqueue_snapshot durable=True: Redis WAIT for the replica; an EnqueueUnconfirmedError is retried with
+the same job id until confirmed, and counted as unconfirmed, never as lost). Per failover: the
+failover time (fault -> a Sentinel on the majority side names the replica primary), each worker's time
+back to work (fault -> its first result from the new primary), and per mode the acknowledged jobs lost
+(the producer was told "enqueued", the new primary has no such job once the old one rejoined). Roles
+alternate between the two Redis boxes from round to round. The script observes every Redis over a unix
+socket, outside the lab's network, so a cut never blinds it.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ PRODUCER = HERE / "producer_driver.py"
 QUEUE = "deer-failover"
 SERVICE = "deer"
 REDIS_PORT, SENTINEL_PORT = 6379, 26379
+SENTINEL_COMMAND = ["redis-server"]  # `redis-server FILE --sentinel` is redis-sentinel (a symlink to it); no extra package
 DOWN_AFTER_MS = 1000  # Sentinel's down-after-milliseconds: how long a silent primary is given
 
 
@@ -105,7 +118,7 @@ def start_sentinel(host: netlab.Host, workdir: Path, primary: str) -> Path:
         f"sentinel monitor {SERVICE} {primary} {REDIS_PORT} 2",
         f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
         f"sentinel failover-timeout {SERVICE} 10000", f"sentinel parallel-syncs {SERVICE} 1"]) + "\n")
-    host.popen(["redis-sentinel", str(conf)])
+    host.popen(SENTINEL_COMMAND + [str(conf), "--sentinel"])
     harness.wait_for(lambda: sock.exists() and _ping(redis.Redis(unix_socket_path=str(sock))), 20,
                      f"sentinel on {host.name}")
     return sock
@@ -155,76 +168,135 @@ def build(lab: netlab.Lab, workers: int) -> Cluster:
     return cluster
 
 
-def one_failover(cluster: Cluster, *, durable: bool, rate: float, before: float, after: float) -> dict:
-    """Load, kill the primary, load on; returns the figures of this failover."""
+FAULTS = ("kill", "cut")
+MODES = ("plain", "durable")
+
+
+@dataclass
+class Producer:
+    """producer_driver.py on a lab host, its JSON events collected as they come."""
+    mode: str
+    proc: subprocess.Popen
+    events: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, host: netlab.Host, url: str, mode: str, rate: float) -> Producer:
+        proc = host.popen([sys.executable, str(PRODUCER), url, QUEUE, str(rate), mode], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=None, cwd=ROOT)
+        producer = cls(mode, proc)
+        threading.Thread(target=lambda: producer.events.extend(json.loads(line) for line in proc.stdout),
+                         daemon=True).start()
+        return producer
+
+    def acked(self) -> list[str]:
+        return [e["acked"] for e in list(self.events) if "acked" in e]
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+        harness.wait_for(lambda: any(e.get("done") for e in self.events), 10, f"the {self.mode} producer's end")
+
+
+def one_failover(cluster: Cluster, *, rate: float, before: float, after: float, fault: str = "kill",
+                 modes: tuple[str, ...] = MODES, cut_hold: float = 2.0) -> dict:
+    """Load (one producer per mode), fail the primary (`fault`), load on until the old primary is the new
+    one's replica again, `after` s more; returns the figures of this failover."""
     old = cluster.primary()
     new = next(node for node in cluster.nodes if node is not old)
-    producer = cluster.app.popen([sys.executable, str(PRODUCER), cluster.url, QUEUE, str(rate),
-                                  "durable" if durable else "plain"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=None, cwd=ROOT)
-    events: list[dict] = []
-    reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in producer.stdout), daemon=True)
-    reader.start()
-    harness.wait_for(lambda: any("acked" in e for e in events), 60, "the producer's first acknowledged job")
+    # cut: the producers sit on the primary's own box, the side of the cut that still reaches it
+    producer_host = old.host if fault == "cut" else cluster.app
+    producers = [Producer.start(producer_host, cluster.url, mode, rate) for mode in modes]
+    for producer in producers:
+        harness.wait_for(producer.acked, 60, f"the {producer.mode} producer's first acknowledged job")
     time.sleep(before)
     old_address = old.host.address
-    killed_at = time.time()
-    old.kill()
+    fault_at = time.time()
+    if fault == "cut":
+        old.host.cut()
+    else:
+        old.kill()
     promoted = harness.wait_for(lambda: new.role() == "master" and cluster.sentinel_primary() != old_address
                                 and time.time(), 60, "the Sentinels to promote the replica", interval=0.05)
-    # The killed box comes back (systemd restarts it) as the new primary's replica: until then a durable
-    # enqueue has no replica to confirm it and reports unconfirmed
-    old.replica_of = new.host.address
-    old.start()
+    reconnected = demoted = None
+    if fault == "cut":
+        time.sleep(cut_hold)  # the old primary, alone with its producers, acknowledges what no replica holds
+        old.host.reconnect()
+        reconnected = time.time()
+        demoted = harness.wait_for(lambda: old.role() == "slave" and time.time(), 60,
+                                   "the Sentinels to demote the old primary", interval=0.05)
+    else:
+        # The killed box comes back (systemd restarts it) as the new primary's replica: until then a
+        # durable enqueue has no replica to confirm it and reports unconfirmed
+        old.replica_of = new.host.address
+        old.start()
     harness.wait_for(lambda: replica_online(new), 60, "the old primary to rejoin as a replica")
     rejoined = time.time()
     time.sleep(after)
-    producer.stdin.close()
-    producer.wait(30)
-    reader.join(10)
+    for producer in producers:
+        producer.stop()
     conn = new.client()
-    acked = [e["acked"] for e in events if "acked" in e]
-    lost = [job_id for job_id in acked if not Job.exists(job_id, connection=conn)]
     seen = messages(conn)
     back = {}
     for name, _ in cluster.workers:
-        times = [t for t, m in seen if m.get("worker") == name and t > killed_at]
-        back[name] = round(min(times) - killed_at, 3) if times else None
-    return {"durable": durable, "failover_s": round(promoted - killed_at, 3), "worker_back_s": back,
-            "replica_back_s": round(rejoined - killed_at, 3),
-            "acked": len(acked), "lost_acked": len(lost), "lost_ids": lost[:20],
-            "unconfirmed": sum("unconfirmed" in e for e in events),
-            "errors": sum("error" in e for e in events)}
+        times = [t for t, m in seen if m.get("worker") == name and t > fault_at]
+        back[name] = round(min(times) - fault_at, 3) if times else None
+    figures = {"fault": fault, "failover_s": round(promoted - fault_at, 3), "worker_back_s": back,
+               "replica_back_s": round(rejoined - fault_at, 3)}
+    if fault == "cut":
+        figures["cut_s"] = round(reconnected - fault_at, 3)
+        figures["demoted_after_reconnect_s"] = round(demoted - reconnected, 3)
+    for producer in producers:
+        acked = producer.acked()
+        lost = [job_id for job_id in acked if not Job.exists(job_id, connection=conn)]
+        figures[producer.mode] = {
+            "acked": len(acked), "lost_acked": len(lost), "lost_ids": lost[:10],
+            "unconfirmed": sum("unconfirmed" in e for e in producer.events),
+            "errors": sum("error" in e for e in producer.events)}
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--failovers", type=int, default=10, help="failovers per mode (plain, durable)")
+    parser.add_argument("--fault", choices=FAULTS, default="kill",
+                        help="kill: SIGKILL the primary; cut: pull its box's cable, producers on that box")
+    parser.add_argument("--failovers", type=int, default=10,
+                        help="failovers (each measures plain and durable enqueues at once)")
     parser.add_argument("--workers", type=int, default=2, help="worker hosts (one worker process each)")
-    parser.add_argument("--rate", type=float, default=40.0, help="jobs/s the producer enqueues")
+    parser.add_argument("--rate", type=float, default=10.0, help="jobs/s each producer (plain, durable) enqueues")
+    parser.add_argument("--cut-hold", type=float, default=2.0,
+                        help="--fault cut: s the cable stays out after the replica's promotion")
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
     netlab.exit_on_sigterm()
     rounds = []
     with tempfile.TemporaryDirectory(prefix="deer-failover-") as tmp, netlab.Lab(Path(tmp), subnet=21) as lab:
         cluster = build(lab, args.workers)
-        for n in range(2 * args.failovers):
-            rounds.append(one_failover(cluster, durable=n % 2 == 1, rate=args.rate, before=3.0, after=6.0))
+        for n in range(args.failovers):
+            rounds.append(one_failover(cluster, fault=args.fault, rate=args.rate, before=3.0, after=6.0,
+                                       cut_hold=args.cut_hold))
             harness.log(f"failover {n + 1}: {rounds[-1]}")
-    report = {"what": "Redis Sentinel failover under load: primary SIGKILLed", "rate": args.rate,
-              "workers": args.workers, "failovers": len(rounds)}
-    for mode, durable in (("plain", False), ("durable", True)):
-        mine = [r for r in rounds if r["durable"] == durable]
-        back = [t for r in mine for t in r["worker_back_s"].values() if t is not None]
-        report[mode] = {
-            "failovers": len(mine),
-            "failover_s": {"median": statistics.median(r["failover_s"] for r in mine),
-                           "max": max(r["failover_s"] for r in mine)},
-            "worker_back_s": {"median": statistics.median(back) if back else None, "max": max(back) if back else None,
-                              "never": sum(t is None for r in mine for t in r["worker_back_s"].values())},
-            "acked": sum(r["acked"] for r in mine), "lost_acked": sum(r["lost_acked"] for r in mine),
-            "unconfirmed_then_retried": sum(r["unconfirmed"] for r in mine),
-        }
+    what = {"kill": "primary SIGKILLed, producers on a host of their own",
+            "cut": "primary's box cut off (cable pulled), producers on that box (split brain)"}[args.fault]
+    back = [t for r in rounds for t in r["worker_back_s"].values() if t is not None]
+    report = {"what": f"Redis Sentinel failover under load: {what}", "fault": args.fault,
+              "rate_per_producer": args.rate, "workers": args.workers, "failovers": len(rounds),
+              "failover_s": {"median": statistics.median(r["failover_s"] for r in rounds),
+                             "max": max(r["failover_s"] for r in rounds)},
+              "worker_back_s": {"median": statistics.median(back) if back else None,
+                                "max": max(back) if back else None,
+                                "never": sum(t is None for r in rounds for t in r["worker_back_s"].values())}}
+    if args.fault == "cut":
+        report["cut_s"] = {"median": statistics.median(r["cut_s"] for r in rounds),
+                           "max": max(r["cut_s"] for r in rounds)}
+        report["demoted_after_reconnect_s"] = {"median": statistics.median(r["demoted_after_reconnect_s"]
+                                                                            for r in rounds),
+                                               "max": max(r["demoted_after_reconnect_s"] for r in rounds)}
+    for mode in MODES:
+        report[mode] = {"acked": sum(r[mode]["acked"] for r in rounds),
+                        "lost_acked": sum(r[mode]["lost_acked"] for r in rounds),
+                        "failovers_with_a_loss": sum(r[mode]["lost_acked"] > 0 for r in rounds),
+                        "unconfirmed_then_retried": sum(r[mode]["unconfirmed"] for r in rounds),
+                        "errors_not_acknowledged": sum(r[mode]["errors"] for r in rounds)}
     report["detail"] = rounds
     text = json.dumps(report, indent=2)
     print(text)

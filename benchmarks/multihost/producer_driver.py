@@ -5,7 +5,8 @@
 Prints one JSON line per event: {"acked": id, "t": time} once enqueue_snapshot returned (durable: a
 replica confirmed it), {"unconfirmed": id} when a durable enqueue was not confirmed (it is retried with
 the same id, idempotently, until confirmed), {"error": ...} when a plain one raised (its snapshot is
-dropped, a new one comes next tick), and {"done": true} at the end.
+dropped, a new one comes next tick: any Redis error, READONLY from a demoted primary included), and
+{"done": true} at the end.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main(url: str, queue: str, rate: float, mode: str) -> int:
         except EnqueueUnconfirmedError as exc:
             say(unconfirmed=exc.job_id, t=time.time())
             retry = exc.job_id
-        except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, OSError) as exc:
+        except (redis.RedisError, OSError) as exc:
             say(error=type(exc).__name__, job_id=job_id, t=time.time())
         stop.wait(period)
     say(done=True)

@@ -3,12 +3,16 @@
 The URL form connect() accepts; durable enqueue against a real primary and replica (confirmed, idempotent
 by job id, unconfirmed without a replica); and the short version of benchmarks/multihost/failover.py:
 a primary, one replica and three Sentinels on three lab boxes, a worker host and a producer host on
-redis+sentinel://, the primary SIGKILLed under durable load.
+redis+sentinel://, the primary SIGKILLed under durable load; and its --fault cut: the primary's box cut
+off with producers on it (a split brain), where plain enqueues the old primary acknowledged vanish and
+durable ones are never acknowledged until a replica holds them; and rediss+sentinel:// against a TLS-only
+Sentinel and Redis with a private CA (a job run through it; another CA refused in one line).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,7 +96,7 @@ def test_durable_enqueue_is_confirmed_by_a_replica_and_idempotent_by_job_id(prim
 
 
 _, needs_ip = tool("ip", "iproute2")
-_, needs_sentinel = tool("redis-sentinel", "redis-sentinel")
+_, needs_sentinel = tool("redis-server", "redis-server")  # Sentinel is `redis-server FILE --sentinel`
 lab_needed = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 
@@ -104,11 +108,107 @@ def test_a_sentinel_failover_under_durable_load_loses_no_acknowledged_job(tmp_pa
 
     with netlab.Lab(tmp_path / "lab", subnet=23) as lab:
         cluster = failover.build(lab, workers=1)
-        figures = failover.one_failover(cluster, durable=True, rate=30, before=1.0, after=2.0)
+        figures = failover.one_failover(cluster, modes=("durable",), rate=30, before=1.0, after=2.0)
     print(figures)
-    assert figures["acked"] > 0 and figures["lost_acked"] == 0, figures
+    assert figures["durable"]["acked"] > 0 and figures["durable"]["lost_acked"] == 0, figures
     # the worker found the new primary through the Sentinels and worked again: within the failover,
     # its reconnect backoff cap (twice: a try may just have failed), RQ's 1 s dequeue wait and a second
     # for the producer's next ticks and the batch
     (back,) = figures["worker_back_s"].values()
     assert back is not None and back <= figures["failover_s"] + 2 * REDIS_MAX_BACKOFF + 1 + 1, figures
+
+
+@lab_needed
+@needs_ip
+@needs_sentinel
+def test_a_cut_off_primary_loses_acknowledged_plain_jobs_and_no_durable_one(tmp_path):
+    import failover
+
+    with netlab.Lab(tmp_path / "lab", subnet=24) as lab:
+        cluster = failover.build(lab, workers=0)  # losses need no worker: seconds, not a model load
+        figures = failover.one_failover(cluster, fault="cut", rate=20, before=0.5, after=0.5, cut_hold=1.0)
+        # the old primary came back as the new one's replica (its own writes dropped by the resync)
+        old = next(node for node in cluster.nodes if node.host.address != cluster.sentinel_primary())
+        assert old.role() == "slave"
+    print(figures)
+    plain, durable = figures["plain"], figures["durable"]
+    # the fault is the one durable enqueue is for: the cut-off primary acknowledged plain jobs that no
+    # replica ever held, and they are gone from the new primary
+    assert plain["acked"] > 0 and plain["lost_acked"] > 0, figures
+    # durable: every acknowledged job survived; those the cut-off primary took were reported unconfirmed
+    # (WAIT timed out) and retried with the same id, not acknowledged
+    assert durable["acked"] > 0 and durable["lost_acked"] == 0 and durable["unconfirmed"] > 0, figures
+
+
+def _private_ca(workdir: Path) -> harness.TlsFiles:
+    """A CA of our own and a server certificate it signed for 127.0.0.1 (Redis and Sentinel share it)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=workdir, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", f"/CN=deer-test-ca-{workdir.name}")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.pem", "-days", "2", "-extfile", "san.ext")
+    return harness.TlsFiles(ca=workdir / "ca.pem", cert=workdir / "server.pem", key=workdir / "server.key")
+
+
+@pytest.fixture
+def tls_sentinel(tmp_path):
+    """A TLS-only primary (password) and a TLS-only Sentinel watching it over TLS: (tls files, Sentinel port)."""
+    tls = _private_ca(tmp_path / "ca")
+    primary = harness.RedisServer(tmp_path / "primary", password="tls-secret", tls=tls).start()
+    port, workdir = harness.free_port(), tmp_path / "sentinel"
+    workdir.mkdir()
+    conf = workdir / "sentinel.conf"
+    conf.write_text("\n".join([
+        "bind 127.0.0.1", "port 0", f"tls-port {port}", f"tls-cert-file {tls.cert}", f"tls-key-file {tls.key}",
+        f"tls-ca-cert-file {tls.ca}", "tls-auth-clients no", "tls-replication yes",  # TLS to the Redis nodes too
+        f"dir {workdir}", "protected-mode no", f"logfile {workdir / 'sentinel.log'}",
+        f"sentinel monitor deer 127.0.0.1 {primary.port} 1", "sentinel auth-pass deer tls-secret"]) + "\n")
+    proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        sentinel = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(tls.ca), socket_timeout=2)
+        harness.wait_for(lambda: _answers(sentinel), 20, "the TLS Sentinel")
+        yield tls, port
+    finally:
+        proc.kill()
+        proc.wait(10)
+        primary.stop("sigkill")
+
+
+def _answers(sentinel: redis.Redis) -> bool:
+    try:
+        return sentinel.sentinel_master("deer")["flags"] == "master"  # it reached the primary over TLS
+    except (redis.RedisError, OSError):
+        return False
+
+
+@needs_sentinel
+def test_rediss_sentinel_url_runs_a_job_over_tls_and_a_wrong_ca_is_one_line(tls_sentinel, tmp_path, host_pace):
+    tls, port = tls_sentinel
+    url = f"rediss+sentinel://:tls-secret@127.0.0.1:{port}/deer/0?ssl_ca_certs={tls.ca}"
+    conn = connect(url)
+    job = enqueue_snapshot(conn, SAMPLE, "cam1", queue="deer-tls-sentinel")
+    env = harness.worker_env(url, queue="deer-tls-sentinel", max_age=600)
+    env.pop("PYTHONPATH", None)
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.run([sys.executable, "-m", "worker", "run", "--burst"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, timeout=max(120, 10 * host_pace.load_s))
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-2000:]
+    assert harness.account(conn, [job.id]).outcome[job.id] == ("ok", "none")
+    # Another CA: the Sentinel is not trusted, and the reason says so
+    wrong = url.replace(str(tls.ca), str(_private_ca(tmp_path / "other").ca))
+    with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+        connect(wrong, timeout=2).ping()
+    cli = subprocess.run([sys.executable, "-m", "worker", "enqueue", "--redis", wrong, "--camera", "cam2",
+                          "--queue", "deer-tls-sentinel", str(ROOT / "models" / "demo" / "samples" /
+                                                              "day_640x360_deer.jpg")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+    assert "Traceback" not in cli.stderr and "rediss+sentinel://" in cli.stderr, cli.stderr
+    assert Queue("deer-tls-sentinel", connection=conn, serializer=SERIALIZER).count == 0  # nothing enqueued

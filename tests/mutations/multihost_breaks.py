@@ -1,9 +1,10 @@
 """The deliberate breaks the several-hosts tests catch (issue 19: host identity, the settings, Sentinel
-URLs, durable enqueue, the partition bound), run with run.py's machinery:
+URLs over TLS, durable enqueue under a split brain, the partition bound), run with run.py's machinery:
 
     .venv/bin/python tests/mutations/multihost_breaks.py [--only NAME] [--list] [--no-baseline]
 
-The partition break runs the whole cut-off scenario (about a minute); the others take seconds.
+The partition break runs the whole cut-off scenario (about a minute), the cut-off primary ~20 s, the TLS
+one a worker's model load; the others take seconds.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ MULTIHOST_BREAKS = [
           "        if _exists(connection, job_id):", "        if False:",
           SENTINEL + "test_durable_enqueue_is_confirmed_by_a_replica_and_idempotent_by_job_id",
           "a retried durable enqueue queues the job twice"),
+    Break("wait-shortfall-ignored", "worker/jobqueue/producer.py",
+          "    if acknowledged < replicas:", "    if False:",
+          SENTINEL + "test_a_cut_off_primary_loses_acknowledged_plain_jobs_and_no_durable_one",
+          "a durable enqueue the cut-off primary alone holds is acknowledged, and lost when it is demoted"),
+    Break("rediss-sentinel-in-plain-text", "worker/jobqueue/connections.py",
+          '        tls["ssl"] = True', "        pass",
+          SENTINEL + "test_rediss_sentinel_url_runs_a_job_over_tls_and_a_wrong_ca_is_one_line",
+          "rediss+sentinel:// talks plain text to TLS Sentinels and Redis"),
+    Break("sentinel-failure-reason-dropped", "worker/jobqueue/connections.py",
+          '                reasons.append(f"{where}: {type(exc).__name__}: {exc}")', "                reasons.append(where)",
+          SENTINEL + "test_rediss_sentinel_url_runs_a_job_over_tls_and_a_wrong_ca_is_one_line",
+          "a wrong CA reads the same as a Sentinel that is down"),
     Break("heartbeat-margin-ignored-across-hosts", "worker/jobqueue/consumer.py",
           "+ self.config.heartbeat_margin", "+ 60",
           PARTITION + "test_a_cut_off_hosts_jobs_run_elsewhere_within_the_documented_bound",
