@@ -42,6 +42,13 @@ MODEL_CHANNEL = "deer:model:changes"
 MODEL_ANSWERS_PREFIX = "deer:model:answers:"
 MODEL_ANSWER_TTL = 24 * 3600
 MODEL_STATE_RECHECK = 5.0
+# Shadow model (worker.yaml shadow_model / shadow_sample): the candidate's answers where it disagrees with
+# the primary's, both side by side, in a capped stream; snapshots waiting for the shadow are capped too
+# (a worker that stays busy drops the oldest: deer_worker_shadow_skipped_total{reason="backlog"}).
+SHADOW_DISAGREEMENTS_STREAM = "deer:shadow:disagreements"
+SHADOW_STREAM_MAXLEN = 1000
+SHADOW_PENDING = 4  # snapshots held for the shadow (a few MB): one idle moment's work
+SHADOW_MAX_AGE = 60.0  # s; a snapshot held longer is dropped unrun (reason "stale"): the traffic moved on
 
 # --- job lifetimes (seconds) --------------------------------------------------------------------
 DEFAULT_JOB_TIMEOUT = 30  # one snapshot takes tens of ms; 30 s means something is stuck

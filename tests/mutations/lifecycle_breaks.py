@@ -20,6 +20,8 @@ from breaks import Break  # noqa: E402
 
 COMPARE = "tests/tools/test_compare.py::"
 STATE = "tests/serve/test_model_state.py::"
+PROMOTE = "tests/tools/test_promote.py::"
+SHADOW = "tests/serve/test_shadow.py::"
 
 LIFECYCLE_BREAKS = [
     # --- compare ---------------------------------------------------------------------------------------
@@ -82,6 +84,51 @@ LIFECYCLE_BREAKS = [
           "        except ZeroDivisionError as exc:\n",
           STATE + "test_a_model_that_fails_to_load_is_not_switched_to",
           "a load failure escapes the watch thread: no answer, reload waits out its timeout"),
+    # --- promote: export, the no-loss gate vs production, reload, rollback ------------------------------
+    Break("promote-gate-ignores-drop", "worker/tools/promote.py",
+          "    passed = all(drop[k] <= limits[k] + 1e-9 for k in validate.GATE_METRICS)", "    passed = True",
+          PROMOTE + "test_a_worse_model_fails_the_gate_exit_3_and_nothing_is_reloaded",
+          "a model that loses accuracy against production is promoted"),
+    Break("promote-gates-against-itself", "worker/tools/promote.py",
+          "               for m in (production, candidate)]", "               for m in (candidate, candidate)]",
+          PROMOTE + "test_a_worse_model_fails_the_gate_exit_3_and_nothing_is_reloaded",
+          "the gate never looks at the model in production"),
+    Break("promote-forgets-previous", "worker/tools/promote.py",
+          "timeout=args.timeout, previous=production)", "timeout=args.timeout, previous=None)",
+          PROMOTE + "test_the_demo_checkpoint_is_promoted_with_its_version_and_rollback_returns",
+          "rollback after a first promote has nothing to return to"),
+    Break("promote-drops-version", "worker/tools/promote.py",
+          '    argv += ["--version", args.model_version] if args.model_version else []', "    argv += []",
+          PROMOTE + "test_the_demo_checkpoint_is_promoted_with_its_version_and_rollback_returns",
+          "results report the checkpoint's stem, not the version the user gave"),
+    # --- shadow: after the results, never while a job waits, capped, never raising -----------------------
+    Break("shadow-runs-while-jobs-wait", "worker/serve/shadow.py",
+          "                if job_waiting():\n                    return ran", "                if False:\n                    return ran",
+          SHADOW + "test_the_shadow_never_runs_while_a_job_waits_and_drops_the_oldest_beyond_its_cap",
+          "the shadow holds a waiting job back for the whole held backlog"),
+    Break("shadow-unbounded-hold", "worker/serve/shadow.py",
+          "            if len(self.pending) >= self.capacity:", "            if False:",
+          SHADOW + "test_a_worker_with_a_shadow_serves_identically_and_its_metrics_move_in_a_live_scrape",
+          "a busy worker holds every snapshot for the shadow (memory grows, backlog never counted)"),
+    Break("shadow-error-raised", "worker/serve/shadow.py",
+          "        except Exception as exc:  # noqa: BLE001 - a bad snapshot, a lost Redis, a runtime error: counted",
+          "        except ZeroDivisionError as exc:",
+          SHADOW + "test_an_exception_in_the_shadow_is_counted_never_raised",
+          "a shadow failure escapes into the consumer"),
+    Break("shadow-outcome-swapped", "worker/serve/shadow.py",
+          '"a_only": "primary_only", "b_only": "shadow_only"', '"a_only": "shadow_only", "b_only": "primary_only"',
+          SHADOW + "test_a_disagreement_is_streamed_with_both_answers",
+          "which model saw the deer is reported the wrong way round"),
+    Break("shadow-before-publish", "worker/jobqueue/consumer.py",
+          "            self.publish(taken)\n            for item in taken:\n",
+          "            if self.shadow is not None:\n                self.offer_shadow(to_infer)\n"
+          "                self.shadow.run_pending(lambda: False)\n            self.publish(taken)\n            for item in taken:\n",
+          SHADOW + "test_a_worker_with_a_shadow_serves_identically_and_its_metrics_move_in_a_live_scrape",
+          "the shadow runs before the batch's results are published: every result waits for it"),
+    Break("shadow-agreement-not-counted", "worker/serve/metrics.py",
+          "        self.shadow_agreement.labels(camera, outcome).inc()", "        pass",
+          SHADOW + "test_a_worker_with_a_shadow_serves_identically_and_its_metrics_move_in_a_live_scrape",
+          "the scrape shows no shadow agreement: the Grafana row stays flat"),
 ]
 
 if __name__ == "__main__":

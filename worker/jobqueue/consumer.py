@@ -67,6 +67,7 @@ class _Taken:
     outcome: outcomes.Outcome | None = None
     final: bool = True  # False when RQ may retry the job, which then still needs its snapshot
     owned: bool = True  # False when recovery gave the job to another run before this one published
+    result: DetectionResult | None = None  # an ok job's detections (what a shadow model is compared with)
 
 
 @dataclass
@@ -84,10 +85,11 @@ class DeerWorker(BatchWorker):
     max_connection_wait_time = REDIS_MAX_BACKOFF
 
     def __init__(self, queues, *, detector: Detector, cameras: CameraBook, config: WorkerConfig,
-                 metrics=None, overlap: bool = True, model_switcher=None, **kwargs) -> None:
+                 metrics=None, overlap: bool = True, model_switcher=None, shadow=None, **kwargs) -> None:
         """overlap=False takes and prepares each batch only after the previous one ended (benchmarks
         compare the two). model_switcher (worker/serve/model_state.py) may replace self.detector, only
-        between runs of batches."""
+        between runs of batches. shadow (worker/serve/shadow.py) is offered each published ok snapshot and
+        runs only after a run of batches, while no job waits."""
         kwargs.setdefault("serializer", SERIALIZER)
         # worker key TTL; RQ blocks on dequeue for worker_ttl - 15 s, so an idle worker's maintenance runs that often
         kwargs.setdefault("worker_ttl", config.worker_ttl)
@@ -95,7 +97,7 @@ class DeerWorker(BatchWorker):
         kwargs.setdefault("job_class", DeerJob)
         super().__init__(queues, **kwargs)
         self.detector, self.cameras, self.config, self.metrics = detector, cameras, config, metrics
-        self.model_switcher = model_switcher
+        self.model_switcher, self.shadow = model_switcher, shadow
         self.orphan_suspects: dict[str, set[str]] = {}  # queue -> orphans seen by the last maintenance
         self.publish_once = PublishOnce(self.connection, channel=config.results_channel,
                                         stream=config.results_stream, stream_maxlen=config.results_stream_maxlen,
@@ -126,9 +128,21 @@ class DeerWorker(BatchWorker):
     # --- taking jobs -----------------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
         if self.model_switcher is None:
-            return self.run_batches(job, queue)
-        with self.model_switcher.serving(self):  # a loaded model is swapped in before or after, never inside
-            return self.run_batches(job, queue)
+            self.run_batches(job, queue)
+        else:
+            with self.model_switcher.serving(self):  # a loaded model is swapped in before or after, never inside
+                self.run_batches(job, queue)
+        if self.shadow is not None:  # every result is published; the shadow runs while no job waits
+            self.shadow.run_pending(self.job_waiting)
+
+    def job_waiting(self) -> bool:
+        """A job is queued (or a stop was asked): the shadow model yields to it."""
+        if self.stop_was_requested():
+            return True
+        with self.connection.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                pipe.llen(queue.key)
+            return any(pipe.execute())
 
     def run_batches(self, job: Job, queue: Queue) -> None:
         """Run the batch this job starts, then, while each batch infers, take and prepare the next one."""
@@ -248,10 +262,21 @@ class DeerWorker(BatchWorker):
                     self.finish(item)
                 else:
                     self.forget(item.execution)
+            if self.shadow is not None:
+                self.offer_shadow(to_infer)
             return [i.snapshot.snapshot_key for i in taken if i.owned and i.final and i.snapshot and i.snapshot.snapshot_key]
         finally:
             if self.metrics:
                 self.metrics.job_finished(len(taken))
+
+    def offer_shadow(self, items: list[_Taken]) -> None:
+        """Published ok snapshots, for the shadow to run later (it samples, holds and never raises)."""
+        for item in items:
+            if item.result is not None and item.owned and item.snapshot is not None:
+                self.shadow.offer(job_id=item.job.id, camera_id=item.snapshot.camera_id,
+                                  label=item.settings.label if item.settings else "other", data=item.data,
+                                  settings=item.settings, primary=item.result.detections,
+                                  primary_model=f"{self.detector.spec.name} ({self.detector.spec.version})")
 
     def publish(self, taken: list[_Taken]) -> None:
         """Each job's result, once, by the run that still owns the job (one script call for the batch)."""
@@ -315,6 +340,7 @@ class DeerWorker(BatchWorker):
     def succeed(self, item: _Taken, result: DetectionResult) -> None:
         context = self.context(item)
         item.outcome = outcomes.ok(context, result, item.settings)
+        item.result = result
         if self.metrics:
             timings = result.timings
             stages = {"queue_wait": context.queue_wait, "decode": timings.decode, "preprocess": timings.preprocess,

@@ -30,6 +30,10 @@ OUTCOMES = ("ok", "failed", "expired", "refused")
 OTHER = "other"
 BATCH_BUCKETS = (1, 2, 3, 4)
 MAX_ERROR_KINDS = 40  # distinct error_kind values per process; later new ones count as "other"
+SHADOW_OUTCOMES = ("both", "primary_only", "shadow_only", "neither")
+SHADOW_SKIP_REASONS = ("backlog", "stale")
+SHADOW_IOU_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
+SHADOW_DELTA_BUCKETS = (-0.3, -0.2, -0.1, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 MAX_ZONE_LABELS = 64  # distinct zone names per process (they come from zones.yaml); later ones count as "other"
 _LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -93,6 +97,28 @@ class WorkerMetrics:
         self.info = Gauge(
             "info", "Always 1; labels name the worker and the package version.", ["worker_name", "version"],
             namespace=ns, registry=reg)
+        # The shadow model (worker/serve/shadow.py), per camera; series exist at 0 without a shadow too.
+        self.shadow_agreement = Counter(
+            "shadow_agreement", "Snapshots the shadow model ran on, by camera and deer_detected agreement with the "
+            "primary (both, primary_only, shadow_only, neither).", ["camera", "outcome"], namespace=ns, registry=reg)
+        self.shadow_skipped = Counter(
+            "shadow_skipped", "Sampled snapshots the shadow did not run on (backlog: jobs kept the worker busy; "
+            "stale: held too long).", ["camera", "reason"], namespace=ns, registry=reg)
+        self.shadow_errors = Counter(
+            "shadow_errors", "Shadow runs that raised (counted, never raised into a job).", ["camera"],
+            namespace=ns, registry=reg)
+        self.shadow_iou = Histogram(
+            "shadow_matched_iou", "IoU of each box pair the primary and the shadow matched (same class, IoU >= 0.5).",
+            ["camera"], namespace=ns, registry=reg, buckets=SHADOW_IOU_BUCKETS)
+        self.shadow_confidence_delta = Histogram(
+            "shadow_confidence_delta", "Shadow minus primary confidence of each matched box pair.",
+            ["camera"], namespace=ns, registry=reg, buckets=SHADOW_DELTA_BUCKETS)
+        self.shadow_service = Histogram(
+            "shadow_service_seconds", "The shadow model's service time for one snapshot (decode to detections).",
+            ["camera"], namespace=ns, registry=reg, buckets=LATENCY_BUCKETS)
+        self.shadow_model = Gauge(
+            "shadow_model_loaded", "1 for the shadow model this worker runs beside the primary.", ["model", "version"],
+            namespace=ns, registry=reg)
         ProcessCollector(registry=reg)  # process_resident_memory_bytes etc. per worker
 
         # Series that exist from the first scrape, so rate() and the dashboard start at 0, not "no data".
@@ -104,6 +130,14 @@ class WorkerMetrics:
                 self.detections.labels(camera, name)
         for queue in self.queues:
             self.queue_depth.labels(queue)
+        for camera in self.cameras:
+            for outcome in SHADOW_OUTCOMES:
+                self.shadow_agreement.labels(camera, outcome)
+            for reason in SHADOW_SKIP_REASONS:
+                self.shadow_skipped.labels(camera, reason)
+            self.shadow_errors.labels(camera)
+            for histogram in (self.shadow_iou, self.shadow_confidence_delta, self.shadow_service):
+                histogram.labels(camera)
         self.start_time.set(time.time())
         self.info.labels(worker_name, __version__).set(1)
 
@@ -138,6 +172,30 @@ class WorkerMetrics:
             if zone not in self._zones and len(self._zones) < MAX_ZONE_LABELS:
                 self._zones.add(zone)
             self.zone_detections.labels(camera, zone if zone in self._zones else OTHER).inc()
+
+    def observe_shadow(self, camera_label: str, *, outcome: str, ious: list[float], confidence_deltas: list[float],
+                       seconds: float) -> None:
+        if outcome not in SHADOW_OUTCOMES:
+            raise ValueError(f"unknown shadow outcome {outcome!r}; expected one of {SHADOW_OUTCOMES}")
+        camera = camera_label if camera_label in self.cameras else OTHER
+        self.shadow_agreement.labels(camera, outcome).inc()
+        for iou in ious:
+            self.shadow_iou.labels(camera).observe(iou)
+        for delta in confidence_deltas:
+            self.shadow_confidence_delta.labels(camera).observe(delta)
+        self.shadow_service.labels(camera).observe(max(seconds, 0.0))
+
+    def count_shadow_skipped(self, camera_label: str, reason: str) -> None:
+        if reason not in SHADOW_SKIP_REASONS:
+            raise ValueError(f"unknown shadow skip reason {reason!r}; expected one of {SHADOW_SKIP_REASONS}")
+        self.shadow_skipped.labels(camera_label if camera_label in self.cameras else OTHER, reason).inc()
+
+    def count_shadow_error(self, camera_label: str) -> None:
+        self.shadow_errors.labels(camera_label if camera_label in self.cameras else OTHER).inc()
+
+    def set_shadow_model(self, *, model: str, version: str) -> None:
+        self.shadow_model.clear()
+        self.shadow_model.labels(model, version).set(1)
 
     def _error_kind(self, kind: str) -> str:
         label = error_kind_label(kind)

@@ -57,6 +57,28 @@ def announce_model(metrics, detector: Detector) -> None:
                       precision=f"{detector.spec.weights}/{detector.precision}", batch=detector.max_batch)
 
 
+def start_shadow(config: WorkerConfig, book, metrics, connection, name: str):
+    """The shadow model of worker.yaml's shadow_model, loaded and warmed beside the primary; None without one.
+    A shadow that fails to load is logged and left out: the primary serves as if none was configured."""
+    if not config.shadow_model or config.shadow_sample <= 0:
+        return None
+    from worker.serve.model_state import resolve_model
+    from worker.serve.shadow import ShadowRunner
+
+    try:
+        detector = build_detector(config, model=str(resolve_model(config, config.shadow_model)), batch="1")
+        detector.check_cameras(book)
+    except Exception as exc:  # noqa: BLE001 - the shadow never keeps the primary from serving
+        log.error("%s: shadow model %s not loaded, running without a shadow: %s: %s", name, config.shadow_model,
+                  type(exc).__name__, exc)
+        return None
+    if metrics:
+        metrics.set_shadow_model(model=detector.spec.name, version=detector.spec.version)
+    log.info("%s: shadow model %s (%s) on %.0f%% of served snapshots, while no job waits", name,
+             detector.spec.name, detector.spec.version, config.shadow_sample * 100)
+    return ShadowRunner(detector, config.shadow_sample, metrics=metrics, connection=connection)
+
+
 def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> int:
     cpus = parse_cpus(config.cpus)
     if cpus:
@@ -83,6 +105,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
     ready = threading.Event()
     metrics, server = _start_health(config, index, detector, book, name, ready)
     announced += [metrics] if metrics else []
+    shadow = start_shadow(config, book, metrics, connection, name)
 
     stop = {"requested": False}
 
@@ -102,7 +125,8 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
                 connection.delete(worker_key(name))  # our own stale key from a previous loop, if any
                 queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
                 rq_worker = DeerWorker([queue], name=name, connection=connection, detector=switcher.detector,
-                                       cameras=book, config=config, metrics=metrics, model_switcher=switcher)
+                                       cameras=book, config=config, metrics=metrics, model_switcher=switcher,
+                                       shadow=shadow)
                 switcher.attach(rq_worker)
                 ready.set()
                 if metrics:

@@ -1,0 +1,200 @@
+"""What a shadow model costs the primary: enqueue -> result p99 with arrivals independent of results.
+
+One real worker process (`deer-worker run`) on the real Redis serves the primary; its capacity is measured
+first (a backlog of --backlog jobs drained, shadow off). Then trials alternate shadow off / shadow on
+(shadow_sample 1.0), each a fresh worker process and --seconds of open-loop Poisson arrivals at --load x
+capacity (enqueue times drawn in advance; a late enqueue does not shift the later ones). Per job:
+result finished_at - the enqueue time. Reported per trial and pooled per setting: p50, p95, p99, the
+p99 ratio on/off (goal <= 1.10), and from the worker's /metrics the shadow's runs and skips.
+
+    cpu-exclusive .venv/bin/python benchmarks/shadow_bench.py [--redis URL] [--pairs 3] [--seconds 30] [--json]
+
+f32 is pinned (DEER_WORKER_PRECISION=f32). Uses the given Redis db's keys under the bench's own queue
+name (it deletes that queue, its results stream and the shadow disagreement stream before each trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from worker.constants import SHADOW_DISAGREEMENTS_STREAM  # noqa: E402
+from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
+
+DEMO = ROOT / "models" / "demo"
+QUEUE, STREAM = "bench-shadow", "bench-shadow:results"
+
+
+def fingerprint() -> str:
+    tool = ROOT.parent / "shared" / "tools" / "host-fingerprint"
+    try:
+        return subprocess.run([str(tool)], capture_output=True, text=True, timeout=60).stdout.strip()
+    except OSError:
+        return "host-fingerprint unavailable"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Worker:
+    def __init__(self, args, shadow: bool):
+        self.port = free_port()
+        env = {**os.environ, "DEER_WORKER_REDIS_URL": args.redis, "DEER_WORKER_QUEUE": QUEUE,
+               "DEER_WORKER_RESULTS_STREAM": STREAM, "DEER_WORKER_METRICS_PORT": str(self.port),
+               "DEER_WORKER_MODEL": args.model, "DEER_WORKER_PRECISION": "f32", "DEER_WORKER_MAX_AGE": "600",
+               "DEER_WORKER_ZONES": str(DEMO / "zones.yaml"),
+               "DEER_WORKER_SHADOW_MODEL": args.shadow_model if shadow else "", "DEER_WORKER_SHADOW_SAMPLE": "1.0"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "worker", "--log-level", "WARNING", "run"], cwd=ROOT,
+                                     env=env, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"worker exited {self.proc.returncode} before ready")
+            time.sleep(0.2)
+        raise SystemExit("worker not ready within 300 s")
+
+    def shadow_counts(self) -> dict:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+        counts = {"ran": 0.0, "skipped": 0.0, "errors": 0.0}
+        for line in text.splitlines():
+            for key, family in (("ran", "deer_worker_shadow_agreement_total"), ("skipped", "deer_worker_shadow_skipped_total"),
+                                ("errors", "deer_worker_shadow_errors_total")):
+                if line.startswith(family + "{"):
+                    counts[key] += float(line.rsplit(" ", 1)[1])
+        rss = re.search(r"^process_resident_memory_bytes ([0-9.e+]+)$", text, re.M)
+        counts["rss_mb"] = round(float(rss.group(1)) / 2**20, 1) if rss else None
+        return counts
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _reset(conn) -> None:
+    conn.delete(STREAM, SHADOW_DISAGREEMENTS_STREAM, f"rq:queue:{QUEUE}")
+
+
+def _finished(conn) -> dict[str, float]:
+    return {m["job_id"]: m["finished_at"] for m in (json.loads(f[b"result"]) for _, f in conn.xrange(STREAM))}
+
+
+def capacity(conn, args, images) -> float:
+    worker = Worker(args, shadow=False)
+    try:
+        _reset(conn)
+        started = time.time()
+        jobs = [enqueue_snapshot(conn, images[i % len(images)], "cam1", queue=QUEUE) for i in range(args.backlog)]
+        while len(_finished(conn)) < len(jobs):
+            time.sleep(0.05)
+        finished = _finished(conn)
+        return len(jobs) / (max(finished.values()) - started)
+    finally:
+        worker.stop()
+
+
+def trial(conn, args, images, rate: float, shadow: bool, seed: int) -> dict:
+    worker = Worker(args, shadow)
+    try:
+        _reset(conn)
+        rng = random.Random(seed)
+        offsets, t = [], 0.0
+        while True:
+            t += rng.expovariate(rate)
+            if t > args.seconds:
+                break
+            offsets.append(t)
+        enqueued: dict[str, float] = {}
+        start = time.time() + 0.2
+        for i, offset in enumerate(offsets):
+            delay = start + offset - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            at = time.time()
+            enqueued[enqueue_snapshot(conn, images[i % len(images)], "cam1", queue=QUEUE).id] = at
+        deadline = time.monotonic() + 120
+        while len(_finished(conn)) < len(enqueued) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the shadow's last idle moment
+        finished = _finished(conn)
+        latencies = np.array([(finished[j] - at) * 1e3 for j, at in enqueued.items() if j in finished])
+        return {"shadow": shadow, "jobs": len(enqueued), "results": len(latencies),
+                "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+                "p95_ms": round(float(np.percentile(latencies, 95)), 2),
+                "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+                "latencies_ms": latencies.tolist(), **worker.shadow_counts()}
+    finally:
+        worker.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--redis", default=os.environ.get("DEER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/4"))
+    parser.add_argument("--model", default=str(DEMO / "deer-yolo26n_dynamic_raw_fp32_openvino_model"))
+    parser.add_argument("--shadow-model", default=str(DEMO / "deer-yolo26n_dynamic_raw_int8_openvino_model"))
+    parser.add_argument("--pairs", type=int, default=3, help="off/on trial pairs, interleaved")
+    parser.add_argument("--seconds", type=float, default=30.0, help="arrivals per trial")
+    parser.add_argument("--load", type=float, default=0.8, help="arrival rate as a share of measured capacity")
+    parser.add_argument("--backlog", type=int, default=120, help="jobs drained to measure capacity")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    conn = redis.Redis.from_url(args.redis)
+    images = [p.read_bytes() for p in sorted((DEMO / "samples").glob("*.jpg"))]
+    host = fingerprint()
+    cap = capacity(conn, args, images)
+    rate = args.load * cap
+    trials = []
+    for pair in range(args.pairs):
+        for shadow in ((False, True) if pair % 2 == 0 else (True, False)):
+            trials.append(trial(conn, args, images, rate, shadow, seed=pair))
+            t = trials[-1]
+            print(f"pair {pair} shadow {'on ' if shadow else 'off'}: {t['results']}/{t['jobs']} results, p50 "
+                  f"{t['p50_ms']} p95 {t['p95_ms']} p99 {t['p99_ms']} ms; shadow ran {t['ran']:.0f} skipped "
+                  f"{t['skipped']:.0f} errors {t['errors']:.0f}; RSS {t['rss_mb']} MB", file=sys.stderr, flush=True)
+    pooled = {}
+    for shadow in (False, True):
+        lat = np.concatenate([t["latencies_ms"] for t in trials if t["shadow"] == shadow])
+        pooled["on" if shadow else "off"] = {f"p{q}_ms": round(float(np.percentile(lat, q)), 2) for q in (50, 95, 99)}
+    ratio = pooled["on"]["p99_ms"] / pooled["off"]["p99_ms"]
+    report = {"host": host, "model": args.model, "shadow_model": args.shadow_model, "capacity_jobs_s": round(cap, 2),
+              "rate_jobs_s": round(rate, 2), "seconds": args.seconds, "pairs": args.pairs, "pooled": pooled,
+              "p99_ratio_on_off": round(ratio, 3), "within_10pct": ratio <= 1.10,
+              "trials": [{k: v for k, v in t.items() if k != "latencies_ms"} for t in trials]}
+    print(f"host: {host}\ncapacity {cap:.2f} jobs/s, arrivals {rate:.2f}/s (open loop); pooled off {pooled['off']} "
+          f"on {pooled['on']}; p99 on/off {ratio:.3f} ({'within' if ratio <= 1.10 else 'NOT within'} 10%)",
+          file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
