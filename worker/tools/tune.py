@@ -544,8 +544,15 @@ class LabelledAccuracy:
             else:
                 from worker.tools.reference import ultralytics_val
 
-                scored = ultralytics_val(model, self.data, card["imgsz"], precision=precision,
-                                         split=card["val_split"])
+                omp = os.environ.get("OMP_NUM_THREADS")  # ultralytics' import sets it to 1 for the whole process
+                try:
+                    scored = ultralytics_val(model, self.data, card["imgsz"], precision=precision,
+                                             split=card["val_split"])
+                finally:
+                    if omp is None:
+                        os.environ.pop("OMP_NUM_THREADS", None)
+                    else:
+                        os.environ["OMP_NUM_THREADS"] = omp
             self._uval[key] = (scored["mAP50"], scored["mAP50-95"])
         return self._uval[key]
 
@@ -713,6 +720,9 @@ def run(args: argparse.Namespace) -> int:
         require_report_folder(path)
     images = expand_images(images_of(args) or [resolve_path(SAMPLES)])
     snapshots = [p.read_bytes() for p in images]
+    fingerprint = PROJECT_ROOT.parent / "shared/tools/host-fingerprint"  # the host as the run starts
+    host = subprocess.run([str(fingerprint)], capture_output=True, text=True).stdout.strip() \
+        if fingerprint.exists() else ""
     scores = None
     if args.weights:
         exporting = time.monotonic()
@@ -746,15 +756,14 @@ def run(args: argparse.Namespace) -> int:
         measured = [(c, queued if c == row.candidate else m) for c, m in measured]
         choice = choose(measured, args.budget_ms, args.max_drop, cameras=args.cameras, interval=args.interval,
                         tolerance=tolerance)
-    host = subprocess.run([str(PROJECT_ROOT.parent / "shared/tools/host-fingerprint")], capture_output=True,
-                          text=True).stdout.strip() if (PROJECT_ROOT.parent / "shared/tools/host-fingerprint").exists() \
-        else ""
 
     human = sys.stderr if args.json else sys.stdout
     accuracy_kind = ((f"mAP50 on --data vs the .pt (ultralytics val, validate's gate: mAP50 drop <= {GATE_MAP50:g}, "
                       f"mAP50-95 drop <= {GATE_MAP:g})" if scores else
                       f"mAP50 on --data vs the first FP32 model (served path; lossless: drop <= {GATE_MAP50:g})")
                      if args.data else f"agreement with the reference's detections (lossless: drop <= {LOSSLESS_TOLERANCE:g})")
+    if host:
+        print(host, file=human)
     print(f"tune: {len(snapshots)} snapshots, {cores} cores, {len(measured)} candidates measured in "
           f"{time.monotonic() - started:.0f} s; decode floor {floor:.1f} ms (plain full decode, median)", file=human)
     print(table(choice), file=human)
