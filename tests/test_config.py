@@ -41,7 +41,7 @@ def test_every_typed_setting_refuses_a_wrong_type_by_name(tmp_path, field):
 
 # A valid value other than the default, for the str settings validate() restricts.
 OTHER = {"batch": "4", "precision": "bf16", "cpus": "0", "redis_url": "redis://127.0.0.1:6379/1",
-         "shapes": ["21x9", "1x1"]}
+         "shapes": ["21x9", "1x1"], "iou": 0.5}
 
 
 def _other_value(name: str, default):

@@ -209,6 +209,14 @@ def check_against_model(settings: CameraSettings, model: Preprocessing | None) -
     """A ConfigError when a camera's CLAHE settings contradict the model's, unless it forces them."""
     if model is None or settings.force_preprocessing:
         return
+    clashes = preprocessing_clashes(settings, model)
+    if clashes:
+        raise ConfigError(f"{', '.join(clashes)} contradicts what the model was trained with; remove the "
+                          f"setting to follow the model, or set force_preprocessing: true to serve it anyway")
+
+
+def preprocessing_clashes(settings: CameraSettings, model: Preprocessing) -> list[str]:
+    """The CLAHE settings (clahe, clahe_clip, clahe_tiles) that `settings` sets to other than the model's."""
     clashes = []
     if settings.clahe is not None and settings.clahe != model.clahe:
         clashes.append(f"clahe {str(settings.clahe).lower()} (the model: {str(model.clahe).lower()})")
@@ -217,9 +225,7 @@ def check_against_model(settings: CameraSettings, model: Preprocessing | None) -
             clashes.append(f"clahe_clip {settings.clahe_clip} (the model: {model.clahe_clip})")
         if settings.clahe_tiles is not None and tuple(settings.clahe_tiles) != tuple(model.clahe_tiles):
             clashes.append(f"clahe_tiles {list(settings.clahe_tiles)} (the model: {list(model.clahe_tiles)})")
-    if clashes:
-        raise ConfigError(f"{', '.join(clashes)} contradicts what the model was trained with; remove the "
-                          f"setting to follow the model, or set force_preprocessing: true to serve it anyway")
+    return clashes
 
 
 def override_settings(base: CameraSettings, raw: Any, where: str) -> CameraSettings:

@@ -58,9 +58,10 @@ class WorkerConfig:
     cpus: str = ""  # CPU ids for this worker process, e.g. "0,1" or "2-3"; the pool sets it per worker
     reduced_decode: bool = False
     shapes: list[str] = field(default_factory=lambda: list(DEFAULT_SHAPES))  # parse_shape; env: comma-separated
-    iou: float = C.DEFAULT_IOU
+    iou: float = 0.0  # NMS IoU of a raw-head model; 0 = the model card's `iou`, else C.DEFAULT_IOU
     shadow_model: str = ""  # a candidate run beside `model` on sampled live snapshots (worker/serve/shadow.py)
     shadow_sample: float = 1.0  # share of served snapshots the shadow runs on, when shadow_model is set
+    force_preprocessing: bool = False  # serve a v2 job's camera override that contradicts the model's CLAHE
     metrics_host: str = C.DEFAULT_METRICS_HOST
     metrics_port: int = C.DEFAULT_METRICS_PORT  # worker i of a pool serves on metrics_port + i; 0 = off
     # Several hosts: identity in worker names, and how soon a silent host's started jobs run elsewhere
@@ -101,8 +102,8 @@ class WorkerConfig:
             raise bad("cpus", f"expected CPU ids like '0,1' or '0-3', got {self.cpus!r}") from None
         if self.max_age <= 0:
             raise bad("max_age", f"must be > 0 seconds, got {self.max_age}")
-        if not 0 < self.iou <= 1:
-            raise bad("iou", f"must be in (0, 1], got {self.iou}")
+        if not 0 <= self.iou <= 1:
+            raise bad("iou", f"must be in (0, 1], or 0 for the model card's, got {self.iou}")
         if not 0 <= self.shadow_sample <= 1:
             raise bad("shadow_sample", f"must be in [0, 1], got {self.shadow_sample}")
         self.shapes = [part for item in self.shapes for part in re.split(r"[,\s]+", str(item)) if part]

@@ -4,6 +4,12 @@ one-to-many head + NMS, the same conf and IoU), on held-out photos of several as
 4:3 (models/demo/heldout), the 16:9 samples at three sizes, 1:1 and odd sizes cut from them. With a
 CLAHE model card, CLAHE runs first on the PyTorch side, as in the user's pipeline.
 
+The end-to-end (one-to-one) head too: ultralytics 8.4 selects it for a .pt only through
+`predict(nms=False)`. Its predictor builds `AutoBackend(..., end2end=args.nms is False)`, which sets
+`model.end2end` to that before fusing (nn/backends/pytorch.py), so a `Detect.end2end = True` set on
+the loaded checkpoint is overwritten with False at the default `nms=None`: that is why setting it
+changed nothing.
+
 Matching as parity_match: same class, IoU >= 0.99 (or the JSON's 0.1 px rounding), confidence within
 0.01, >= 99% both ways."""
 
@@ -18,7 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import DEMO, SAMPLES
-from dynamic_models import CHECKPOINT, dynamic_raw_model  # noqa: F401 - a fixture
+from dynamic_models import CHECKPOINT, dynamic_end2end_model, dynamic_raw_model  # noqa: F401 - fixtures
 from parity_match import assert_parity
 from worker.cameras import CameraSettings
 from worker.inference.detector import Detector
@@ -53,16 +59,19 @@ def _users_clahe(bgr: np.ndarray, clip: float, tiles: tuple[int, int]) -> np.nda
     return cv2.cvtColor(cv2.cvtColor(cv2.merge([lightness, a, b]), cv2.COLOR_LAB2RGB), cv2.COLOR_RGB2BGR)
 
 
-def _pytorch(images: list[np.ndarray], preprocessing: Preprocessing | None):
+def _pytorch(images: list[np.ndarray], preprocessing: Preprocessing | None, *, end2end: bool = False):
+    """end2end: predict(nms=False), the one-to-one head (no NMS); else the default one-to-many head + NMS."""
     os.environ["YOLO_OFFLINE"] = "1"
     from ultralytics import YOLO
 
     model = YOLO(str(CHECKPOINT), task="detect")
+    head = {"nms": False} if end2end else {}
     out = []
     for image in images:
         if preprocessing is not None and preprocessing.clahe:
             image = _users_clahe(image, preprocessing.clahe_clip, preprocessing.clahe_tiles)
-        r = model.predict(image, imgsz=320, conf=CONF, iou=IOU, half=False, device="cpu", verbose=False)[0].boxes
+        r = model.predict(image, imgsz=320, conf=CONF, iou=IOU, half=False, device="cpu", verbose=False,
+                          **head)[0].boxes
         out.append((r.xyxy.numpy(), r.conf.numpy(), r.cls.numpy().astype(int)))
     return out
 
@@ -87,6 +96,13 @@ def test_rect_raw_head_matches_pytorch_predict(dynamic_raw_model, photos):
     assert detector.spec.dynamic and not detector.spec.end2end and detector.precision == "f32"
     images = [image for _, image in photos]
     assert_parity(_ours(detector, images), _pytorch(images, None), CONF, min_detections=40)
+
+
+def test_rect_end2end_head_matches_pytorch_predict_with_nms_false(dynamic_end2end_model, photos):
+    detector = Detector(dynamic_end2end_model, batch="4", shapes=["16x9"])
+    assert detector.spec.dynamic and detector.spec.end2end and detector.precision == "f32"
+    images = [image for _, image in photos]
+    assert_parity(_ours(detector, images), _pytorch(images, None, end2end=True), CONF, min_detections=40)
 
 
 def test_a_clahe_model_card_matches_pytorch_on_clahe_pixels(dynamic_raw_model, photos, tmp_path):

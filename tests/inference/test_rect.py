@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_CONF, FP32_MODEL, SAMPLES, sample
-from dynamic_models import dynamic_end2end_model  # noqa: F401 - a fixture
+from dynamic_models import dynamic_end2end_model, dynamic_raw_model  # noqa: F401 - fixtures
 from worker.cameras import CameraBook, CameraSettings
 from worker.errors import ConfigError, ModelLoadError, UnsupportedFormatError
 from worker.inference.detector import Detector
@@ -163,11 +163,11 @@ def test_a_static_ir_serves_square_with_a_warning(caplog):
 
 
 # --- the model's own preprocessing ---------------------------------------------------------------
-def _card_folder(tmp_path, ir, preprocessing, confidence=0.4):
+def _card_folder(tmp_path, ir, preprocessing, confidence=0.4, iou=0.65):
     folder = tmp_path / "export"
     shutil.copytree(ir, folder / "served_ir")
     card = {"name": "deer-yolo26n", "version": "demo v9", "serve": "served_ir", "imgsz": 320,
-            "preprocessing": preprocessing, "deer_class": "deer", "confidence": confidence, "iou": 0.65}
+            "preprocessing": preprocessing, "deer_class": "deer", "confidence": confidence, "iou": iou}
     (folder / "MODEL_CARD.json").write_text(json.dumps(card))
     return folder
 
@@ -208,6 +208,24 @@ def test_a_camera_contradicting_the_model_is_refused_at_load_unless_forced(card_
     detector.check_cameras(CameraBook(CameraSettings(), {"cam": replace(camera, force_preprocessing=True)}))
     detector.check_cameras(CameraBook(CameraSettings(), {"cam": CameraSettings(camera_id="cam", clahe=True,
                                                                               clahe_clip=3.0)}))
+
+
+def test_the_model_cards_iou_is_the_nms_default_unless_the_config_sets_one(tmp_path, dynamic_raw_model, cache_options):
+    """export records the NMS IoU the raw head is served with; `iou: 0` (the shipped config) follows it."""
+    from worker.config import load_config
+    from worker.constants import DEFAULT_IOU
+    from worker.inference.build import build_detector
+
+    folder = _card_folder(tmp_path, dynamic_raw_model, {"clahe": False}, iou=0.45)
+    settings = {"model": str(folder), "shapes": ["1x1"], "batch": "1", "cache_dir": cache_options.cache_dir}
+    assert load_config(env={}, overrides=settings).iou == 0
+    assert build_detector(load_config(env={}, overrides=settings)).iou == 0.45
+    assert build_detector(load_config(env={}, overrides={**settings, "iou": 0.7})).iou == 0.7
+    assert build_detector(load_config(env={}, overrides=settings), model=dynamic_raw_model).iou == DEFAULT_IOU  # no card
+    card = json.loads((folder / "MODEL_CARD.json").read_text())
+    (folder / "MODEL_CARD.json").write_text(json.dumps({**card, "iou": 1.5}))
+    with pytest.raises(ModelLoadError, match=r"iou: expected a number in \(0, 1\], got 1.5"):
+        Detector(folder, shapes=["1x1"], options=cache_options)
 
 
 def test_a_bare_ir_knows_its_preprocessing_from_metadata(tmp_path, dynamic_end2end_model, cache_options):

@@ -12,6 +12,7 @@ from worker.config import WorkerConfig
 from worker.constants import JOB_FUNCTION
 from worker.errors import (ForbiddenFunctionError, JobRefusedError, ModelUnavailableError, NotJsonError,
                            PayloadError, PayloadTooLargeError)
+from worker.inference.preprocess import Preprocessing
 from worker.jobqueue.admission import Expire, Reject, Run, decide, prefetch_key, superseded
 
 NOW = 1_764_201_600.0
@@ -164,3 +165,39 @@ def test_a_v2_job_asking_for_classes_the_model_lacks_is_rejected_alone():
     assert "moose" in str(result.error) and result.error.kind == "bad_payload"
     result = v2_verdict(FakeJob(payload(v=2, camera={"classes": ["elk"]})))
     assert isinstance(result, Reject) and "elk" in str(result.error)
+
+
+# --- a v2 camera override against the model's own preprocessing ------------------------------------
+CLAHE_MODEL = Preprocessing(clahe=True, clahe_clip=3.0, clahe_tiles=(8, 8))
+
+
+@pytest.mark.parametrize("override, clash", [
+    ({"clahe": False}, "clahe false (the model: true)"),
+    ({"clahe_clip": 2.0}, "clahe_clip 2.0 (the model: 3.0)"),
+    ({"clahe": True, "clahe_tiles": [4, 4]}, "clahe_tiles [4, 4] (the model: [8, 8])"),
+    ({"clahe": False, "force_preprocessing": True}, "clahe false"),  # the job cannot force it
+], ids=["clahe-off", "other-clip", "other-tiles", "job-cannot-force"])
+def test_a_v2_override_contradicting_the_models_preprocessing_fails_that_job_unless_the_worker_forces(override, clash):
+    job = FakeJob(payload(v=2, camera=override))
+    result = decide(job, config=WorkerConfig(max_age=10.0), model=MODEL, cameras=CAMERAS, started=NOW,
+                    latest_of=lambda camera: None, preprocessing=CLAHE_MODEL)
+    assert isinstance(result, Reject) and isinstance(result.error, PayloadError) and result.error.kind == "bad_payload"
+    assert clash in str(result.error) and "force_preprocessing: true" in str(result.error)
+    assert result.snapshot.camera_id == "cam1"  # the result still names its camera
+    forced = decide(job, config=WorkerConfig(max_age=10.0, force_preprocessing=True), model=MODEL, cameras=CAMERAS,
+                    started=NOW, latest_of=lambda camera: None, preprocessing=CLAHE_MODEL)
+    applied = {k: tuple(v) if isinstance(v, list) else v for k, v in override.items()}
+    assert isinstance(forced, Run) and forced.settings == replace(CAMERAS.get("cam1"), **applied)
+
+
+def test_a_v2_override_that_agrees_with_the_model_or_an_operator_forced_camera_runs():
+    agreeing = FakeJob(payload(v=2, camera={"clahe": True, "clahe_clip": 3.0, "confidence": 0.5}))
+    contradicting = FakeJob(payload(v=2, camera={"clahe": False}))
+    forced_book = parse_camera_book({"cameras": {"cam1": {"clahe": False, "force_preprocessing": True}}})
+    for job, book, model in ((agreeing, CAMERAS, CLAHE_MODEL), (contradicting, CAMERAS, None),
+                             (contradicting, forced_book, CLAHE_MODEL),
+                             (FakeJob(payload(v=2, conf=0.3)), CAMERAS, CLAHE_MODEL)):
+        result = decide(job, config=WorkerConfig(max_age=10.0), model=MODEL, cameras=book, started=NOW,
+                        latest_of=lambda camera: None, preprocessing=model)
+        assert isinstance(result, Run), (job.payload, result)
+

@@ -180,6 +180,40 @@ def test_each_bad_input_fails_alone_with_its_reason(redis_conn, fp32_detector):
     assert FailedJobRegistry(QUEUE, connection=redis_conn, serializer=SERIALIZER).count == len(bad)
 
 
+def test_a_v2_camera_override_contradicting_the_models_clahe_fails_alone_counted(redis_conn, fp32_detector, tmp_path):
+    """A CLAHE model (card: clip 3.0) and a v2 job whose camera override turns CLAHE off: that job fails as
+    bad_payload with the reason, the failure is counted, and the next job runs; force_preprocessing serves it."""
+    import shutil
+
+    from worker.inference.detector import Detector
+    from worker.serve.metrics import WorkerMetrics
+
+    folder = tmp_path / "clahe-model"
+    shutil.copytree(fp32_detector.spec.xml.parent, folder / "ir")
+    (folder / "MODEL_CARD.json").write_text(json.dumps({
+        "name": fp32_detector.spec.name, "serve": "ir", "confidence": DEMO_CONF,
+        "preprocessing": {"clahe": True, "clahe_clip": 3.0, "clahe_tiles": [8, 8]}}))
+    detector = Detector(folder, batch="1")
+    snapshot = _b64(sample("day_640x360_deer.jpg"))
+    v2 = {"v": 2, "camera_id": "cam1", "snapshot": snapshot}
+    bad = _raw_job(redis_conn, {**v2, "captured_at": time.time(), "camera": {"clahe": False}})
+    good = _raw_job(redis_conn, {**v2, "captured_at": time.time(), "camera": {"clahe_clip": 3.0}})
+    metrics = WorkerMetrics(camera_labels=[], class_names=detector.spec.names, queues=[QUEUE])
+    _run(redis_conn, detector, metrics=metrics)
+    messages = {m["job_id"]: m for m in _stream(redis_conn)}
+    bad.refresh(), good.refresh()
+    assert bad.get_status() == JobStatus.FAILED and good.get_status() == JobStatus.FINISHED
+    error = messages[bad.id]["error"]
+    assert error["kind"] == "bad_payload" and "clahe false (the model: true)" in error["message"], error
+    assert messages[good.id]["status"] == "ok"
+    failed = metrics.registry.get_sample_value("deer_worker_jobs_total", {"outcome": "failed", "error_kind": "bad_payload"})
+    assert failed == 1
+    forced = _raw_job(redis_conn, {**v2, "captured_at": time.time(), "camera": {"clahe": False}})
+    _run(redis_conn, detector, _config(force_preprocessing=True))
+    forced.refresh()
+    assert forced.get_status() == JobStatus.FINISHED
+
+
 def test_rq_info_lists_our_worker_and_queue(redis_conn, fp32_detector):
     import subprocess
     import sys

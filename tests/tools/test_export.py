@@ -34,7 +34,7 @@ def exported(tmp_path_factory):
     return out / "deer"
 
 
-FP32_DIR, INT8_DIR = "deer-yolo26n_dynamic_end2end_fp32_openvino_model", "deer-yolo26n_dynamic_end2end_int8_openvino_model"
+FP32_DIR, INT8_DIR = "deer-yolo26n_static_end2end_fp32_openvino_model", "deer-yolo26n_static_end2end_int8_openvino_model"
 
 
 @pytest.mark.reference
@@ -175,6 +175,35 @@ def test_calibration_mixes_the_worker_rect_shapes_and_applies_clahe_only_when_as
     assert [t.shape[2:] for t in export.calibration_tensors(images[:2], 320, square=True)] == [(320, 320)] * 2
     clahe = export.calibration_tensors(images[:1], 320, clahe=(3.0, (8, 8)))[0]
     assert not np.allclose(clahe, tensors[0])  # CLAHE changed the pixels: applied once, when asked
+
+
+def test_calibration_inputs_are_the_worker_inputs_pixel_for_pixel(tmp_path):
+    """One way to build an input: at an odd size (226x282 at 320) a letterbox sized by its target instead of
+    imgsz scales to 256x319, not ultralytics' 256x320; the model's CLAHE (clip 3.0, 8x8) is the worker's own.
+    The calibration tensor is exactly the input the worker serves, which is the CLAHE'd image resized to
+    fill 256x320 (no padding at this size)."""
+    import cv2
+
+    from worker.inference.imagecodec import decode
+    from worker.inference.preprocess import Preprocessing, apply_clahe, prepare_rect
+
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 255, (282, 226, 3), dtype=np.uint8), (9, 9), 0)
+    path = tmp_path / "odd.png"
+    cv2.imwrite(str(path), image)
+    cases = ((None, Preprocessing(), image),
+             ((3.0, (8, 8)), Preprocessing(clahe=True, clahe_clip=3.0, clahe_tiles=(8, 8)), apply_clahe(image, 3.0, (8, 8))))
+    for clahe, preprocessing, source in cases:
+        served, _ = prepare_rect(decode(path.read_bytes()), 320, preprocessing=preprocessing)
+        assert np.array_equal(served, cv2.resize(source, (256, 320), interpolation=cv2.INTER_LINEAR))
+        expected = np.ascontiguousarray(served[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0
+        assert np.array_equal(export.calibration_tensors([path], 320, clahe=clahe)[0], expected)
+    assert not np.array_equal(cases[0][2], cases[1][2])  # CLAHE changes these pixels
+
+
+def test_ir_folders_say_whether_they_are_dynamic_or_static():
+    assert export.ir_dir_name("m", "raw", "fp32") == "m_dynamic_raw_fp32_openvino_model"
+    assert export.ir_dir_name("m", "end2end", "int8", dynamic=False) == "m_static_end2end_int8_openvino_model"
 
 
 def test_rect_calibration_shapes_at_640():

@@ -32,8 +32,9 @@ def compile_options(config: WorkerConfig) -> CompileOptions:
 def build_detector(config: WorkerConfig, *, model: str | Path | None = None, batch: str | None = None,
                    iou: float | None = None, max_detections: int = DEFAULT_MAX_DETECTIONS) -> Detector:
     """The detector `config` describes; keyword arguments replace one setting for this caller only
-    (a tool that loads several models, always batch 1, or ultralytics val's NMS settings)."""
+    (a tool that loads several models, always batch 1, or ultralytics val's NMS settings). config.iou 0:
+    the model card's NMS IoU, else DEFAULT_IOU."""
     return Detector(config.resolve(str(model or config.model)), batch=batch or config.batch,
-                    iou=config.iou if iou is None else iou, max_pixels=config.max_pixels,
+                    iou=(config.iou or None) if iou is None else iou, max_pixels=config.max_pixels,
                     reduced_decode=config.reduced_decode, max_detections=max_detections,
                     options=compile_options(config), shapes=config.shapes)

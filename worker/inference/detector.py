@@ -96,7 +96,7 @@ class PreparedBatch:
 
 class Detector:
     def __init__(self, model: str | Path, *, options: CompileOptions | None = None, batch: str | int = 1,
-                 iou: float = DEFAULT_IOU, max_detections: int = DEFAULT_MAX_DETECTIONS,
+                 iou: float | None = None, max_detections: int = DEFAULT_MAX_DETECTIONS,
                  max_pixels: int = DEFAULT_MAX_PIXELS, reduced_decode: bool = False,
                  names: tuple[str, ...] | None = None, imgsz: int | None = None,
                  shapes: Iterable[str] = DEFAULT_SHAPES, rect: bool = True) -> None:
@@ -107,7 +107,9 @@ class Detector:
             raise ConfigError(f"batch must be one of {', '.join(BATCH_MODES)}, got {batch!r}")
         self.options = options or CompileOptions()
         self.spec, self._model = load_spec(model, names=names, imgsz=imgsz)
-        self.iou, self.max_detections, self.max_pixels = iou, max_detections, max_pixels
+        # NMS IoU (raw head): the caller's, else the model card's, else DEFAULT_IOU (the user's 0.65)
+        self.iou = iou if iou is not None else self.spec.iou if self.spec.iou is not None else DEFAULT_IOU
+        self.max_detections, self.max_pixels = max_detections, max_pixels
         self.reduced_decode = reduced_decode
         self.imgsz = max(self.spec.imgsz)  # the long side every snapshot is scaled to
         self.rect = rect and self.spec.dynamic

@@ -41,6 +41,7 @@ class ModelSpec:
     preprocessing: Preprocessing | None = None  # None: the model records none (cameras decide)
     confidence: float | None = None  # the model's default threshold, where it records one
     deer_class: str | None = None
+    iou: float | None = None  # the NMS IoU the model card records (the raw head's default), where it records one
     card: Path | None = None  # the MODEL_CARD.json followed, if any
 
     @property
@@ -88,8 +89,8 @@ def _read_metadata(xml: Path) -> dict:
     return meta
 
 
-def _model_facts(card: dict, where: str) -> tuple[Preprocessing | None, float | None, str | None, str]:
-    """(preprocessing, confidence, deer class, version) from a model card or a `deer_worker:` mapping."""
+def _model_facts(card: dict, where: str) -> tuple[Preprocessing | None, float | None, str | None, str, float | None]:
+    """(preprocessing, confidence, deer class, version, NMS IoU) from a model card or a `deer_worker:` mapping."""
     raw = card.get("preprocessing", card)  # the card nests it; a flat deer_worker mapping is accepted too
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{where}: preprocessing: expected a mapping")
@@ -114,9 +115,13 @@ def _model_facts(card: dict, where: str) -> tuple[Preprocessing | None, float | 
     if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
                                    or not 0 < confidence <= 1):
         raise ModelLoadError(f"{where}: confidence: expected a number in (0, 1], got {confidence!r}")
+    iou = card.get("iou")
+    if iou is not None and (isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0 < iou <= 1):
+        raise ModelLoadError(f"{where}: iou: expected a number in (0, 1], got {iou!r}")
     deer_class = card.get("deer_class")
     return preprocessing, None if confidence is None else float(confidence), \
-        None if deer_class is None else str(deer_class), str(card.get("version") or "")
+        None if deer_class is None else str(deer_class), str(card.get("version") or ""), \
+        None if iou is None else float(iou)
 
 
 def _is_quantized(model: ov.Model) -> bool:
@@ -193,7 +198,7 @@ def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: 
         (meta.get("deer_worker") or {}, f"{meta_path}: deer_worker")
     if not isinstance(facts_source, dict):
         raise ModelLoadError(f"{facts_where}: expected a mapping")
-    preprocessing, confidence, deer_class, card_version = _model_facts(facts_source, facts_where)
+    preprocessing, confidence, deer_class, card_version, card_iou = _model_facts(facts_source, facts_where)
     if deer_class is not None and deer_class not in names:
         raise ModelLoadError(f"{facts_where}: deer_class {deer_class!r} is not among the model's names {list(names)}")
     spec = ModelSpec(
@@ -205,7 +210,7 @@ def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: 
         weights="int8" if _is_quantized(model) else "fp32",
         version=card_version or str(meta.get("model_version") or meta.get("date") or ""),
         dynamic=not (in_shape[2].is_static and in_shape[3].is_static),
-        preprocessing=preprocessing, confidence=confidence, deer_class=deer_class,
+        preprocessing=preprocessing, confidence=confidence, deer_class=deer_class, iou=card_iou,
         card=path.parent / MODEL_CARD if card is not None else None,
     )
     return spec, model

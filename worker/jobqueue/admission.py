@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from worker.cameras import CameraBook, CameraSettings
+from worker.cameras import CameraBook, CameraSettings, override_settings, preprocessing_clashes
 from worker.config import WorkerConfig
 from worker.constants import JOB_FUNCTION
 from worker.errors import DeerWorkerError, ForbiddenFunctionError, ModelUnavailableError, NotJsonError, PayloadError
 from worker.jobqueue.contract import SnapshotJob, parse_payload, snapshot_key_of
+from worker.inference.preprocess import Preprocessing
 
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
 
@@ -105,19 +106,32 @@ def unknown_classes(wanted: tuple[str, ...] | None, known: tuple[str, ...] | Non
     return [name for name in wanted if name not in known] if wanted and known is not None else []
 
 
+def override_clashes(snapshot: SnapshotJob, configured: CameraSettings, model: Preprocessing | None,
+                     config: WorkerConfig) -> list[str]:
+    """What a v2 job's `camera` override sets against the model's preprocessing (CLAHE on/off, clip, tiles).
+    Only the operator forces: worker.yaml force_preprocessing, or the configured camera's own
+    force_preprocessing; a force_preprocessing key in the job's override counts for nothing."""
+    if snapshot.camera is None or model is None or config.force_preprocessing or configured.force_preprocessing:
+        return []
+    return preprocessing_clashes(override_settings(CameraSettings(), snapshot.camera, "camera"), model)
+
+
 def decide(job: QueuedJob, *, config: WorkerConfig, model: str | tuple[str, ...],
            cameras: CameraBook, started: float,
-           latest_of: Callable[[str], str | None], class_names: tuple[str, ...] | None = None) -> Verdict:
+           latest_of: Callable[[str], str | None], class_names: tuple[str, ...] | None = None,
+           preprocessing: Preprocessing | None = None) -> Verdict:
     """Check function, payload, model, age and camera; the verdict says what to do with the job.
     A v2 job's own settings (conf, classes, camera override, max_age) replace the camera's and the
-    worker's for this job only; class_names (the model's) refuses classes the model does not have."""
+    worker's for this job only; class_names (the model's) refuses classes the model does not have, and
+    preprocessing (the model's) a camera override that contradicts it (see override_clashes)."""
     try:
         snapshot = parse_payload(payload_of(job), max_snapshot_bytes=config.max_snapshot_bytes)
     except DeerWorkerError as error:
         return Reject(None, None, error)
     except Exception as exc:  # noqa: BLE001 - e.g. a pickled job whose data cannot be deserialized
         return Reject(None, None, not_json(exc))
-    settings = snapshot.settings_for(cameras.get(snapshot.camera_id))
+    configured = cameras.get(snapshot.camera_id)
+    settings = snapshot.settings_for(configured)
     served = (model,) if isinstance(model, str) else tuple(model)  # several: the models of a switch in progress
     if snapshot.model and snapshot.model not in served:
         return Reject(snapshot, settings, ModelUnavailableError(
@@ -126,6 +140,11 @@ def decide(job: QueuedJob, *, config: WorkerConfig, model: str | tuple[str, ...]
     if unknown:
         return Reject(snapshot, settings, PayloadError(
             f"classes: {unknown} are not among the model's classes {list(class_names or ())}"))
+    clashes = override_clashes(snapshot, configured, preprocessing, config)
+    if clashes:
+        return Reject(snapshot, settings, PayloadError(
+            f"camera: {', '.join(clashes)} contradicts the preprocessing the model was trained with; drop it "
+            f"from the job to follow the model (the worker serves such overrides only with force_preprocessing: true)"))
     age = age_of(snapshot, job.enqueued_at, started)
     max_age = snapshot.max_age if snapshot.max_age is not None else config.max_age
     if age > max_age:

@@ -304,7 +304,8 @@ class DeerWorker(BatchWorker):
             served = self.model_switcher.served_names if self.model_switcher else self.detector.spec.name
             verdict = admission.decide(item.job, config=self.config, model=served,
                                        cameras=self.cameras, started=item.started, latest_of=self.latest_marker,
-                                       class_names=self.detector.class_names)
+                                       class_names=self.detector.class_names,
+                                       preprocessing=self.detector.spec.preprocessing)
             item.snapshot, item.settings = verdict.snapshot, verdict.settings
             if isinstance(verdict, admission.Run):
                 prefetched = item.prefetched

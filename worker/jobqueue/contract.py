@@ -11,7 +11,8 @@ Version 2 is version 1 plus any of these optional per-job settings (a producer w
 when it uses one, so a v1 job still reaches workers that speak only v1):
      "conf": 0.4,                             # confidence threshold in (0, 1] for this job
      "classes": ["deer", "person"],           # class names to keep (each must be the model's)
-     "camera": {"clahe": true, "roi": {...}},  # override of the camera's zones.yaml entry, partial allowed
+     "camera": {"clahe": true, "roi": {...}},  # override of the camera's zones.yaml entry, partial allowed;
+                                              # its CLAHE keys must agree with the model's (admission.py)
      "max_age": 3.0                           # seconds > 0: replaces the worker's max_age for this job
 A worker that speaks only v1 fails a v2 job with bad_payload (unsupported version): roll out workers first.
 

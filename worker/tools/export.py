@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 import yaml
 
-from worker.constants import DEFAULT_IOU, LETTERBOX_PAD_VALUE
+from worker.constants import DEFAULT_IOU
 from worker.errors import ConfigError, MissingDependencyError, MissingFileError, UsageError
 from worker.inference.imagecodec import decode
-from worker.inference.preprocess import input_shape, letterbox_into
+from worker.inference.preprocess import Preprocessing, apply_clahe, input_shape, prepare, prepare_rect
 from worker.tools.options import make_dir
 from worker.tools.progress import Progress, note
 from worker.tools.reference import checkpoint_imgsz
@@ -44,9 +44,10 @@ DEFAULT_MAX_DROP_MAP = 0.005  # 0.5 points (mAP50-95)
 PREPROCESSED_KEY = "deer_worker_preprocessed"  # a data yaml key: its images are already CLAHE-processed
 
 
-def ir_dir_name(stem: str, head: str, weights: str) -> str:
-    """`<stem>_dynamic_<head>_<weights>_openvino_model` (ultralytics recognises the _openvino_model suffix)."""
-    return f"{stem}_dynamic_{head}_{weights}_openvino_model"
+def ir_dir_name(stem: str, head: str, weights: str, dynamic: bool = True) -> str:
+    """`<stem>_<dynamic|static>_<head>_<weights>_openvino_model` (ultralytics recognises the _openvino_model
+    suffix)."""
+    return f"{stem}_{'dynamic' if dynamic else 'static'}_{head}_{weights}_openvino_model"
 
 
 def dataset_images(data_yaml: str | Path, split: str = "train", fraction: float = 1.0) -> list[Path]:
@@ -70,13 +71,6 @@ def data_is_preprocessed(data_yaml: str | Path | None, flag: bool) -> bool:
     return bool(isinstance(raw, dict) and raw.get(PREPROCESSED_KEY))
 
 
-def apply_model_clahe(image: np.ndarray, clip: float, tiles: tuple[int, int]) -> np.ndarray:
-    """The training pipeline's CLAHE (L channel of LAB) at the model's own clip limit and tile grid."""
-    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
-    lab[:, :, 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=tiles).apply(np.ascontiguousarray(lab[:, :, 0]))
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
-
-
 def calibration_shapes(imgsz: int) -> list[tuple[int, int]]:
     """The rect (h, w) inputs the worker serves at imgsz: 16:9, 4:3, 1:1."""
     return [input_shape(h, w, imgsz) for h, w in CALIBRATION_ASPECTS]
@@ -84,19 +78,20 @@ def calibration_shapes(imgsz: int) -> list[tuple[int, int]]:
 
 def calibration_tensors(images: list[Path], imgsz: int, *, clahe: tuple[float, tuple[int, int]] | None = None,
                         square: bool = False) -> list[np.ndarray]:
-    """(1,3,H,W) float32 RGB 0-1 tensors, what the IR receives from the worker. Each image goes to the rect
-    shape the worker gives it; every third one to the 1:1 shape, so 16:9, 4:3 and 1:1 inputs are all
+    """(1,3,H,W) float32 RGB 0-1 tensors, what the IR receives from the worker: the worker's own preprocessing
+    (preprocess.prepare_rect / prepare: the model's CLAHE, then the ultralytics letterbox). Each image goes to
+    the rect shape the worker gives it; every third one to the 1:1 shape, so 16:9, 4:3 and 1:1 inputs are all
     calibrated (square=True: all at imgsz x imgsz, for a static IR). clahe = (clip, tiles) or None."""
+    preprocessing = Preprocessing(clahe=True, clahe_clip=clahe[0], clahe_tiles=tuple(clahe[1])) if clahe else Preprocessing()
     progress = Progress(len(images), "calibration images")
     tensors = []
     for i, path in enumerate(images):
-        image = decode(path.read_bytes()).image
-        if clahe:
-            image = apply_model_clahe(image, *clahe)
-        height, width = image.shape[:2]
-        shape = (imgsz, imgsz) if square or i % 3 == 2 else input_shape(height, width, imgsz)
-        buffer = np.full((*shape, 3), LETTERBOX_PAD_VALUE, np.uint8)
-        letterbox_into(image, buffer)
+        decoded = decode(path.read_bytes())
+        if square or i % 3 == 2:
+            buffer = np.empty((imgsz, imgsz, 3), np.uint8)
+            prepare(decoded, buffer, preprocessing=preprocessing)
+        else:
+            buffer, _ = prepare_rect(decoded, imgsz, preprocessing=preprocessing)
         tensors.append(np.ascontiguousarray(buffer[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0)
         progress.step()
     return tensors
@@ -188,7 +183,7 @@ def clahe_dataset(data_yaml: Path, split: str, clip: float, tiles: tuple[int, in
     labels_dir.mkdir()
     for i, image in enumerate(spec.images(split)):
         name = f"{i:05d}_{image.stem}"
-        processed = apply_model_clahe(decode(image.read_bytes()).image, clip, tiles)
+        processed = apply_clahe(decode(image.read_bytes()).image, clip, tiles)
         cv2.imwrite(str(images_dir / f"{name}.png"), processed)  # lossless: no second JPEG loss
         label = label_path(image)
         if label.exists():
@@ -341,14 +336,14 @@ def run(args: argparse.Namespace) -> int:
     irs: dict[str, dict] = {}
     fp32_dirs = {}
     for head in heads:
-        fp32_dirs[head] = out / ir_dir_name(stem, head, "fp32")
+        fp32_dirs[head] = out / ir_dir_name(stem, head, "fp32", dynamic)
         if not kept(fp32_dirs[head]):
             note(f"export: {pt.name} -> FP32 IR, {head} head, {'dynamic' if dynamic else 'static'} (ultralytics)")
             export_fp32(pt, fp32_dirs[head], imgsz=imgsz, batch=1 if dynamic else args.batch,
                         end2end=head == "end2end", dynamic=dynamic)
         irs[fp32_dirs[head].name] = {"head": head, "weights": "fp32", "dynamic": dynamic}
     if args.int8:
-        int8_dirs = {head: out / ir_dir_name(stem, head, "int8") for head in heads}
+        int8_dirs = {head: out / ir_dir_name(stem, head, "int8", dynamic) for head in heads}
         tensors = ([] if all(kept(d) for d in int8_dirs.values())
                    else calibration_tensors(calibration_images, imgsz, clahe=data_clahe, square=not dynamic))
         shapes = sorted({t.shape[2:] for t in tensors}) or calibration_shapes(imgsz)
