@@ -194,7 +194,7 @@ def choose(measured: list[tuple[Candidate, Measurement]], budget_ms: float, max_
         best = min(lossless, key=lambda r: r.measurement.p95_ms, default=None)
         if best is not None:
             choice.loss_buys = {
-                "drop": pick.measurement.drop, "lossless": best.candidate.label,
+                "drop": pick.measurement.drop, "checked": pick.measurement.verified, "lossless": best.candidate.label,
                 "lossless_p95_ms": best.measurement.p95_ms, "pick_p95_ms": pick.measurement.p95_ms,
                 "p95_speedup": best.measurement.p95_ms / pick.measurement.p95_ms,
                 "throughput_gain": pick.measurement.images_per_s / best.measurement.images_per_s,
@@ -607,7 +607,8 @@ def summary(choice: Choice) -> list[str]:
         out += [f"  {n['label']}: p95 {n['p95_ms']:.1f} ms, {n['cost']}" for n in choice.nearest]
     if choice.loss_buys:
         b = choice.loss_buys
-        out.append(f"the allowed loss ({b['drop']:.3f}) buys x{b['p95_speedup']:.2f} p95 and x{b['throughput_gain']:.2f} "
+        loss = f"{b['drop']:.3f}" if b.get("checked", True) else f"{choice.pick.candidate.precision}, unchecked on labels"
+        out.append(f"the allowed loss ({loss}) buys x{b['p95_speedup']:.2f} p95 and x{b['throughput_gain']:.2f} "
                    f"images/s over the best lossless ({b['lossless']}, p95 {b['lossless_p95_ms']:.1f} ms, "
                    f"{'meets' if b['lossless_meets_budget'] else 'misses'} the budget)")
     bf16 = [r for r in choice.rows if r.candidate.precision == "bf16"]
