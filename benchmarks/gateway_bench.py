@@ -8,7 +8,7 @@ the results stream. Reported: each p50/p95 and the gateway's overhead, /detect p
 (target <= 3 ms). Then 4 concurrent clients POST /detect for --seconds: throughput and the mean
 batch size the worker drained (from the result messages' batch_size).
 
-    .venv/bin/python benchmarks/gateway_bench.py [--n 200] [--seconds 15] [--model DIR] [--json FILE]
+    .venv/bin/python benchmarks/gateway_bench.py [--n 200] [--seconds 15] [--model DIR] [--snapshot JPEG] [--json FILE]
 
 tests/serve/test_gateway.py starts its stack with the helpers here (GatewayProcess, start_worker).
 """
@@ -39,7 +39,8 @@ import harness  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
 
 DEMO_ZONES = ROOT / "models" / "demo" / "zones.yaml"  # the demo model's threshold (0.25)
-SAMPLE = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
+SAMPLES = ROOT / "models" / "demo" / "samples"
+SAMPLE = SAMPLES / "day_640x360_deer.jpg"  # the user's snapshots are 640x360 JPEGs (~24-33 KB)
 QUEUE = "deer-gateway"
 
 
@@ -144,8 +145,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(n: int, seconds: float, model: str | None) -> dict:
-    jpeg = SAMPLE.read_bytes()
+def run(n: int, seconds: float, model: str | None, snapshot: Path = SAMPLE) -> dict:
+    jpeg = snapshot.read_bytes()
     with tempfile.TemporaryDirectory() as tmp, harness.RedisServer(Path(tmp) / "redis") as server:
         env = stack_env(server.url(), **({"model": model} if model else {}))
         pool = start_worker(env, Path(tmp) / "worker.log")
@@ -205,7 +206,7 @@ def run(n: int, seconds: float, model: str | None) -> dict:
                           "requests_per_s": round(sum(statuses.values()) / wall, 1),
                           "mean_batch_size": round(statistics.mean(batches), 2) if batches else None,
                           "batch_sizes": {str(b): batches.count(b) for b in sorted(set(batches))}}
-            return {"model": model or str(harness.default_model()), "snapshot": SAMPLE.name, "latency": latency,
+            return {"model": model or str(harness.default_model()), "snapshot": snapshot.name, "latency": latency,
                     "concurrent": concurrent}
         finally:
             gateway.stop()
@@ -217,9 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="measured requests per path (after 20 warm-up)")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the 4-client run")
     parser.add_argument("--model", help="IR directory for the worker (default: the demo INT8)")
+    parser.add_argument("--snapshot", type=Path, default=SAMPLE,
+                        help="JPEG every request sends (default: the user's size, 640x360; the multipart upload "
+                             "of a 1920x1080 one costs the gateway more)")
     parser.add_argument("--json", dest="json_file", help="also write the report to this file")
     args = parser.parse_args(argv)
-    report = run(args.n, args.seconds, args.model)
+    report = run(args.n, args.seconds, args.model, args.snapshot)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_file:
