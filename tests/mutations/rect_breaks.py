@@ -20,6 +20,7 @@ import run  # noqa: E402
 from breaks import Break  # noqa: E402
 
 RECT, PARITY, CONFIG = "tests/inference/test_rect.py::", "tests/inference/test_parity_pt.py::", "tests/test_config.py::"
+ADMISSION = "tests/jobqueue/test_admission.py::"
 PRE, DET, RUNTIME = "worker/inference/preprocess.py", "worker/inference/detector.py", "worker/inference/runtime.py"
 
 RECT_BREAKS = [
@@ -98,6 +99,40 @@ RECT_BREAKS = [
           "cv2.createCLAHE(clipLimit=2.0, tileGridSize=key[1])",
           PARITY + "test_a_clahe_model_card_matches_pytorch_on_clahe_pixels",
           "CLAHE at clip 2.0 whatever the model card says (the user's 3.0 vs 2.0)"),
+    # --- the model card's NMS IoU and a v2 job's camera override (issue 13, open items 2-3) ------------
+    Break("card-iou-ignored", DET,
+          "        self.iou = iou if iou is not None else self.spec.iou if self.spec.iou is not None else DEFAULT_IOU",
+          "        self.iou = iou if iou is not None else DEFAULT_IOU",
+          RECT + "test_the_model_cards_iou_is_the_nms_default_unless_the_config_sets_one",
+          "a raw-head model served with 0.65 though its card records the IoU it was exported for"),
+    Break("config-iou-beats-the-card", "worker/inference/build.py",
+          "iou=(config.iou or None) if iou is None else iou,", "iou=(config.iou or 0.65) if iou is None else iou,",
+          RECT + "test_the_model_cards_iou_is_the_nms_default_unless_the_config_sets_one",
+          "the worker's built-in 0.65 beats the card when worker.yaml sets no IoU"),
+    Break("v2-override-contradicting-the-model-served", "worker/jobqueue/admission.py",
+          "    if clashes:\n        return Reject(", "    if clashes and False:\n        return Reject(",
+          ADMISSION + "test_a_v2_override_contradicting_the_models_preprocessing_fails_that_job_unless_the_worker_forces[clahe-off]",
+          "a job turns CLAHE off for a CLAHE-trained model and is served, as before issue 13's item 3"),
+    Break("v2-override-refusal-not-wired", "worker/jobqueue/consumer.py",
+          "                                       preprocessing=self.detector.spec.preprocessing)",
+          "                                       )",
+          "tests/jobqueue/test_consumer.py::test_a_v2_camera_override_contradicting_the_models_clahe_fails_alone_counted",
+          "the consumer never hands admission the model's preprocessing: every override is served"),
+    Break("v2-job-forces-its-own-override", "worker/jobqueue/admission.py",
+          "or config.force_preprocessing or configured.force_preprocessing:",
+          "or config.force_preprocessing or configured.force_preprocessing "
+          "or bool(snapshot.camera.get(\"force_preprocessing\")):",
+          ADMISSION + "test_a_v2_override_contradicting_the_models_preprocessing_fails_that_job_unless_the_worker_forces[job-cannot-force]",
+          "the job's own force_preprocessing key lets the sender override the model"),
+    Break("worker-force-ignored", "worker/jobqueue/admission.py",
+          "or config.force_preprocessing or configured.force_preprocessing:", "or configured.force_preprocessing:",
+          ADMISSION + "test_a_v2_override_contradicting_the_models_preprocessing_fails_that_job_unless_the_worker_forces[other-clip]",
+          "worker.yaml force_preprocessing: true is accepted and ignored"),
+    Break("end2end-gets-nms", "worker/inference/postprocess.py",
+          "    rows = output[mask][: flt.max_detections]\n",
+          "    rows = output[mask][: flt.max_detections]\n    rows = rows[nms(rows[:, :4], rows[:, 4], 0.3)]\n",
+          PARITY + "test_rect_end2end_head_matches_pytorch_predict_with_nms_false",
+          "the one-to-one head's output is put through NMS, which PyTorch predict(nms=False) does not do"),
 ]
 
 if __name__ == "__main__":
