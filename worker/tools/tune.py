@@ -446,7 +446,8 @@ def measure_all(models: list[dict], snapshots: list[bytes], *, cores: int, budge
                                                          drop_map=drop_map, verified=verified)))
                     gated = Measurement(0.0, 0.0, 0.0, accuracy, drop, drop_map=drop_map, verified=verified)
                     if not is_eligible(gated, max_drop, tolerance):
-                        reason = (f"accuracy drop {drop:.3f} is outside the gate {max_drop:g}" if verified
+                        reason = (f"accuracy drop {drop:.3f}{'' if drop_map is None else f' (mAP50-95 {drop_map:.3f})'} "
+                                  f"is outside the gate {max_drop:g}" if verified
                                   else f"{precision} unchecked without --data is outside the lossless gate")
                         skipped.append(f"{what}: fewer threads ({reason})")
                         break
