@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from functools import cache
+from pathlib import Path
 
 import redis
 from rq.queue import Queue
@@ -61,13 +62,21 @@ def worker_name(index: int, *, host_id: str = "", pid: int | None = None) -> str
 
 
 def _pid_alive(pid: int) -> bool:
+    """A process (not merely a thread: kill(tid, 0) succeeds too) with this pid exists here."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # no /proc: the signal check alone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    tgid = next((line.split()[1] for line in status.splitlines() if line.startswith("Tgid:")), str(pid))
+    return tgid == str(pid)  # a reused number that is now some process's thread is not the worker
 
 
 def dead_on_this_host(name: str, host_id: str = "") -> bool:
