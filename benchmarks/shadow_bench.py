@@ -69,8 +69,10 @@ class Worker:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status == 200:
-                    return
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status == 200 and (
+                        not shadow or b"deer_worker_shadow_model_loaded{" in urllib.request.urlopen(
+                            f"http://127.0.0.1:{self.port}/metrics", timeout=2).read()):
+                    return  # ready, and the shadow (loaded after ready) is warm too
             except OSError:
                 pass
             if self.proc.poll() is not None:
@@ -188,7 +190,7 @@ def main() -> int:
               "rate_jobs_s": round(rate, 2), "seconds": args.seconds, "pairs": args.pairs, "pooled": pooled,
               "p99_ratio_on_off": round(ratio, 3), "within_10pct": ratio <= 1.10,
               "trials": [{k: v for k, v in t.items() if k != "latencies_ms"} for t in trials]}
-    print(f"host: {host}\ncapacity {cap:.2f} jobs/s, arrivals {rate:.2f}/s (open loop); pooled off {pooled['off']} "
+    print(f"{host}\ncapacity {cap:.2f} jobs/s, arrivals {rate:.2f}/s (open loop); pooled off {pooled['off']} "
           f"on {pooled['on']}; p99 on/off {ratio:.3f} ({'within' if ratio <= 1.10 else 'NOT within'} 10%)",
           file=sys.stderr)
     if args.json:

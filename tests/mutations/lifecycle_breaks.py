@@ -119,6 +119,10 @@ LIFECYCLE_BREAKS = [
           '"a_only": "primary_only", "b_only": "shadow_only"', '"a_only": "shadow_only", "b_only": "primary_only"',
           SHADOW + "test_a_disagreement_is_streamed_with_both_answers",
           "which model saw the deer is reported the wrong way round"),
+    Break("shadow-no-rest", "worker/serve/shadow.py",
+          "            if time.monotonic() < self.next_run:", "            if False:",
+          SHADOW + "test_the_shadow_takes_at_most_its_share_of_wall_time",
+          "the shadow fills every idle moment of a loaded worker: queueing (p99) grows"),
     Break("shadow-before-publish", "worker/jobqueue/consumer.py",
           "            self.publish(taken)\n            for item in taken:\n",
           "            if self.shadow is not None:\n                self.offer_shadow(to_infer)\n"

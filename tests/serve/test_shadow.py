@@ -66,7 +66,7 @@ def _serve(conn, detector, shadow_detector=None) -> tuple[list[dict], ShadowRunn
     shadow = None
     if shadow_detector is not None:
         metrics.set_shadow_model(model=shadow_detector.spec.name, version=shadow_detector.spec.version)
-        shadow = ShadowRunner(shadow_detector, 1.0, metrics=metrics, connection=conn)
+        shadow = ShadowRunner(shadow_detector, 1.0, metrics=metrics, connection=conn, max_share=1.0)
     try:
         DeerWorker([Queue(QUEUE, connection=conn, serializer=SERIALIZER)], connection=conn, detector=detector,
                    cameras=BOOK, config=config, metrics=metrics, name="shadow-test", shadow=shadow).work(burst=True)
@@ -110,6 +110,7 @@ def test_a_worker_with_a_shadow_serves_identically_and_its_metrics_move_in_a_liv
 
 def _runner(detector, redis_conn, metrics=None, **kwargs):
     metrics = metrics or WorkerMetrics(camera_labels=["backyard"], class_names=["deer"], queues=[QUEUE])
+    kwargs.setdefault("max_share", 1.0)  # no rest between runs unless the test is about it
     return ShadowRunner(detector, 1.0, metrics=metrics, connection=redis_conn, **kwargs), metrics
 
 
@@ -131,6 +132,17 @@ def test_the_shadow_never_runs_while_a_job_waits_and_drops_the_oldest_beyond_its
     assert runner.run_pending(lambda: True) == 0 and len(runner.pending) == 2  # a job waits: nothing runs
     waiting = iter([False, True])
     assert runner.run_pending(lambda: next(waiting)) == 1  # one piece, then a job arrived: it yields
+    assert runner.run_pending(lambda: False) == 1 and not runner.pending
+
+
+def test_the_shadow_takes_at_most_its_share_of_wall_time(redis_conn, fp32_detector):
+    runner, _ = _runner(fp32_detector, redis_conn, max_share=0.5)  # rests as long as it ran
+    for image in IMAGES[:2]:
+        _offer(runner, fp32_detector, image)
+    started = time.monotonic()
+    assert runner.run_pending(lambda: False) == 1 and len(runner.pending) == 1  # resting: the next one waits
+    took = time.monotonic() - started
+    time.sleep(took * 1.5)
     assert runner.run_pending(lambda: False) == 1 and not runner.pending
 
 
@@ -162,3 +174,18 @@ def test_an_exception_in_the_shadow_is_counted_never_raised(redis_conn, fp32_det
     assert _value(metrics, "deer_worker_shadow_errors_total", {"camera": "backyard"}) == 2
     assert _value(metrics, "deer_worker_shadow_service_seconds_count", {"camera": "backyard"}) == 0
     assert not redis_conn.exists(SHADOW_DISAGREEMENTS_STREAM)
+
+
+def test_the_service_loads_the_configured_shadow_and_runs_without_a_broken_one(redis_conn, tmp_path):
+    from conftest import INT8_MODEL
+    from worker.serve.service import start_shadow
+
+    metrics = WorkerMetrics(camera_labels=["backyard"], class_names=["deer"], queues=[QUEUE])
+    config = WorkerConfig(redis_url=TEST_REDIS_URL, shadow_model=str(tmp_path / "missing_openvino_model"))
+    assert start_shadow(config, BOOK, metrics, redis_conn, "w0") is None  # logged; the primary serves alone
+    assert start_shadow(replace(config, shadow_model=""), BOOK, metrics, redis_conn, "w0") is None
+    runner = start_shadow(replace(config, shadow_model=str(INT8_MODEL), shadow_sample=0.5), BOOK, metrics,
+                          redis_conn, "w0")
+    assert runner.sample == 0.5 and runner.detector.spec.name == "deer-yolo26n_int8"
+    assert metrics.registry.get_sample_value("deer_worker_shadow_model_loaded",
+                                             {"model": "deer-yolo26n_int8", "version": runner.detector.spec.version}) == 1

@@ -105,7 +105,19 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
     ready = threading.Event()
     metrics, server = _start_health(config, index, detector, book, name, ready)
     announced += [metrics] if metrics else []
-    shadow = start_shadow(config, book, metrics, connection, name)
+    # The shadow loads after the worker is ready (on a thread): it is work the first jobs need not wait for.
+    consumer: dict = {"shadow": None, "worker": None}
+
+    def load_shadow() -> None:
+        try:
+            consumer["shadow"] = start_shadow(config, book, metrics, connection, name)
+        except Exception as exc:  # noqa: BLE001 - never the primary's problem
+            log.error("%s: shadow not started: %s: %s", name, type(exc).__name__, exc)
+            return
+        if consumer["worker"] is not None:
+            consumer["worker"].shadow = consumer["shadow"]  # read between runs of batches only
+
+    shadow_loader = threading.Thread(target=load_shadow, name="deer-shadow-load", daemon=True)
 
     stop = {"requested": False}
 
@@ -126,11 +138,14 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
                 queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
                 rq_worker = DeerWorker([queue], name=name, connection=connection, detector=switcher.detector,
                                        cameras=book, config=config, metrics=metrics, model_switcher=switcher,
-                                       shadow=shadow)
+                                       shadow=consumer["shadow"])
+                consumer["worker"] = rq_worker
                 switcher.attach(rq_worker)
                 ready.set()
                 if metrics:
                     metrics.set_ready(True)
+                if config.shadow_model and not shadow_loader.is_alive() and not shadow_loader.ident:
+                    shadow_loader.start()
                 backoff, unreachable_since = 0.5, None
                 rq_worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
                 if burst or rq_worker.stop_was_requested():

@@ -6,6 +6,8 @@ It never delays, changes or fails a primary result:
 - the shadow runs only between runs of batches, when no job is waiting in the worker's queues, one
   snapshot at a time (one inference: a job that arrives waits at most that), re-checking the queues
   before each one;
+- it takes at most SHADOW_MAX_SHARE of wall time (after a run of t s it rests t * (1/share - 1)): the idle
+  time of a loaded worker is what keeps its queueing short;
 - what the shadow holds is capped (SHADOW_PENDING snapshots); a worker that stays busy drops the oldest
   (deer_worker_shadow_skipped_total{reason="backlog"}), one held past SHADOW_MAX_AGE is dropped unrun
   ("stale");
@@ -28,7 +30,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker.constants import SHADOW_DISAGREEMENTS_STREAM, SHADOW_MAX_AGE, SHADOW_PENDING, SHADOW_STREAM_MAXLEN
+from worker.constants import (
+    SHADOW_DISAGREEMENTS_STREAM,
+    SHADOW_MAX_AGE,
+    SHADOW_MAX_SHARE,
+    SHADOW_PENDING,
+    SHADOW_STREAM_MAXLEN,
+)
 from worker.tools.compare import agreement
 
 log = logging.getLogger(__name__)
@@ -53,11 +61,13 @@ class ShadowRunner:
     def __init__(self, detector, sample: float, *, metrics=None, connection=None,
                  stream: str = SHADOW_DISAGREEMENTS_STREAM, stream_maxlen: int = SHADOW_STREAM_MAXLEN,
                  capacity: int = SHADOW_PENDING, max_age: float = SHADOW_MAX_AGE,
-                 draw: Callable[[], float] = random.random) -> None:
+                 max_share: float = SHADOW_MAX_SHARE, draw: Callable[[], float] = random.random) -> None:
         self.detector, self.sample, self.metrics, self.connection = detector, sample, metrics, connection
         self.stream, self.stream_maxlen, self.max_age, self.draw = stream, stream_maxlen, max_age, draw
         self.pending: deque[ShadowItem] = deque()
         self.capacity = capacity
+        self.rest = 1.0 / max_share - 1.0  # seconds of rest per second the shadow ran
+        self.next_run = 0.0  # monotonic time before which the shadow does not run (its share of wall time)
         self.ran = 0  # snapshots the shadow answered (tests and the benchmark read it)
 
     @property
@@ -89,11 +99,15 @@ class ShadowRunner:
             except Exception as exc:  # noqa: BLE001 - cannot tell: leave the shadow for later
                 log.warning("shadow: could not check the queues (%s); shadow work waits", exc)
                 return ran
+            if time.monotonic() < self.next_run:
+                return ran  # its share of wall time is spent: the held snapshots wait (or go stale / backlog)
             item = self.pending.popleft()
             if time.monotonic() - item.held_at > self.max_age:
                 self._skipped(item, "stale")
                 continue
+            started = time.monotonic()
             self._run(item)
+            self.next_run = time.monotonic() + (time.monotonic() - started) * self.rest
             ran += 1
         return ran
 
