@@ -31,6 +31,8 @@ JOB_FUNCTION = "worker.tasks.detect_snapshot"  # the only function a worker runs
 # Snapshot bytes live beside the job, not in it: RQ re-compresses a job's data every time it saves
 # the job, which for an inline 300 kB base64 JPEG cost more than the inference itself.
 SNAPSHOT_KEY_PREFIX = "deer:snap:"
+# hash camera_id -> "captured_at|job_id" of the newest enqueued snapshot (latest_only expires older ones)
+LATEST_KEY = "deer:latest"
 # deer:published:<job id> = the job's created_at, set with its final result message and kept while a
 # run of that job can still happen: no second run publishes again (rq_compat.PublishOnce).
 PUBLISHED_KEY_PREFIX = "deer:published:"
@@ -53,6 +55,10 @@ SHADOW_MAX_AGE = 60.0  # s; a snapshot held longer is dropped unrun (reason "sta
 # time is what keeps queueing short: at 80% load a shadow filling the idle 20% raised p99 enqueue->result
 # 1.3x (benchmarks/shadow_bench.py); 5% of wall time at most.
 SHADOW_MAX_SHARE = 0.05
+
+# The MQTT bridge (worker/serve/mqtt_bridge.py), per client id: its saved results-stream position, the job
+# ids it published (de-duplication across restarts) and the cameras it announced to Home Assistant.
+MQTT_BRIDGE_KEY_PREFIX = "deer:mqtt:"
 
 # --- job lifetimes (seconds) --------------------------------------------------------------------
 DEFAULT_JOB_TIMEOUT = 30  # one snapshot takes tens of ms; 30 s means something is stuck

@@ -17,7 +17,8 @@ from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
 from worker.jobqueue.connections import SERIALIZER
 from worker.constants import JOB_FUNCTION
-from worker.jobqueue.producer import LATEST_KEY, enqueue_snapshot
+from worker.constants import LATEST_KEY
+from worker.jobqueue.producer import enqueue_snapshot
 from worker.jobqueue.consumer import DeerWorker
 
 QUEUE = "test-snapshots"

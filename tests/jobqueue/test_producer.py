@@ -5,7 +5,8 @@ from rq import Queue
 from conftest import sample
 from worker.jobqueue.connections import SERIALIZER
 from worker.errors import CorruptImageError, PayloadError, PayloadTooLargeError
-from worker.jobqueue.producer import LATEST_KEY, enqueue_snapshot
+from worker.constants import LATEST_KEY
+from worker.jobqueue.producer import enqueue_snapshot
 
 
 @pytest.fixture

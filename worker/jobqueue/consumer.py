@@ -40,13 +40,12 @@ from rq.worker import WorkerStatus
 
 from worker.cameras import CameraBook, CameraSettings
 from worker.config import WorkerConfig
-from worker.constants import PUBLISHED_KEY_PREFIX, REDIS_MAX_BACKOFF
+from worker.constants import LATEST_KEY, PUBLISHED_KEY_PREFIX, REDIS_MAX_BACKOFF
 from worker.errors import DeerWorkerError
 from worker.inference.detector import Detector, DetectionResult, PreparedBatch
 from worker.jobqueue import admission, outcomes
 from worker.jobqueue.connections import SERIALIZER
 from worker.jobqueue.contract import DeerJob, SnapshotJob, job_lifetime, snapshot_bytes
-from worker.jobqueue.producer import LATEST_KEY
 from worker.jobqueue.recovery import orphans, requeue_orphans
 from worker.jobqueue.results import ModelInfo, encode
 from worker.jobqueue.rq_compat import ALREADY_PUBLISHED, NOT_OWNER, BatchWorker, Publication, PublishOnce

@@ -24,7 +24,6 @@ from worker.jobqueue.contract import SnapshotJob, job_lifetime, parse_payload, s
 from worker.jobqueue.connections import SERIALIZER
 
 PRIORITIES = ("normal", "high")
-LATEST_KEY = "deer:latest"  # hash camera_id -> "captured_at|job_id" of the newest enqueued snapshot
 
 
 def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, camera_id: str, *,
@@ -86,7 +85,7 @@ def enqueue_snapshot(connection: redis.Redis, snapshot: bytes | str | Path, came
             # Outlives the longest the job can wait and be retried; the worker deletes it when the job ends.
             pipe.set(parsed.snapshot_key, data,
                      ex=job_lifetime(queued_ttl=queued_ttl, retries=retries, job_timeout=job_timeout))
-        pipe.hset(LATEST_KEY, camera_id, f"{captured_at}|{rq_job.id}")
+        pipe.hset(C.LATEST_KEY, camera_id, f"{captured_at}|{rq_job.id}")
         try:
             pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -215,7 +215,7 @@ class Bridge:
         self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         redis_url = config.redis_url or worker.redis_url
         self.redis = connect(redis_url, timeout=5, command_timeout=10)  # Sentinel URLs too
-        keys = f"deer:mqtt:{config.client_id}:"
+        keys = f"{C.MQTT_BRIDGE_KEY_PREFIX}{config.client_id}:"
         self.position_key, self.published_key, self.cameras_key = (
             keys + "position", keys + "published", keys + "cameras")
         self.prefix = config.output_prefix
