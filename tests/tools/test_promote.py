@@ -97,6 +97,7 @@ def test_a_worse_model_fails_the_gate_exit_3_and_nothing_is_reloaded(worker, red
     assert after["status"] == "ok" and after["model"] == before["model"]
 
 
+@pytest.mark.slow  # ~30 s (one full export of the .pt): opt-in, to keep the default suite in its budget
 def test_the_demo_checkpoint_is_promoted_with_its_version_and_rollback_returns(worker, redis_conn, tmp_path):
     before = worker()
     out = tmp_path / "promoted"
