@@ -117,6 +117,19 @@ def test_heartbeat_is_folded_and_a_repeat_skipped_without_running_short(queue):
     assert queue.connection.ttl(worker.key) > 30 + 50
 
 
+def test_a_worker_whose_registration_vanished_registers_again_at_its_next_heartbeat(queue):
+    """Redis back empty (a restart without persistence): RQ's dequeue loop would go on unregistered, unseen
+    by Worker.all (`rq info`, the gateway's /health, which then answers 503 with a live worker)."""
+    worker = _worker(queue, worker_ttl=30)
+    worker.register_birth()
+    assert [w.name for w in SimpleWorker.all(queue=queue)] == [worker.name]
+    queue.connection.flushdb()
+    worker._full_heartbeat_at = float("-inf")  # the beat after RQ's reconnect wait (>= 1 s) is a full one
+    worker.heartbeat()
+    assert [w.name for w in SimpleWorker.all(queue=queue)] == [worker.name]
+    assert queue.connection.hget(worker.key, "birth") and queue.connection.ttl(worker.key) > 30 + 50
+
+
 def test_dequeue_more_takes_through_rqs_intermediate_list_without_waiting(queue):
     job = _enqueue(queue)
     worker = _worker(queue)

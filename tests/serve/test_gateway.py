@@ -339,6 +339,7 @@ def test_overload_is_429_at_once_with_memory_flat(stack, client, tmp_path):
 def test_redis_down_is_503_and_the_gateway_comes_back(stack, client, host_pace):
     server, url, _ = stack
     assert coordinator_post(client, url, EMPTY_JPEG).status_code == 200
+    time.sleep(2)  # the worker back in its blocking dequeue, where RQ retries a lost Redis without re-registering
     server.stop("sigkill")
     try:
         down = coordinator_post(client, url, EMPTY_JPEG)

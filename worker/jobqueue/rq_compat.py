@@ -25,17 +25,21 @@ What leans on RQ internals:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
+from rq import worker_registration
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.utils import now, parse_composite_key
 from rq.worker import BaseWorker, SimpleWorker, WorkerStatus
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_REPEAT = 1.0  # s; a full worker heartbeat repeated sooner than this changes nothing
 
@@ -89,10 +93,26 @@ class BatchWorker(SimpleWorker):
         if timeout is None and time.monotonic() - self._full_heartbeat_at < self.heartbeat_repeat:
             return None
         with self.connection.pipeline(transaction=False) as pipe:
+            pipe.exists(self.key)
             super().heartbeat(timeout, pipeline=pipe)
-            pipe.execute()
+            registered = pipe.execute()[0]
         self._full_heartbeat_at = time.monotonic() if timeout is None else float("-inf")
+        if not registered:
+            self._register_again()
         return None
+
+    def _register_again(self) -> None:
+        """The worker's hash was gone at a heartbeat: Redis came back empty (a restart without persistence,
+        a flush). RQ's dequeue loop retries a lost Redis and carries on unregistered, invisible to
+        Worker.all (`rq info`, the gateway's /health); so write the registration again, as register_birth
+        does (its hash, the queue's worker set, the TTL)."""
+        log.warning("worker %s: its registration was gone from Redis (restarted empty?); registering again",
+                    self.name)
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         # RQ beats the job once more here to keep it alive while callbacks run; deer jobs have none,
