@@ -34,13 +34,12 @@ from worker.inference.preprocess import Preprocessing, apply_clahe, input_shape,
 from worker.tools.options import make_dir
 from worker.tools.progress import Progress, note
 from worker.tools.reference import checkpoint_imgsz
+from worker.tools.validate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, gate_limits, within_gate
 
 IGNORED_SCOPES = ("none", "head")  # "head": ultralytics' own choice (Sigmoids + the Detect head stay float)
 DEFAULT_IGNORED_SCOPE = "none"  # measured faster with equal accuracy on the demo model; see models/demo/README.md
 HEADS = ("end2end", "raw")  # end2end: one-to-one head, (B,300,6); raw: one-to-many head, (B,4+nc,A) + NMS
 CALIBRATION_ASPECTS = ((1080, 1920), (480, 640), (640, 640))  # 16:9, 4:3, 1:1: the worker's warmed shapes
-DEFAULT_MAX_DROP_MAP50 = 0.003  # 0.3 points
-DEFAULT_MAX_DROP_MAP = 0.005  # 0.5 points (mAP50-95)
 PREPROCESSED_KEY = "deer_worker_preprocessed"  # a data yaml key: its images are already CLAHE-processed
 
 
@@ -197,7 +196,7 @@ def clahe_dataset(data_yaml: Path, split: str, clip: float, tiles: tuple[int, in
 def gate_verdict(accuracy: dict, reference: dict, max_drop_map50: float, max_drop_map: float) -> tuple[dict, bool]:
     """(delta vs the .pt, in fractions, negative = worse; within the gate?)."""
     delta = {k: round(accuracy[k] - reference[k], 4) for k in ("mAP50", "mAP50-95")}
-    return delta, -delta["mAP50"] <= max_drop_map50 + 1e-9 and -delta["mAP50-95"] <= max_drop_map + 1e-9
+    return delta, within_gate({k: -v for k, v in delta.items()}, gate_limits(max_drop_map50, max_drop_map))
 
 
 def measure_latency_ms(ir_dir: Path, shape: tuple[int, int], repeats: int = 20, precision: str = "f32") -> float:

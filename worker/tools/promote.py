@@ -95,8 +95,9 @@ def _export(args: argparse.Namespace, pt: Path, out: Path, log) -> dict:
     return json.loads((out / "MODEL_CARD.json").read_text())
 
 
-def gate(production: str, candidate: str, args: argparse.Namespace, precision: str) -> tuple[bool, list, str]:
-    """validate's scoring of both on the --data split; -> (passed, [production, candidate] results, table)."""
+def gate(production: str, candidate: str, args: argparse.Namespace, precision: str) -> tuple[bool, list, dict, str]:
+    """validate's scoring of both on the --data split and its gate; -> (passed, [production, candidate] results,
+    the candidate's drop, table)."""
     from worker.tools import validate
     from worker.tools.progress import Progress
 
@@ -106,10 +107,9 @@ def gate(production: str, candidate: str, args: argparse.Namespace, precision: s
     progress = Progress(2 * len(images), "gate")
     results = [validate.evaluate_model(m, images, labels, data.names, precision=precision, progress=progress)
                for m in (production, candidate)]
-    limits = {"mAP50": args.max_drop_map50, "mAP50-95": args.max_drop_map}
     drop = results[1].drop(results[0])
-    passed = all(drop[k] <= limits[k] + 1e-9 for k in validate.GATE_METRICS)
-    return passed, results, validate._table(results)
+    passed = validate.within_gate(drop, validate.gate_limits(args.max_drop_map50, args.max_drop_map))
+    return passed, results, drop, validate._table(results)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,12 +165,11 @@ def run(args: argparse.Namespace) -> int:
     # 2. the gate: no loss against production, and no IR that loses against its own .pt
     print(f"promote: gate: {card.get('version')} vs production {production} on {args.data} ({args.split})",
           file=log, flush=True)
-    passed, results, table = gate(str(production_path), str(folder), args, config.precision)
+    passed, results, drop, table = gate(str(production_path), str(folder), args, config.precision)
     print(table, file=log)
     served = card.get("irs", {}).get(card.get("serve"), {})
     reasons = []
     if not passed:
-        drop = results[1].drop(results[0])
         reasons.append(f"drops mAP50 {drop['mAP50'] * 100:.2f} / mAP50-95 {drop['mAP50-95'] * 100:.2f} points vs "
                        f"production (limits {args.max_drop_map50 * 100:g} / {args.max_drop_map * 100:g})")
     if served.get("within_gate") is False:

@@ -31,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.tools.validate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50
+
 SAMPLES = "models/demo/samples"
 # Differences below this are the measurement's noise, not a loss: "lossless" means a drop within it.
 LOSSLESS_TOLERANCE = 0.005
 # With labels: validate's gate (mAP50 0.3 points, mAP50-95 0.5 points), what `export` and `validate` call lossless.
-GATE_MAP50, GATE_MAP = 0.003, 0.005
+GATE_MAP50, GATE_MAP = DEFAULT_MAX_DROP_MAP50, DEFAULT_MAX_DROP_MAP
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of a CPU that computes in bf16 natively
 NEAREST = 3  # how many near misses a report names when nothing meets the budget
 QUEUE_ROUNDS = 3  # picks re-measured through the real queue before the in-process figures are trusted

@@ -48,6 +48,16 @@ DEFAULT_MAX_DROP_MAP50 = 0.003  # 0.3 points
 DEFAULT_MAX_DROP_MAP = 0.005  # 0.5 points
 
 
+def gate_limits(max_drop_map50: float, max_drop_map: float) -> dict[str, float]:
+    """The largest drop each gate metric may show, in fractions (0.003 = 0.3 points)."""
+    return {"mAP50": max_drop_map50, "mAP50-95": max_drop_map}
+
+
+def within_gate(drop: dict[str, float], limits: dict[str, float]) -> bool:
+    """The accuracy gate (validate, export, promote, tune): no metric drops more than its limit."""
+    return all(drop[k] <= limits[k] + 1e-9 for k in GATE_METRICS)
+
+
 # --- the dataset yaml -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataSpec:
@@ -267,8 +277,8 @@ def run(args: argparse.Namespace) -> int:
             result.ultralytics = ultralytics_val(model, data.yaml, imgsz, split=args.split, precision=args.precision)
         results.append(result)
     reference = results[0]
-    limits = {"mAP50": args.max_drop_map50, "mAP50-95": args.max_drop_map}
-    failed = [r for r in results[1:] if any(r.drop(reference)[k] > limits[k] + 1e-9 for k in GATE_METRICS)]
+    limits = gate_limits(args.max_drop_map50, args.max_drop_map)
+    failed = [r for r in results[1:] if not within_gate(r.drop(reference), limits)]
     gated_by = ("ultralytics val of each model (the .pt's own way)" if checkpoints
                 else "the served path (first model is the reference)")
 
