@@ -125,12 +125,11 @@ class WorkerMetrics:
         for stage in STAGES:
             self.stage_duration.labels(stage)
         self.jobs.labels("ok", "none")
-        for camera in self.cameras:
-            for name in self.classes:
-                self.detections.labels(camera, name)
         for queue in self.queues:
             self.queue_depth.labels(queue)
         for camera in self.cameras:
+            for name in self.classes:
+                self.detections.labels(camera, name)
             for outcome in SHADOW_OUTCOMES:
                 self.shadow_agreement.labels(camera, outcome)
             for reason in SHADOW_SKIP_REASONS:
@@ -162,12 +161,12 @@ class WorkerMetrics:
         self.refused_publishes.labels(reason).inc()
 
     def count_detections(self, camera_label: str, class_names: list[str]) -> None:
-        camera = camera_label if camera_label in self.cameras else OTHER
+        camera = self._camera(camera_label)
         for name, n in Tally(c if c in self.classes else OTHER for c in class_names).items():
             self.detections.labels(camera, name).inc(n)
 
     def count_zones(self, camera_label: str, zone_names: list[str]) -> None:
-        camera = camera_label if camera_label in self.cameras else OTHER
+        camera = self._camera(camera_label)
         for zone in zone_names:
             if zone not in self._zones and len(self._zones) < MAX_ZONE_LABELS:
                 self._zones.add(zone)
@@ -177,7 +176,7 @@ class WorkerMetrics:
                        seconds: float) -> None:
         if outcome not in SHADOW_OUTCOMES:
             raise ValueError(f"unknown shadow outcome {outcome!r}; expected one of {SHADOW_OUTCOMES}")
-        camera = camera_label if camera_label in self.cameras else OTHER
+        camera = self._camera(camera_label)
         self.shadow_agreement.labels(camera, outcome).inc()
         for iou in ious:
             self.shadow_iou.labels(camera).observe(iou)
@@ -188,14 +187,18 @@ class WorkerMetrics:
     def count_shadow_skipped(self, camera_label: str, reason: str) -> None:
         if reason not in SHADOW_SKIP_REASONS:
             raise ValueError(f"unknown shadow skip reason {reason!r}; expected one of {SHADOW_SKIP_REASONS}")
-        self.shadow_skipped.labels(camera_label if camera_label in self.cameras else OTHER, reason).inc()
+        self.shadow_skipped.labels(self._camera(camera_label), reason).inc()
 
     def count_shadow_error(self, camera_label: str) -> None:
-        self.shadow_errors.labels(camera_label if camera_label in self.cameras else OTHER).inc()
+        self.shadow_errors.labels(self._camera(camera_label)).inc()
 
     def set_shadow_model(self, *, model: str, version: str) -> None:
         self.shadow_model.clear()
         self.shadow_model.labels(model, version).set(1)
+
+    def _camera(self, camera_label: str) -> str:
+        """A configured camera's label, else "other": label sets stay bounded by zones.yaml."""
+        return camera_label if camera_label in self.cameras else OTHER
 
     def _error_kind(self, kind: str) -> str:
         label = error_kind_label(kind)
