@@ -112,6 +112,17 @@ def redis_conn():
     conn.flushdb()
 
 
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
+    """Poll predicate() until it returns something truthy (returned); fail the test after timeout s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

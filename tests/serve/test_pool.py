@@ -13,7 +13,7 @@ import pytest
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 
-from conftest import FP32_MODEL, ROOT, TEST_REDIS_URL, sample
+from conftest import FP32_MODEL, ROOT, TEST_REDIS_URL, sample, wait_until
 from worker.jobqueue.connections import SERIALIZER
 from worker.jobqueue.producer import enqueue_snapshot
 
@@ -50,16 +50,6 @@ def _statuses(jobs) -> dict:
     return out
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
 def _started(conn) -> int:
     return StartedJobRegistry(QUEUE, connection=conn, serializer=SERIALIZER).count
 
@@ -68,7 +58,7 @@ def test_sigterm_finishes_the_batch_in_hand_then_exits_zero(redis_conn):
     proc = _start()
     try:
         jobs = _enqueue(redis_conn, 200)
-        _wait(lambda: _started(redis_conn) > 0, 60, "the worker to be mid-batch")
+        wait_until(lambda: _started(redis_conn) > 0, 60, "the worker to be mid-batch")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(JOB_TIMEOUT) == 0
     finally:
@@ -88,23 +78,23 @@ def _kill_mid_batch(conn, proc_pid: int) -> int:
             os.kill(proc_pid, signal.SIGKILL)
         return count
 
-    return _wait(held, 60, "the worker to hold a batch")
+    return wait_until(held, 60, "the worker to hold a batch")
 
 
 def test_pool_recovers_a_killed_workers_jobs_and_restarts_it(redis_conn):
     pool = _start("--workers", "2")
     jobs = _enqueue(redis_conn, 120)
     try:
-        children = _wait(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), 30, "two worker processes")
+        children = wait_until(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), 30, "two worker processes")
         held = _kill_mid_batch(redis_conn, children[0])
         killed_at = time.monotonic()
         assert held >= 1
         # the pool sees the death at once: the dead worker's jobs leave STARTED long before its TTL
         # (released before the job timeout, after which RQ's own fallback would release them)
-        _wait(lambda: not _held_by_dead(redis_conn, children[0]), JOB_TIMEOUT, "recovery before the job timeout")
+        wait_until(lambda: not _held_by_dead(redis_conn, children[0]), JOB_TIMEOUT, "recovery before the job timeout")
         recovery = time.monotonic() - killed_at
-        _wait(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
-              120, "all jobs to end")
+        wait_until(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
+                   120, "all jobs to end")
         assert len(_children(pool.pid)) == 2 and children[0] not in _children(pool.pid)
     finally:
         os.killpg(pool.pid, signal.SIGTERM)
@@ -122,8 +112,8 @@ def test_a_restarted_worker_recovers_jobs_of_a_dead_one_on_this_host(redis_conn)
     assert held >= 1 and _started(redis_conn) >= 1
     second = _start()
     try:
-        _wait(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
-              120, "all jobs to end")
+        wait_until(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
+                   120, "all jobs to end")
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)
@@ -169,11 +159,11 @@ def test_workers_of_a_pool_killed_by_sigkill_stop_instead_of_running_on_as_orpha
     pool = _start("--workers", "2")
     children: list[int] = []
     try:
-        children = _wait(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), 60, "two worker processes")
+        children = wait_until(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), 60, "two worker processes")
         pool.kill()  # no chance to stop its workers itself
         pool.wait()
         # SIGTERM from the kernel: each finishes its batch in hand (bounded by the job timeout) and exits
-        _wait(lambda: not any(_alive(pid) for pid in children), JOB_TIMEOUT + 10, "the orphaned workers to exit")
+        wait_until(lambda: not any(_alive(pid) for pid in children), JOB_TIMEOUT + 10, "the orphaned workers to exit")
     finally:
         for pid in [*children, pool.pid]:
             try:

@@ -11,11 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import DEMO, ROOT, TEST_REDIS_URL, sample
+from conftest import DEMO, ROOT, TEST_REDIS_URL, sample, wait_until
 from worker.jobqueue.producer import enqueue_snapshot
 from worker.serve.model_state import read_desired
 
@@ -35,16 +34,6 @@ def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @pytest.fixture
 def worker(redis_conn, host_pace):
     """One real worker process serving PRODUCTION on QUEUE -> a function serving one job -> its result."""
@@ -56,12 +45,12 @@ def worker(redis_conn, host_pace):
 
     def serve_one() -> dict:
         job = enqueue_snapshot(redis_conn, sample("night_640x360_deer.jpg"), "cam1", queue=QUEUE)
-        _wait(lambda: any(json.loads(f[b"result"])["job_id"] == job.id for _, f in redis_conn.xrange(STREAM)),
-              timeout, "the job's result")
+        wait_until(lambda: any(json.loads(f[b"result"])["job_id"] == job.id for _, f in redis_conn.xrange(STREAM)),
+                   timeout, "the job's result")
         return next(r for r in (json.loads(f[b"result"]) for _, f in redis_conn.xrange(STREAM)) if r["job_id"] == job.id)
 
     try:
-        _wait(lambda: live_workers(redis_conn, QUEUE), timeout, "the worker")
+        wait_until(lambda: live_workers(redis_conn, QUEUE), timeout, "the worker")
         yield serve_one
     finally:
         proc.send_signal(signal.SIGTERM)
