@@ -55,6 +55,12 @@ def _cpuinfo(path: Path = _CPUINFO) -> list[dict[str, str]]:
     return cpus
 
 
+def cpu_flags(path: Path = _CPUINFO) -> set[str]:
+    """The first logical CPU's /proc/cpuinfo flags (an OSError where there is no such file)."""
+    cpus = _cpuinfo(path)
+    return set(cpus[0].get("flags", "").split()) if cpus else set()
+
+
 def check_cpu(path: Path = _CPUINFO) -> Finding:
     try:
         cpus = _cpuinfo(path)

@@ -132,11 +132,12 @@ def candidates(models: list[dict], cores: int, *, precisions=("f32",), batches=(
 def bf16_native(flags: set[str] | None = None) -> bool:
     """Does this CPU (or one with these /proc/cpuinfo `flags`) compute in bf16 natively?"""
     if flags is None:
+        from worker.tools.doctor import cpu_flags
+
         try:
-            text = Path("/proc/cpuinfo").read_text()
+            flags = cpu_flags()
         except OSError:
             return False
-        flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
     return any(flag in flags for flag in BF16_FLAGS)
 
 
