@@ -144,7 +144,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
                 ready.set()
                 if metrics:
                     metrics.set_ready(True)
-                if config.shadow_model and not shadow_loader.is_alive() and not shadow_loader.ident:
+                if config.shadow_model and shadow_loader.ident is None:  # started once, at the first ready
                     shadow_loader.start()
                 backoff, unreachable_since = 0.5, None
                 rq_worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
