@@ -59,6 +59,10 @@ FAILURES = [
     ("save-dir-not-writable", ["detect", SAMPLE, "--save-dir", "/proc/deer-worker-test/annotated"], {}, 2,
      "permission_denied"),
     ("log-level-after-command", ["detect", SAMPLE, "--log-level", "LOUD"], {}, 2, "usage"),
+    # commands that reach Redis part-way, with no check of their own: the front door turns it into one line
+    ("reload-redis-down", ["reload", "--model", "x", "--redis", DEAD_REDIS], {}, 2, "redis_unavailable"),
+    ("promote-redis-down", ["promote", str(DEMO / "deer-yolo26n.pt"), "--data", str(DEMO / "heldout.yaml"),
+                            "--redis", DEAD_REDIS], {}, 2, "redis_unavailable"),
     ("run-burst-redis-down", ["run", "--burst", "--redis", DEAD_REDIS, "--model", str(FP32_MODEL)], NO_METRICS, 2,
      "redis_unavailable"),
 ]

@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from worker.errors import DeerWorkerError
+from worker.errors import DeerWorkerError, RedisUnavailableError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ERROR_EXIT = 2  # an expected failure or a refused invocation (argparse's code); 1 = some results failed
@@ -164,7 +164,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     import redis
 
     from worker.config import redact_url
-    from worker.errors import RedisUnavailableError
     from worker.jobqueue.connections import connect, ping
     from worker.jobqueue.producer import enqueue_snapshot
     from worker.tools.options import expand_images
@@ -387,6 +386,13 @@ def _fail(exc: BaseException, kind: str, verbose: bool) -> int:
     return ERROR_EXIT
 
 
+def _redis_unreachable(exc: BaseException) -> bool:
+    """A redis-py connection or timeout error (a command whose Redis went away or never answered); read from
+    sys.modules: a command that never imported redis cannot have raised one."""
+    redis = sys.modules.get("redis")
+    return redis is not None and isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.log_level = args.log_level or ("DEBUG" if args.verbose else "INFO")
@@ -399,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except DeerWorkerError as exc:
         return _fail(exc, exc.kind, args.verbose)
+    except Exception as exc:
+        if not _redis_unreachable(exc):
+            raise
+        error = RedisUnavailableError(f"Redis does not answer ({exc}): start Redis or fix --redis / redis_url")
+        error.__cause__ = exc  # -v shows where it happened
+        return _fail(error, error.kind, args.verbose)
     except KeyboardInterrupt:
         return 130
 
