@@ -15,8 +15,7 @@ import urllib.request
 import pytest
 from rq.job import JobStatus
 
-from conftest import FP32_MODEL, INT8_MODEL, ROOT, TEST_REDIS_URL, free_port, sample
-from test_pool import _wait  # the same wait-with-deadline as the pool's worker-process tests
+from conftest import FP32_MODEL, INT8_MODEL, ROOT, TEST_REDIS_URL, free_port, sample, wait_until
 from worker.jobqueue.producer import enqueue_snapshot
 from worker.serve.model_state import read_desired
 from worker.tools.lifecycle import live_workers
@@ -86,8 +85,8 @@ def _results(conn) -> list[dict]:
 
 def _finish(conn, jobs, timeout: float) -> list[dict]:
     """Every job finished; -> the result messages, one per job."""
-    _wait(lambda: all(conn.hget(j.key, "status") in (JobStatus.FINISHED.encode(), JobStatus.FAILED.encode())
-                      for j in jobs), timeout, "every job to end")
+    wait_until(lambda: all(conn.hget(j.key, "status") in (JobStatus.FINISHED.encode(), JobStatus.FAILED.encode())
+                           for j in jobs), timeout, "every job to end")
     results = _results(conn)
     assert sorted(r["job_id"] for r in results) == sorted(j.id for j in jobs)
     return results
@@ -124,30 +123,30 @@ def test_reload_under_load_switches_each_worker_once_and_never_back_also_after_a
     try:
         for index in (0, 1):
             workers.start(index)
-        _wait(lambda: _live(redis_conn, 2), load_timeout, "two live workers")
+        wait_until(lambda: _live(redis_conn, 2), load_timeout, "two live workers")
         with JobStream(redis_conn, period) as stream:
             stream.name_model = FP32_NAME  # jobs naming the old model, before and during the switch
-            _wait(lambda: len(_results(redis_conn)) >= 10, load_timeout, "results on the old model")
+            wait_until(lambda: len(_results(redis_conn)) >= 10, load_timeout, "results on the old model")
             answer = _reload("reload", "--model", str(INT8_MODEL), timeout=load_timeout)
             assert answer.returncode == 0, answer.stderr
             report = json.loads(answer.stdout)
             assert len(report["workers"]) == 2 and all(a["status"] == "switched" for a in report["workers"].values())
             switched_at = len(stream.jobs)
-            _wait(lambda: len(_results(redis_conn)) >= switched_at + 10, load_timeout, "results after the switch")
+            wait_until(lambda: len(_results(redis_conn)) >= switched_at + 10, load_timeout, "results after the switch")
             # A worker started after the switch knows only the new model's name: jobs naming the old one are
             # all served before the restart.
             stream.name_model = None
             naming_old = list(stream.jobs)
-            _wait(lambda: all(redis_conn.hget(j.key, "status") == JobStatus.FINISHED.encode() for j in naming_old),
-                  load_timeout, "the jobs naming the old model")
+            wait_until(lambda: all(redis_conn.hget(j.key, "status") == JobStatus.FINISHED.encode() for j in naming_old),
+                       load_timeout, "the jobs naming the old model")
             killed = workers.procs[1]
             os.killpg(killed.pid, signal.SIGKILL)
             killed.wait()
             workers.start(1)  # as systemd or the pool would: it must come back on the new model
-            _wait(lambda: _live(redis_conn, 2), load_timeout, "the restarted worker")
+            wait_until(lambda: _live(redis_conn, 2), load_timeout, "the restarted worker")
             restarted = f".{workers.procs[1].pid}"
-            _wait(lambda: sum(r["worker"].endswith(restarted) for r in _results(redis_conn)) >= 5, load_timeout,
-                  "results of the restarted worker")
+            wait_until(lambda: sum(r["worker"].endswith(restarted) for r in _results(redis_conn)) >= 5, load_timeout,
+                       "results of the restarted worker")
         results = _finish(redis_conn, stream.jobs, load_timeout)
         assert {r["status"] for r in results} == {"ok"}, [r.get("error") for r in results if r["status"] != "ok"]
         by_worker = _models_by_worker(results)
@@ -179,12 +178,12 @@ def test_a_broken_model_is_not_switched_to_and_reload_fails_loudly(redis_conn, h
     try:
         for index in (0, 1):
             workers.start(index)
-        _wait(lambda: _live(redis_conn, 2), load_timeout, "two live workers")
+        wait_until(lambda: _live(redis_conn, 2), load_timeout, "two live workers")
         with JobStream(redis_conn, period) as stream:
-            _wait(lambda: len(_results(redis_conn)) >= 10, load_timeout, "results")
+            wait_until(lambda: len(_results(redis_conn)) >= 10, load_timeout, "results")
             answer = _reload("reload", "--model", str(broken), timeout=load_timeout)
             answered_at = len(stream.jobs)
-            _wait(lambda: len(_results(redis_conn)) >= answered_at + 5, load_timeout, "results after the reload")
+            wait_until(lambda: len(_results(redis_conn)) >= answered_at + 5, load_timeout, "results after the reload")
         assert answer.returncode == 4, answer.stderr
         report = json.loads(answer.stdout)
         assert [a["status"] for a in report["workers"].values()] == ["failed", "failed"]
