@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Gateway latency and batching: `deer-worker gateway` against the plain queue, in one run.
 
-A private redis-server on a free loopback port, one worker (`deer-worker run`, demo INT8 unless
+A private redis-server on a free loopback port, one worker (`deer-worker run`, demo FP32 unless
 --model), one gateway. Latency with one request in flight, interleaved so both paths see the same
 host: a POST /detect (httpx, the coordinator's call) and a plain enqueue_snapshot -> result read off
 the results stream. Reported: each p50/p95 and the gateway's overhead, /detect p50 minus queue p50
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="measured requests per path (after 20 warm-up)")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the 4-client run")
-    parser.add_argument("--model", help="IR directory for the worker (default: the demo INT8)")
+    parser.add_argument("--model", help="IR directory for the worker (default: the demo FP32, harness.default_model)")
     parser.add_argument("--snapshot", type=Path, default=SAMPLE,
                         help="JPEG every request sends (default: the user's size, 640x360; the multipart upload "
                              "of a 1920x1080 one costs the gateway more)")
