@@ -47,6 +47,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "reliability"), str(ROOT)]
 import harness  # noqa: E402
 import netlab  # noqa: E402
 from partition import messages, wait_worker, worker_name_prefix  # noqa: E402
+from worker.tools.doctor import host_line  # noqa: E402
 
 WORKER = HERE / "host_worker.py"
 PRODUCER = HERE / "producer_driver.py"
@@ -267,6 +268,7 @@ def main() -> int:
                         help="--fault cut: s the cable stays out after the replica's promotion")
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
+    host = host_line()  # as the run starts: load and ISA decide the figures
     netlab.exit_on_sigterm()
     rounds = []
     with tempfile.TemporaryDirectory(prefix="deer-failover-") as tmp, netlab.Lab(Path(tmp), subnet=21) as lab:
@@ -298,7 +300,7 @@ def main() -> int:
                         "unconfirmed_then_retried": sum(r[mode]["unconfirmed"] for r in rounds),
                         "errors_not_acknowledged": sum(r[mode]["errors"] for r in rounds)}
     report["detail"] = rounds
-    text = json.dumps(report, indent=2)
+    text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

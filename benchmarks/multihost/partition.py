@@ -39,6 +39,7 @@ from host_worker import BATCH_ENDED  # noqa: E402
 import netlab  # noqa: E402
 from worker.jobqueue.connections import SERIALIZER  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
+from worker.tools.doctor import host_line  # noqa: E402
 
 DRIVER = HERE / "host_worker.py"
 QUEUE = "deer-multihost"
@@ -195,6 +196,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=4, help="jobs A holds when cut off (one of them stale)")
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args()
+    host = host_line()  # as the run starts: load and ISA decide the figures
     netlab.exit_on_sigterm()
     settings = Settings()
     rounds = []
@@ -213,7 +215,7 @@ def main() -> int:
         "late_messages_from_cut_host": sum(len(r["late_from_a"]) for r in rounds),
         "detail": rounds,
     }
-    text = json.dumps(report, indent=2)
+    text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

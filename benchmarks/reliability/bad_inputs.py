@@ -39,6 +39,7 @@ from harness import (ROOT, SAMPLES, RedisServer, account, free_port, log, result
 
 from worker.jobqueue.connections import SERIALIZER
 from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, JOB_FUNCTION
+from worker.tools.doctor import host_line  # noqa: E402
 
 QUEUE = "bad-inputs"
 OK, FAILED = "ok", "failed"
@@ -225,7 +226,10 @@ class Inputs:
         good = self.payload(self.jpeg)
         missing = self.rng.choice(["v", "camera_id", "snapshot"])
         variants = [
-            {**good, "v": self.rng.choice([0, 2, 99, "1", None, 1.5, True, [1]])},
+            {**good, "v": self.rng.choice([0, 3, 99, "1", None, 1.5, True, [1]])},  # 2 is valid (contract v2)
+            {**good, "v": 2, **self.rng.choice([{"conf": 5}, {"conf": 0}, {"classes": "deer"}, {"classes": [1]},
+                                                 {"max_age": -1}, {"camera": 5}, {"camera": {"roi": 5}}])},
+            {**good, "conf": 0.5},  # a v2 setting in a v1 payload
             {k: v for k, v in good.items() if k != missing},
             {**good, "extra": 1},
             {**good, "camera_id": self.rng.choice([5, None, "", "../../etc", "a" * 65, "cam 1", "cam/1", ["x"]])},
@@ -410,9 +414,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", help="write the report here too")
     args = p.parse_args()
+    host = host_line()  # as the run starts: load and ISA decide the figures
     with tempfile.TemporaryDirectory(prefix="deer-bad-inputs-") as tmp:
         report = run_bad_inputs(args.n, workdir=Path(tmp), seed=args.seed)
-    text = json.dumps(report, indent=2)
+    text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")

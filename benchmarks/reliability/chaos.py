@@ -28,6 +28,7 @@ from pathlib import Path
 
 from harness import (QUEUE, Pool, Producer, RedisServer, account, log, registered_workers, seeded, wait_all_ended,
                      wait_for, worker_env)
+from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 
 def _released(conn, job_id: str, dead_name: str) -> bool:
@@ -191,11 +192,12 @@ def main() -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--json", help="write the report here too")
     args = p.parse_args()
+    host = host_line()  # as the run starts: load and ISA decide the figures
     with tempfile.TemporaryDirectory(prefix="deer-chaos-") as tmp:
         report = run_chaos(args.kills, workdir=Path(tmp), workers=args.workers, rate=args.rate,
                            job_timeout=args.job_timeout, max_age=args.max_age, min_uptime=args.min_uptime,
                            batch=args.batch, seed=args.seed)
-    text = json.dumps(report, indent=2)
+    text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness import (STREAM, Pool, Producer, RedisServer, account, log, registered_workers, wait_all_ended, wait_for,
                      worker_env)
+from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 
 def _first_finished_after(conn, since: float, last_id: bytes | None, workers: set[str]) -> dict[str, float]:
@@ -111,10 +112,11 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=20.0)
     p.add_argument("--json")
     args = p.parse_args()
+    host = host_line()  # as the run starts: load and ISA decide the figures
     with tempfile.TemporaryDirectory(prefix="deer-redis-restart-") as tmp:
         report = run_restarts(args.restarts, workdir=Path(tmp), how=args.how, appendfsync=args.appendfsync,
                               down=args.down, interval=args.interval, rate=args.rate)
-    text = json.dumps(report, indent=2)
+    text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -27,6 +27,7 @@ import redis
 from harness import (QUEUE, STREAM, Pool, Producer, RedisServer, account, fd_count, log, percentile,
                      registered_workers, result_messages, rss_bytes, sample_images, wait_all_ended, wait_for,
                      worker_env)
+from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 IMAGES = ("day_1920x1080_deer.jpg", "night_1920x1080_deer.jpg", "day_640x360_empty.jpg", "night_640x360_deer.jpg",
           "day_1920x1080_empty.jpg")
@@ -192,10 +193,11 @@ def main() -> int:
     p.add_argument("--warmup-jobs", type=int, default=0, help="RSS baseline also not before this many jobs done")
     p.add_argument("--json")
     args = p.parse_args()
+    host = host_line()  # as the run starts: load and ISA decide the figures
     with tempfile.TemporaryDirectory(prefix="deer-soak-") as tmp:
         report = run_soak(args.minutes * 60, workdir=Path(tmp), load=args.load, warmup=args.warmup,
                           window=args.window, median_of=args.median_of, warmup_jobs=args.warmup_jobs)
-    text = json.dumps(report, indent=2)
+    text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
