@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 import rect_speed  # noqa: E402
-from shadow_bench import fingerprint, free_port  # noqa: E402
+from shadow_bench import free_port  # noqa: E402
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -94,7 +95,7 @@ def main() -> int:
     args = parser.parse_args()
     built = rect_speed.models(["yolo26s"])["yolo26s"]
     model, shadow = built["int8"], built["fp32"]
-    host = fingerprint()
+    host = host_line(speed_index())
     rounds = []
     for i in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="deer-cold-") as cache:

@@ -39,6 +39,7 @@ import openvino as ov  # noqa: E402
 from worker.inference.build import tune_process  # noqa: E402
 from worker.inference.detector import Detector  # noqa: E402
 from worker.inference.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 from worker.tools.reference import others_compile_pinned  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-models"
@@ -159,6 +160,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.ultralytics_server:
         return ultralytics_server(args.ultralytics_server)
+    host = host_line(speed_index())
+    print(host, flush=True)
     tune_process()  # as the worker's entry point does; the ultralytics child stays untuned
     pairs = []
     for name in args.models.split(","):
@@ -187,7 +190,7 @@ def main() -> int:
         memory = round(rss_after_100(s_int8), 1)
         print(f"RSS of a process holding YOLO26s INT8 compiled, after 100 detections: {memory} MB (goal <= 300)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "yolo26s_int8_rss_mb": memory,
+        Path(args.json).write_text(json.dumps({"host": host, "rows": rows, "yolo26s_int8_rss_mb": memory,
                                                "snapshot": str(SNAPSHOT.relative_to(ROOT))}, indent=2))
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import yaml  # noqa: E402
 
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 from worker.tools.reference import checkpoint_imgsz, ultralytics_val  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,14 +38,6 @@ def describe_ir(ir: Path) -> dict:
     return {"head": "end2end" if meta.get("end2end") else "raw + NMS",
             "weights": "int8" if meta.get("precision") == "int8" else "fp32",
             "shape": "rect (dynamic)" if dynamic else "square (static)"}
-
-
-def host_fingerprint() -> str:
-    tool = ROOT.parent / "shared" / "tools" / "host-fingerprint"
-    try:
-        return subprocess.run([str(tool)], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         row["d_mAP50-95_points"] = round((row["mAP50-95"] - reference["mAP50-95"]) * 100, 2)
         row["command"] = (f"YOLO({row['model']!r}{'' if row is reference else ', task=detect'}).val(data={args.data!r}, "
                           f"imgsz={imgsz}, batch=1, conf=0.001, iou=0.7) at f32")
-    report = {"pt": str(pt), "data": args.data, "split": args.split, "imgsz": imgsz, "host": host_fingerprint(),
+    report = {"pt": str(pt), "data": args.data, "split": args.split, "imgsz": imgsz, "host": host_line(speed_index()),
               "scored_by": "ultralytics val defaults, OpenVINO f32 pinned", "wall_s": round(time.time() - started, 1),
               "rows": rows}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"`{pt}` on `{args.data}` ({args.split}), imgsz {imgsz}; host: {report['host']}\n")
+    print(f"`{pt}` on `{args.data}` ({args.split}), imgsz {imgsz}; {report['host']}\n")
     print("| model | head | weights | input | mAP50 | mAP50-95 | Δ mAP50 (pts) | Δ mAP50-95 (pts) |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:

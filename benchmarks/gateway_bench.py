@@ -37,6 +37,7 @@ import redis  # noqa: E402
 
 import harness  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 
 DEMO_ZONES = ROOT / "models" / "demo" / "zones.yaml"  # the demo model's threshold (0.25)
 SAMPLES = ROOT / "models" / "demo" / "samples"
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                              "of a 1920x1080 one costs the gateway more)")
     parser.add_argument("--json", dest="json_file", help="also write the report to this file")
     args = parser.parse_args(argv)
-    report = run(args.n, args.seconds, args.model, args.snapshot)
+    host = host_line(speed_index())  # as the run starts
+    report = {"host": host, **run(args.n, args.seconds, args.model, args.snapshot)}
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_file:

@@ -29,6 +29,7 @@ import mqtt_harness as mh  # noqa: E402
 from harness import Pool, RedisServer, free_port, percentile, sample_images, wait_for, worker_env  # noqa: E402
 
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 
 QUEUE = "deer-mqtt-bench"
 
@@ -51,6 +52,7 @@ def main() -> int:
     parser.add_argument("--image", default="day_640x360_deer.jpg", help="sample in models/demo/samples")
     parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args()
+    host = host_line(speed_index())  # as the run starts
 
     tmp = Path(tempfile.mkdtemp(prefix="deer-mqtt-bench-"))
     redis_server = RedisServer(tmp / "redis").start()
@@ -106,7 +108,7 @@ def main() -> int:
                 (mqtt_ms if first is via_mqtt else queue_ms).append(a)
                 (queue_ms if first is via_mqtt else mqtt_ms).append(b)
         pairs = [m - q for m, q in zip(mqtt_ms, queue_ms)]
-        report = {"rounds": args.rounds, "image": args.image, "model": args.model or "demo FP32 (harness default)", "precision": "f32",
+        report = {"host": host, "rounds": args.rounds, "image": args.image, "model": args.model or "demo FP32 (harness default)", "precision": "f32",
                   "mqtt_ms": summary(mqtt_ms), "queue_ms": summary(queue_ms),
                   "mqtt_minus_queue_p50_ms": round(percentile(mqtt_ms, 50) - percentile(queue_ms, 50), 3),
                   "paired_difference_ms": summary(pairs), "goal_p50_ms": 3.0}

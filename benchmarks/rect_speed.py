@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 from worker.inference.build import tune_process  # noqa: E402
 from worker.inference.detector import Detector  # noqa: E402
 from worker.inference.runtime import CompileOptions, load_spec  # noqa: E402
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-models"
 DEMO = ROOT / "models" / "demo"
@@ -165,13 +166,6 @@ def ready(model_dir: Path, cache_dir: str) -> dict:
             "compiled_models": int(runners), "max_batch": int(max_batch)}
 
 
-def host_fingerprint() -> str:
-    tool = ROOT.parent / "shared" / "tools" / "host-fingerprint"
-    if not tool.exists():
-        return ""
-    return subprocess.run([str(tool)], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="demo,yolo26s", help="comma-separated: demo, yolo26s")
@@ -180,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     tune_process()
-    report: dict = {"host": host_fingerprint(), "precision": "f32 pinned", "rows": []}
+    report: dict = {"host": host_line(speed_index()), "precision": "f32 pinned", "rows": []}
     built = models([m.strip() for m in args.models.split(",") if m.strip()])
     for name, weights in built.items():
         for kind, model_dir in weights.items():

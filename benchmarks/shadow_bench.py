@@ -35,17 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from worker.constants import SHADOW_DISAGREEMENTS_STREAM  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 
 DEMO = ROOT / "models" / "demo"
 QUEUE, STREAM = "bench-shadow", "bench-shadow:results"
-
-
-def fingerprint() -> str:
-    tool = ROOT.parent / "shared" / "tools" / "host-fingerprint"
-    try:
-        return subprocess.run([str(tool)], capture_output=True, text=True, timeout=60).stdout.strip()
-    except OSError:
-        return "host-fingerprint unavailable"
 
 
 def free_port() -> int:
@@ -170,7 +163,7 @@ def main() -> int:
     args = parser.parse_args()
     conn = redis.Redis.from_url(args.redis)
     images = [p.read_bytes() for p in sorted((DEMO / "samples").glob("*.jpg"))]
-    host = fingerprint()
+    host = host_line(speed_index())
     cap = capacity(conn, args, images)
     rate = args.load * cap
     trials = []

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from worker.inference.build import tune_process  # noqa: E402
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 from worker.tools.options import expand_images  # noqa: E402
 from worker.tools.tune import SAMPLES, Candidate, measure_through_queue  # noqa: E402
 
@@ -37,6 +37,7 @@ def main() -> int:
     ap.add_argument("--out", help="also write the JSON report here")
     args = ap.parse_args()
     tune_process()
+    host = host_line(speed_index())  # as the run starts
     report = json.loads(Path(args.report).read_text())
     pick = report.get("pick")
     if not pick:
@@ -52,8 +53,6 @@ def main() -> int:
         print(f"round {i + 1}: p95 {p95:.1f} ms (budget {budget:g}, stated {stated:.1f}), {rate:.1f} images/s",
               file=sys.stderr)
     worst = max(r["p95_ms"] for r in rounds)
-    host = subprocess.run([str(ROOT.parent / "shared/tools/host-fingerprint")], capture_output=True, text=True,
-                          cwd=ROOT).stdout.strip() if (ROOT.parent / "shared/tools/host-fingerprint").exists() else ""
     result = {"host": host, "tune_host": report.get("host"), "pick": candidate.label, "budget_ms": budget,
               "stated_p95_ms": stated, "stated_margin_ms": round(budget - stated, 2), "rounds": rounds,
               "worst_p95_ms": worst, "worst_margin_ms": round(budget - worst, 2), "meets_budget": worst <= budget}

@@ -114,6 +114,7 @@ def test_bench_demo_model_json(tmp_path, capsys):
     floor = report["decode_floor"]  # beside the service time: decoding alone is below it
     assert floor["images"] == report["snapshots"] and 0 < floor["p50_ms"] < service["p50_ms"]
     printed = capsys.readouterr().out
+    assert report["host"].startswith("host: ") and printed.splitlines()[0] == report["host"]  # which CPU, ISA, load
     assert "p50 ms" in printed and "batch 4 vs 1" in printed and "RSS" in printed and "decode floor" in printed
 
 

@@ -65,6 +65,7 @@ def test_fp32_vs_int8_on_the_samples_writes_json_and_a_side_by_side_gallery(tmp_
                                "--save-dir", str(gallery), "--out", str(tmp_path / "report.json"))
     assert code == 0
     assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert report["host"].startswith("host: ")  # which CPU, ISA and load the service times come from
     summary, images = report["summary"], report["images"]
     assert summary["images"] == len(images) == len(list(SAMPLES.iterdir()))
     assert sum(summary["deer_detected"].values()) == summary["images"]

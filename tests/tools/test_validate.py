@@ -111,6 +111,7 @@ def test_gate_on_map50_and_map50_95_drop(tmp_path, monkeypatch, capsys, second, 
     assert report["models"][1]["drop"]["mAP50-95"] == pytest.approx(0.80 - second[1])
     printed = capsys.readouterr().out
     assert ("FAIL" if exit_code else "PASS") in printed and "mAP50-95" in printed
+    assert report["host"].startswith("host: ") and printed.splitlines()[0] == report["host"]
 
 
 def test_gate_limits_are_options(tmp_path, monkeypatch):

@@ -334,9 +334,11 @@ def run(args: argparse.Namespace) -> int:
     import openvino as ov
 
     from worker.errors import UsageError
+    from worker.tools.doctor import host_line
     from worker.tools.options import images_of, require_report_folder, write_report
     from worker.tools.progress import note
 
+    host = host_line()  # as the run starts: CPU, ISA and load decide every figure below
     if any(b < 1 for b in args.batch):
         raise UsageError("bench: --batch sizes must be >= 1")
     require_report_folder(args.out)
@@ -355,6 +357,7 @@ def run(args: argparse.Namespace) -> int:
     floor = measure_decode_floor(snapshots) if snapshots else None
 
     human = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
+    print(host, file=human)
     print(table(results), file=human)
     print("latency: one request, latency hint (as served); tput: throughput hint, "
           f"{results[0].throughput['requests']} async requests; svc: Detector.detect incl. decode/pre/postprocess",
@@ -377,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"plot written to {args.plot}", file=human)
         else:
             print("matplotlib is not installed: --plot skipped (pip install matplotlib)", file=human)
-    report = {"openvino": ov.get_version(), "seconds": args.seconds, "snapshots": len(snapshots),
+    report = {"host": host, "openvino": ov.get_version(), "seconds": args.seconds, "snapshots": len(snapshots),
               "results": [r.as_dict() for r in results], "speedups": speedups(results),
               "batch_gains": batch_gains(results), "memory_mb": memory, "decode_floor": floor}
     text = json.dumps(report, indent=2) + "\n"

@@ -261,8 +261,11 @@ def run(args: argparse.Namespace) -> int:
     """0 = compared; 1 = some images could not be read. Config errors raise (exit 2)."""
     from worker.config import default_config_path, load_config
     from worker.errors import UsageError
+    from worker.tools.doctor import host_line
     from worker.tools.options import expand_images, images_of, make_dir, require_report_folder, write_report
     from worker.tools.progress import Progress
+
+    host = host_line()  # as the run starts (the service times depend on it)
 
     if len(args.model) != 2:
         raise UsageError(f"compare takes exactly two --model (A and B), got {len(args.model)}")
@@ -290,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     rows, models = compare_models(config, args.model[0], args.model[1], images, camera=args.camera,
                                   zones=args.zones, progress=Progress(len(images), "compare"))
-    report = {"models": models, "camera": args.camera, "match_iou": MATCH_IOU,
+    report = {"host": host, "models": models, "camera": args.camera, "match_iou": MATCH_IOU,
               "summary": summarize([r.agreement for r in rows if r.agreement is not None]),
               "images": [{"image": r.image, "error": r.error} if r.error else
                          {"image": r.image, **asdict(r.agreement), "agrees": r.agreement.agrees,
@@ -303,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         written = write_gallery(save_dir, rows, models)
         report["gallery"] = {"index": str(save_dir / "index.html"), "disagreements": len(written),
                              "images": [str(p) for p in written]}
-    print(_table(report), file=sys.stderr if args.json else sys.stdout)
+    print(host, _table(report), sep="\n", file=sys.stderr if args.json else sys.stdout)
     text = json.dumps(report, indent=2)
     if args.json:
         print(text)

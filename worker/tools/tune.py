@@ -709,11 +709,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import subprocess
-
     from worker.config import PROJECT_ROOT, resolve_path
     from worker.errors import UsageError
     from worker.tools.bench import _default_models
+    from worker.tools.doctor import host_line, speed_index
     from worker.tools.options import expand_images, images_of, require_report_folder, write_report
     from worker.tools.progress import note
 
@@ -725,9 +724,7 @@ def run(args: argparse.Namespace) -> int:
         require_report_folder(path)
     images = expand_images(images_of(args) or [resolve_path(SAMPLES)])
     snapshots = [p.read_bytes() for p in images]
-    fingerprint = PROJECT_ROOT.parent / "shared/tools/host-fingerprint"  # the host as the run starts
-    host = subprocess.run([str(fingerprint)], capture_output=True, text=True).stdout.strip() \
-        if fingerprint.exists() else ""
+    host = host_line(speed_index())  # the host as the run starts
     scores = None
     if args.weights:
         exporting = time.monotonic()

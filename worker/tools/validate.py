@@ -248,9 +248,11 @@ def _checkpoint_result(pt: Path, data: Path, split: str, imgsz: int) -> ModelRes
 def run(args: argparse.Namespace) -> int:
     """0 = every model within the gate of the reference; 1 = a model dropped more. Config errors raise."""
     from worker.errors import UsageError
+    from worker.tools.doctor import host_line
     from worker.tools.options import require_report_folder, write_report
     from worker.tools.reference import checkpoint_imgsz, ultralytics_val
 
+    host = host_line()  # as the run starts (ms_per_image depends on it)
     require_report_folder(args.out)
     checkpoints = [m for m in args.model if Path(m).suffix == ".pt"]
     if len(checkpoints) > 1:
@@ -283,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
                 else "the served path (first model is the reference)")
 
     out = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
+    print(host, file=out)
     print(f"data {data.yaml} split {args.split}: {len(images)} images, {sum(len(x) for x in labels)} boxes, "
           f"classes {', '.join(data.names)}; conf {args.conf} iou {args.iou} max_det {args.max_det}, "
           f"reduced decode {'on' if args.reduced_decode else 'off'}", file=out)
@@ -297,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
               f"{verdict}" + (f" ({', '.join(r.name for r in failed)})" if failed else ""), file=out)
     if args.json or args.out:
         report = {
-            "data": str(data.yaml), "split": args.split, "images": len(images),
+            "host": host, "data": str(data.yaml), "split": args.split, "images": len(images),
             "settings": {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "precision": args.precision,
                          "reduced_decode": args.reduced_decode, "clahe": args.clahe},
             "gate": {"metrics": list(GATE_METRICS), "max_drop": limits, "reference": reference.model,
