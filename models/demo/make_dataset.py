@@ -228,7 +228,7 @@ def make_background(rng, W, H, day):
 # ----------------------------------------------------------------------------------------------------------------
 # deer
 # ----------------------------------------------------------------------------------------------------------------
-def draw_deer(H, W, rng, cx, ground, body_len, facing, grazing, day):
+def draw_deer(H, W, rng, cx, ground, body_len, facing, grazing, day, variety="v2"):
     """Render one deer on a transparent layer. Returns (layer BGR uint8, alpha float32 0..1)."""
     layer = np.zeros((H, W, 3), np.uint8)
     mask = np.zeros((H, W), np.uint8)
@@ -237,7 +237,7 @@ def draw_deer(H, W, rng, cx, ground, body_len, facing, grazing, day):
     if day:
         base = _c(rng, rng.choice([(40, 80, 130), (60, 105, 150), (50, 90, 120), (75, 120, 165)]), 15)
     else:
-        g = int(rng.integers(170, 245))
+        g = int(rng.integers(170, 245) if variety == "v2" else rng.integers(105, 245))  # v3: some dim IR deer
         base = (g, g, g)
     dark = tuple(int(v * 0.7) for v in base)
     light = tuple(int(min(255, v * 1.25 + 20)) for v in base)
@@ -297,7 +297,8 @@ def draw_deer(H, W, rng, cx, ground, body_len, facing, grazing, day):
         sn = (head[0] + f * s * 0.14, head[1] + s * 0.04)
     part(lambda im, c: cv2.line(im, _pt(*head), _pt(*sn), c if im.ndim == 3 else 255, max(2, int(hr * 1.1)), cv2.LINE_AA), base)
     cv2.circle(layer, _pt(*sn), max(1, int(hr * 0.35)), (25, 25, 25) if day else (120, 120, 120), -1)
-    cv2.circle(layer, _pt(head[0] + f * hr * 0.3, head[1] - hr * 0.2), max(1, int(hr * 0.2)), (15, 15, 15) if day else (255, 255, 255), -1)
+    eye_r = hr * (0.2 if day or variety == "v2" else rng.uniform(0.2, 0.45))  # v3: IR eye shine, often large
+    cv2.circle(layer, _pt(head[0] + f * hr * 0.3, head[1] - hr * 0.2), max(1, int(eye_r)), (15, 15, 15) if day else (255, 255, 255), -1)
     # ears
     for dx in (-0.4, 0.3):
         ebase = (head[0] + f * hr * dx, head[1] - hr * 0.6)
@@ -357,30 +358,65 @@ def timestamp(img, rng, day):
     cv2.putText(img, txt, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), th, cv2.LINE_AA)
 
 
-def make_scene(rng, W, H, day=None, n_deer=None, neg_frac=0.2):
-    """Return (BGR uint8 image, list of (x1, y1, x2, y2) boxes in pixels)."""
+def haze(img, rng, horizon):
+    """Fog / haze: blend toward a flat grey, strongest at the horizon (far away), thinning toward the camera."""
+    H = img.shape[0]
+    y = np.arange(H, dtype=np.float32)
+    depth = np.clip(1.0 - (y - horizon) / max(1.0, H - horizon), 0, 1)
+    depth[:horizon] = 1.0
+    a = (rng.uniform(0.15, 0.55) * (0.35 + 0.65 * depth))[:, None, None]
+    tint = np.array(_c(rng, (200, 200, 200), 25), np.float32)[None, None]
+    return (img.astype(np.float32) * (1 - a) + tint * a).astype(np.uint8)
+
+
+def precipitation(img, rng):
+    """Rain streaks or snow dots over the whole frame (in front of everything)."""
+    H, W = img.shape[:2]
+    layer = img.copy()
+    rain = rng.random() < 0.6
+    for _ in range(int(W * H / rng.uniform(800, 3000))):
+        x, y = rng.uniform(0, W), rng.uniform(0, H)
+        v = int(rng.integers(170, 256))
+        if rain:
+            ln = H * rng.uniform(0.01, 0.04)
+            cv2.line(layer, _pt(x, y), _pt(x + ln * 0.15, y + ln), (v, v, v), 1, cv2.LINE_AA)
+        else:
+            cv2.circle(layer, _pt(x, y), max(1, int(rng.uniform(0.5, 2.5) * W / 640)), (v, v, v), -1, cv2.LINE_AA)
+    return cv2.addWeighted(img, 0.45, layer, 0.55, 0)
+
+
+def make_scene(rng, W, H, day=None, n_deer=None, neg_frac=0.2, variety="v2"):
+    """Return (BGR uint8 image, list of (x1, y1, x2, y2) boxes in pixels).
+
+    variety "v2" is the generator v2 was trained on (and the held-out split made with; its random draws must
+    not change). "v3" adds, with extra draws only on its own path: more night, smaller and larger deer,
+    dim IR deer with eye shine, more distractors and occluders, dusk light, haze, rain/snow, defocus, IR
+    foreground glare."""
+    v3 = variety == "v3"
     if day is None:
-        day = rng.random() < 0.6
+        day = rng.random() < (0.45 if v3 else 0.6)
     img, horizon = make_background(rng, W, H, day)
     if n_deer is None:
         n_deer = 0 if rng.random() < neg_frac else int(rng.choice([1, 1, 1, 2, 2, 3, 4]))
-    for _ in range(int(rng.integers(0, 3)) + (3 if n_deer == 0 else 0)):
+    for _ in range(int(rng.integers(0, 5 if v3 else 3)) + (3 if n_deer == 0 else 0)):
         draw_distractor(img, rng, W, H, horizon, day)
 
     boxes = []
     deer_specs = []
     for _ in range(n_deer):
-        frac = math.exp(rng.uniform(math.log(0.04), math.log(0.45)))  # total width as fraction of frame width
+        lo, hi = (0.025, 0.55) if v3 else (0.04, 0.45)
+        frac = math.exp(rng.uniform(math.log(lo), math.log(hi)))  # total width as fraction of frame width
         body_len = frac * W / 1.45
         # ground line: farther (smaller) deer sit higher up the lawn
-        depth = np.clip((frac - 0.04) / 0.41 + rng.normal(0, 0.12), 0, 1)
+        depth = np.clip((frac - lo) / (hi - lo) + rng.normal(0, 0.12), 0, 1)
         ground = horizon + (H - horizon) * (0.12 + 0.85 * depth)
         ground = min(ground, H * rng.uniform(0.9, 1.08))
         deer_specs.append((ground, body_len))
     deer_specs.sort()  # far ones first
     for ground, body_len in deer_specs:
         cx = rng.uniform(-0.05, 1.05) * W
-        layer, a = draw_deer(H, W, rng, cx, ground, body_len, rng.choice(["left", "right"]), rng.random() < 0.35, day)
+        layer, a = draw_deer(H, W, rng, cx, ground, body_len, rng.choice(["left", "right"]), rng.random() < 0.35, day,
+                             variety)
         ys, xs = np.nonzero(a > 0.3)
         if len(xs) < 30:
             continue
@@ -400,21 +436,33 @@ def make_scene(rng, W, H, day=None, n_deer=None, neg_frac=0.2):
         boxes.append((float(x1), float(y1), float(x2), float(y2)))
         # occluders in front of this deer
         r = rng.random()
-        if r < 0.2:
+        bush_p, fence_p = (0.3, 0.45) if v3 else (0.2, 0.3)
+        if r < bush_p:
             draw_bush(img, rng, rng.uniform(x1, x2), y2 + (y2 - y1) * 0.05, (y2 - y1) * rng.uniform(0.25, 0.5),
                       (45, 110, 50) if day else (110, 110, 110))
-        elif r < 0.3:
+        elif r < fence_p:
             draw_fence(img, rng, W, min(H, y2 + (y2 - y1) * 0.1), (y2 - y1) * rng.uniform(0.8, 1.3), day,
                        posts_only=rng.random() < 0.5, x_range=(max(0, int(x1 - 40)), min(W, int(x2 + 40))))
     # near-camera foreground sometimes
     if rng.random() < 0.15:
         draw_bush(img, rng, rng.choice([0, W]), H, H * rng.uniform(0.15, 0.3), (35, 90, 40) if day else (90, 90, 90))
 
+    if v3 and rng.random() < 0.2:
+        img = haze(img, rng, horizon)
+    if v3 and rng.random() < 0.12:
+        img = precipitation(img, rng)
     if day:
-        img = np.clip(img.astype(np.float32) * rng.uniform(0.7, 1.2) + rng.normal(0, rng.uniform(2, 6), img.shape),
+        gain = rng.uniform(0.45, 1.25) if v3 else rng.uniform(0.7, 1.2)  # v3: dusk too
+        img = np.clip(img.astype(np.float32) * gain + rng.normal(0, rng.uniform(2, 6), img.shape),
                       0, 255).astype(np.uint8)
     else:
         img = finish_night(img, rng)
+        if v3 and rng.random() < 0.3:  # IR glare: the ground near the camera washed out
+            ramp = np.linspace(0, 1, H, dtype=np.float32)[:, None, None] ** rng.uniform(2, 5)
+            img = np.clip(img.astype(np.float32) + ramp * rng.uniform(40, 110), 0, 255).astype(np.uint8)
+    if v3 and rng.random() < 0.15:  # out of focus
+        sigma = rng.uniform(0.8, 2.2) * W / 640
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
     if rng.random() < 0.6:
         timestamp(img, rng, day)
     if rng.random() < 0.5:  # JPEG artefacts from a low-quality re-encode
@@ -447,27 +495,27 @@ def sizes_from_range(lo, hi):
     return [c for c in cands if lo <= c[0] <= hi] or [(640, 360)]
 
 
-def pick_size(rng, sizes):
+def pick_size(rng, sizes, variety="v2"):
     w169 = [s for s in sizes if abs(s[0] / s[1] - 16 / 9) < 0.05]
     other = [s for s in sizes if s not in w169]
     if w169 and (not other or rng.random() < 0.8):
         pool = w169
     else:
         pool = other
-    # smaller sizes more often (keeps files small)
-    p = np.array([1.0 / (s[0] * s[1]) ** 0.5 for s in pool])
+    # v2: smaller sizes more often (keeps files small); v3: every size as often (more 1080p)
+    p = np.array([1.0 if variety == "v3" else 1.0 / (s[0] * s[1]) ** 0.5 for s in pool])
     return pool[int(rng.choice(len(pool), p=p / p.sum()))]
 
 
-def write_split(out, split, n, seed, split_id, sizes, neg_frac, quality):
+def write_split(out, split, n, seed, split_id, sizes, neg_frac, quality, variety="v2"):
     img_dir, lab_dir = Path(out) / "images" / split, Path(out) / "labels" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.mkdir(parents=True, exist_ok=True)
     n_boxes = n_neg = 0
     for i in range(n):
         rng = np.random.default_rng([seed, split_id, i])
-        W, H = pick_size(rng, sizes)
-        img, boxes = make_scene(rng, W, H, neg_frac=neg_frac)
+        W, H = pick_size(rng, sizes, variety)
+        img, boxes = make_scene(rng, W, H, neg_frac=neg_frac, variety=variety)
         lines = yolo_lines(boxes, W, H)
         name = f"{split}_{seed}_{i:05d}"
         cv2.imwrite(str(img_dir / f"{name}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -519,6 +567,8 @@ def main(argv=None):
     ap.add_argument("--sizes", default=None, help="explicit sizes, e.g. 640x360,1280x720 (overrides --imgsz-range)")
     ap.add_argument("--neg-frac", type=float, default=0.2, help="fraction of images with no deer")
     ap.add_argument("--quality", type=int, default=85, help="JPEG quality of written files")
+    ap.add_argument("--variety", choices=["v2", "v3"], default="v2",
+                    help="scene variety: v2 (the v2 model's data and the held-out split), v3 (more, see make_scene)")
     ap.add_argument("--samples", default=None, help="write demo snapshots to this dir instead of a dataset")
     ap.add_argument("--sample-sizes", default="1920x1080,640x360")
     a = ap.parse_args(argv)
@@ -531,9 +581,9 @@ def main(argv=None):
     sizes = parse_sizes(a.sizes) if a.sizes else sizes_from_range(*(int(v) for v in a.imgsz_range.split(",")))
     val_seed = a.seed + 1000 if a.val_seed is None else a.val_seed
     if a.n_train:
-        write_split(a.out, "train", a.n_train, a.seed, 0, sizes, a.neg_frac, a.quality)
+        write_split(a.out, "train", a.n_train, a.seed, 0, sizes, a.neg_frac, a.quality, a.variety)
     if a.n_val:
-        write_split(a.out, "val", a.n_val, val_seed, 1, sizes, a.neg_frac, a.quality)
+        write_split(a.out, "val", a.n_val, val_seed, 1, sizes, a.neg_frac, a.quality, a.variety)
     root = Path(a.out).resolve()
     (root / "data.yaml").write_text(
         f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: deer\n"
