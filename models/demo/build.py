@@ -121,7 +121,7 @@ def ensure_heldout(a, rep):
         tmp = Path(a.work) / "heldout_tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         make_dataset.main(["--out", str(tmp), "--n-train", "0", "--n-val", "300", "--val-seed",
-                           str(HELDOUT_SEED), "--sizes", "640x360,640x480", "--quality", "85"])
+                           str(HELDOUT_SEED), "--sizes", "640x360,640x480", "--quality", "85", "--variety", "v2"])
         for kind in ("images", "labels"):
             for i, f in enumerate(sorted((tmp / kind / "val").iterdir())):
                 dst = (HELDOUT if i < 50 else HELDOUT_EXTRA) / kind
@@ -176,6 +176,57 @@ def stage_finetune(a, rep):
     fix_names(PT)
     rep["finetune"] = {"epochs": a.finetune_epochs, "lr0": 0.005, "from": "phase-1 best.pt",
                        "wall_s": round(time.time() - t0, 1), "best_pt_bytes": PT.stat().st_size}
+
+
+# ------------------------------------------------------------------------------------------------------------------ v3
+V2_SHA256 = "a26f8eb4832f45460f130ffeffaaef73b595d1da10ea92b5c00037b16c450202"  # the shipped v2 deer-yolo26n.pt
+V3_SIZES = "640x360,960x540,1280x720,1920x1080,640x480"
+
+
+def stage_data_v3(a, rep):
+    """v3's own train and val sets: the v3 generator (more night, 1080p, scales, occlusion, haze, rain/snow,
+    distractors), seeds of their own; the held-out seed is refused so the test never leaks into training."""
+    if HELDOUT_SEED in (a.v3_seed, a.v3_seed + 1000):
+        raise SystemExit(f"--v3-seed {a.v3_seed}: its train or val seed would be the held-out seed {HELDOUT_SEED}")
+    t0 = time.time()
+    data = Path(a.work) / "data_v3"
+    shutil.rmtree(data, ignore_errors=True)
+    make_dataset.main(["--out", str(data), "--n-train", str(a.v3_n_train), "--n-val", str(a.v3_n_val), "--seed",
+                       str(a.v3_seed), "--val-seed", str(a.v3_seed + 1000), "--sizes", V3_SIZES, "--quality", "85",
+                       "--variety", "v3"])
+    rep["data_v3"] = {"train": a.v3_n_train, "val": a.v3_n_val, "seed_train": a.v3_seed, "seed_val": a.v3_seed + 1000,
+                      "sizes": V3_SIZES, "variety": "v3", "wall_s": round(time.time() - t0, 1)}
+
+
+def v2_checkpoint(a):
+    """v3 starts from v2: phase 2's best.pt when this --work ran the v2 chain, else --from (checked by hash)."""
+    chain = Path(a.work) / "runs" / "finetune" / "weights" / "best.pt"
+    src = Path(a.v2_from) if a.v2_from else chain if chain.exists() else PT
+    if src != chain and hashlib.sha256(src.read_bytes()).hexdigest() != V2_SHA256:
+        raise SystemExit(f"{src} is not the v2 checkpoint; pass --from a copy of it "
+                         f"(git show 66b979c:models/demo/{PT.name} > /tmp/deer-v2.pt)")
+    return src
+
+
+def stage_finetune_v3(a, rep):
+    """v3 = v2 + this stage: fine-tune v2 on the v3 data, AdamW at an explicit lr (optimizer=auto would ignore
+    lr0) with a cosine schedule and the last epochs without mosaic. No single_cls (it renames the class)."""
+    from ultralytics import YOLO
+
+    t0, cpu0 = time.time(), time.process_time()
+    src = v2_checkpoint(a)
+    model = YOLO(str(src))
+    model.train(data=str(Path(a.work) / "data_v3" / "data.yaml"), epochs=a.v3_epochs, imgsz=320, batch=16,
+                device="cpu", workers=a.workers, seed=a.seed, deterministic=True, optimizer="AdamW", lr0=a.v3_lr0,
+                lrf=0.05, cos_lr=True, warmup_epochs=1, close_mosaic=5, project=str(Path(a.work) / "runs"),
+                name="finetune_v3", exist_ok=True, plots=False, amp=False, patience=0, cache="ram")
+    out = Path(a.out_pt) if a.out_pt else PT
+    shutil.copy(Path(a.work) / "runs" / "finetune_v3" / "weights" / "best.pt", out)
+    fix_names(out)
+    rep["finetune_v3"] = {"from": str(src), "epochs": a.v3_epochs, "optimizer": "AdamW", "lr0": a.v3_lr0, "lrf": 0.05,
+                          "cos_lr": True, "close_mosaic": 5, "imgsz": 320, "batch": 16, "seed": a.seed,
+                          "wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
+                          "out": str(out)}
 
 
 # -------------------------------------------------------------------------------------------------------------- export
@@ -326,7 +377,9 @@ def versions():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/deer-demo-data", help="scratch dir (dataset, runs, exports); not the repo")
-    ap.add_argument("--stage", default="all", choices=["all", "data", "train", "finetune", "export", "int8", "eval"])
+    ap.add_argument("--stage", default="all", choices=["all", "v2", "v3", "data", "train", "finetune", "data_v3",
+                                                       "finetune_v3", "export", "int8", "eval"],
+                    help="all = v2's chain then v3's; v2 = data..finetune; v3 = data_v3 + finetune_v3 (from v2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-seed", type=int, default=7)
     ap.add_argument("--n-train", type=int, default=320)
@@ -335,11 +388,21 @@ def main():
     ap.add_argument("--epochs", type=int, default=32)
     ap.add_argument("--finetune-epochs", type=int, default=36)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--v3-seed", type=int, default=30, help="v3 train seed (val: +1000); never 2000 (held-out)")
+    ap.add_argument("--v3-n-train", type=int, default=1000)
+    ap.add_argument("--v3-n-val", type=int, default=150)
+    ap.add_argument("--v3-epochs", type=int, default=20)
+    ap.add_argument("--v3-lr0", type=float, default=0.001)
+    ap.add_argument("--from", dest="v2_from", help="v2 checkpoint for v3 (default: this --work's v2 chain, "
+                                                    "else the shipped .pt if it is v2)")
+    ap.add_argument("--out-pt", help="where finetune_v3 writes its best.pt (default models/demo/deer-yolo26n.pt)")
     a = ap.parse_args()
     os.chdir(HERE.parent.parent)  # repo root, so heldout.yaml's relative path resolves
     rep = load_report()
     rep.setdefault("commands", []).append("YOLO_OFFLINE=1 .venv/bin/python models/demo/build.py " + " ".join(sys.argv[1:]))
-    stages = ["data", "train", "finetune", "export", "int8", "eval"] if a.stage == "all" else [a.stage]
+    chains = {"v2": ["data", "train", "finetune"], "v3": ["data_v3", "finetune_v3"]}
+    chains["all"] = chains["v2"] + chains["v3"] + ["export", "int8", "eval"]
+    stages = chains.get(a.stage, [a.stage])
     for s in stages:
         log(f"stage {s}")
         globals()[f"stage_{s}"](a, rep)
