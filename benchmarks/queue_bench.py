@@ -15,6 +15,16 @@ figures of one run with each other.
 
     .venv/bin/python benchmarks/queue_bench.py [--model DIR] [--jobs 200] [--json FILE]
 
+The transport floor also times a PING to Redis back to back and after the client idled for the service
+time (`transport_floor.ping_ms`): what each hop to a process that slept through an inference costs.
+
+--snapshot-kinds key,b64 measures instead how the snapshot travels: under a Redis key (the producer's
+default) or inline as base64 in the job (RQ re-serializes and compresses a job's data each time it
+saves the job); per kind one job in flight (e2e and service p50) and a one-worker batch-4 backlog
+(jobs/s), the kinds alternated --rounds times in one run.
+
+    .venv/bin/python benchmarks/queue_bench.py --snapshot-kinds key,b64 [--rounds 2] [--json FILE]
+
 --consumer-loop (issue 14: overlap, priority, publish-once) measures instead, in one interleaved run:
   limits, as formulas: T = benchmark_app -hint throughput FPS (f32) on the worker's compiled graph;
   the decode-counting limit L = min(T, cores / decode-seconds-per-snapshot) on the same JPEG;
@@ -52,9 +62,12 @@ from worker.jobqueue.connections import SERIALIZER, connect  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
 from worker.tools.embedded import embedded_redis  # noqa: E402
 from worker.inference.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
+from worker.tools.doctor import host_line, speed_index  # noqa: E402
 
 SNAPSHOT = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
 QUEUE = "bench-snapshots"
+# How a job carries its snapshot: enqueue_snapshot's options for each kind (--snapshot-kinds).
+SNAPSHOT_KINDS = {"key": {}, "b64": {"inline": True}}
 
 
 def start_pool(url: str, model: str, workers: int, batch: str, root: Path = ROOT) -> subprocess.Popen:
@@ -94,7 +107,8 @@ def _result_of(pubsub, job_id: str) -> dict:
             return message
 
 
-def one_in_flight(url: str, model: str, n: int, root: Path = ROOT, snapshot: Path = SNAPSHOT) -> dict:
+def one_in_flight(url: str, model: str, n: int, root: Path = ROOT, snapshot: Path = SNAPSHOT,
+                  kind: str = "key") -> dict:
     proc = start_pool(url, model, 1, "1", root)
     conn, pubsub = _subscribed(url, "deer:results")
     data = snapshot.read_bytes()
@@ -102,7 +116,7 @@ def one_in_flight(url: str, model: str, n: int, root: Path = ROOT, snapshot: Pat
     try:
         for i in range(n + 5):
             start_wall, start = time.time(), time.perf_counter()
-            job = enqueue_snapshot(conn, data, "bench", queue=QUEUE)  # as producers do: bytes under a key
+            job = enqueue_snapshot(conn, data, "bench", queue=QUEUE, **SNAPSHOT_KINDS[kind])  # default: under a key
             enqueued = time.perf_counter()
             message = _result_of(pubsub, job.id)
             elapsed, received_wall = time.perf_counter() - start, time.time()
@@ -167,8 +181,52 @@ def transport_floor(url: str, n: int, service_ms: float) -> dict:
     return {"floor_gap_p50_ms": statistics.median(gaps), "jobs": n}
 
 
+def ping_times(url: str, n: int, idle_ms: float) -> dict:
+    """PING round trip p50, back to back and after the client idled `idle_ms` (as a worker idles through
+    an inference): the wake-ups that make the transport floor more than its bytes."""
+    conn = connect(url)
+    conn.ping()
+    back_to_back, after_idle = [], []
+    for _ in range(n):
+        start = time.perf_counter()
+        conn.ping()
+        back_to_back.append((time.perf_counter() - start) * 1e3)
+    for _ in range(n):
+        time.sleep(idle_ms / 1e3)
+        start = time.perf_counter()
+        conn.ping()
+        after_idle.append((time.perf_counter() - start) * 1e3)
+    return {"back_to_back_p50": statistics.median(back_to_back), "after_idle_p50": statistics.median(after_idle),
+            "idle_ms": idle_ms, "pings": n}
+
+
+def snapshot_kinds(url: str, args) -> dict:
+    """One job in flight and a one-worker batch-4 backlog per kind, the kinds alternated each round."""
+    kinds = [k.strip() for k in args.snapshot_kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - set(SNAPSHOT_KINDS):
+        raise SystemExit(f"--snapshot-kinds: expected some of {', '.join(SNAPSHOT_KINDS)}, got {args.snapshot_kinds!r}")
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for _ in range(args.rounds):
+        for kind in kinds:
+            lat = one_in_flight(url, args.model, args.latency_jobs, kind=kind)
+            r = backlog(url, args.model, 1, "4", args.jobs, kind=kind)
+            runs[kind].append({"e2e_p50_ms": lat["e2e_p50_ms"], "service_p50_ms": lat["service_p50_ms"],
+                               "jobs_per_s": r["jobs_per_s"], "mean_batch": r["mean_batch"], "ok": r["ok"]})
+            print(f"{kind}: one in flight e2e p50 {lat['e2e_p50_ms']:.2f} ms, service p50 {lat['service_p50_ms']:.2f} ms; "
+                  f"backlog (1 worker, batch 4) {r['jobs_per_s']:.1f} jobs/s ({r['ok']} ok)", flush=True)
+    median = {kind: {key: statistics.median(r[key] for r in rows) for key in ("e2e_p50_ms", "service_p50_ms", "jobs_per_s")}
+              for kind, rows in runs.items()}
+    out = {"kinds": kinds, "rounds": args.rounds, "runs": runs, "median": median}
+    if {"key", "b64"} <= set(kinds):
+        out["b64_minus_key_e2e_ms"] = median["b64"]["e2e_p50_ms"] - median["key"]["e2e_p50_ms"]
+        out["b64_vs_key_jobs_per_s"] = median["b64"]["jobs_per_s"] / median["key"]["jobs_per_s"]
+        print(f"inline base64 vs a key (medians of {args.rounds} rounds): e2e {out['b64_minus_key_e2e_ms']:+.2f} ms a job, "
+              f"backlog x{out['b64_vs_key_jobs_per_s']:.2f}", flush=True)
+    return out
+
+
 def backlog(url: str, model: str, workers: int, batch: str, n: int, root: Path = ROOT,
-            snapshot: Path = SNAPSHOT) -> dict:
+            snapshot: Path = SNAPSHOT, kind: str = "key") -> dict:
     conn = connect(url)
     conn.flushdb()  # registries must count this run's jobs only
     proc = start_pool(url, model, workers, batch, root)
@@ -176,7 +234,7 @@ def backlog(url: str, model: str, workers: int, batch: str, n: int, root: Path =
     data = snapshot.read_bytes()
     try:
         # Enqueue the whole backlog before timing starts (the first result): ~1 ms per job.
-        jobs = [enqueue_snapshot(conn, data, "bench", queue=QUEUE) for _ in range(n)]
+        jobs = [enqueue_snapshot(conn, data, "bench", queue=QUEUE, **SNAPSHOT_KINDS[kind]) for _ in range(n)]
         while True:
             finished = queue.finished_job_registry.count + queue.failed_job_registry.count
             if finished >= n:
@@ -314,17 +372,21 @@ def priority_wait(url: str, model: str, snapshot: Path, samples: int, standing: 
 def consumer_loop(url: str, args) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from compare_ultralytics import build_yaml_model
+    from rect_speed import host_fingerprint
 
-    out: dict = {"precision": "f32", "before_commit": BEFORE_OVERLAP}
+    out: dict = {"host": host_fingerprint() or None, "precision": "f32", "before_commit": args.before}
     _, yolo26s_int8 = build_yaml_model("yolo26s")
-    before = checkout(BEFORE_OVERLAP, Path(args.before_dir))
+    before = checkout(args.before, Path(args.before_dir))
     runs = [("yolo26s_int8", str(yolo26s_int8), SNAPSHOT, "T_fps"), ("yolo26s_int8", str(yolo26s_int8), SNAPSHOT_360, "T_fps"),
             ("demo_int8", str(DEMO_MODEL), SNAPSHOT, "L_fps")]
     out["limits"] = {}
     for name, model, snapshot, _ in runs:
-        out["limits"][f"{name}@{snapshot.name}"] = lim = limits_for(model, snapshot, args.limit_seconds)
+        out["limits"][f"{name}@{snapshot.name}"] = lim = limits_for(url, model, snapshot, args.limit_seconds)
         print(f"limits {name} {snapshot.name}: T {lim['T_fps']:.1f} FPS, decode {lim['decode_ms']:.2f} ms x "
-              f"{lim['cores']} cores -> {lim['decode_limit_fps']:.1f}/s, L = min = {lim['L_fps']:.1f}", flush=True)
+              f"{lim['cores']} cores -> {lim['decode_limit_fps']:.1f}/s, L = min = {lim['L_fps']:.1f}; loop without "
+              f"inference {lim['noop']['noop_cpu_ms']:.2f} CPU ms a job (decode {lim['decode_ms']:.2f} + other "
+              f"{lim['per_job_ms']:.2f}) -> B = 1/(1/T + {lim['noop']['noop_cpu_ms']:.2f} ms/{lim['cores']}) = "
+              f"{lim['B_fps']:.1f}", flush=True)
     # One-in-flight service p50, before and after, alternated so drift hits both alike.
     out["one_in_flight"] = {"before": [], "after": []}
     for _ in range(args.rounds):
@@ -335,20 +397,25 @@ def consumer_loop(url: str, args) -> dict:
                   flush=True)
     # Backlogs, interleaved: the workers' count and the models alternate within each round.
     out["backlog"] = []
-    plan = [(name, model, snapshot, key, workers, ROOT) for name, model, snapshot, key in runs for workers in (1, 2)]
-    plan.append(("yolo26s_int8", str(yolo26s_int8), SNAPSHOT, "T_fps", 1, before))
+    # Each model and snapshot: the code at --before and this checkout, 1 worker then 2, one after another.
+    plan = [(name, model, snapshot, key, workers, root) for name, model, snapshot, key in runs
+            for workers, root in ((1, before), (1, ROOT), (2, ROOT))]
     for _ in range(args.rounds):
         for name, model, snapshot, key, workers, root in plan:
             lim = out["limits"][f"{name}@{snapshot.name}"]
             jobs = max(args.min_jobs, int(lim[key] * args.backlog_seconds))
             r = backlog(url, model, workers, "4", jobs, root, snapshot)
+            rate = r["jobs_per_s"]
             r.update(model=name, snapshot=snapshot.name, code="before" if root != ROOT else "after",
-                     limit=key, vs_limit=r["jobs_per_s"] / lim[key])
+                     limit=key, vs_limit=rate / lim[key], vs_T=rate / lim["T_fps"], vs_L=rate / lim["L_fps"],
+                     vs_B=rate / lim["B_fps"])
             out["backlog"].append(r)
             target = 0.9 if workers == 1 or key == "L_fps" else 0.95
-            print(f"backlog {name} {snapshot.name} workers {workers} ({r['code']}): {r['jobs_per_s']:.1f} jobs/s, "
-                  f"mean batch {r['mean_batch']:.2f} = {r['vs_limit']:.2f} x {key[0]} "
-                  f"[target >= {target}x{'' if r['code'] == 'after' else ', for comparison'}]", flush=True)
+            print(f"backlog {name} {snapshot.name} workers {workers} ({r['code']}): {rate:.1f} jobs/s, "
+                  f"mean batch {r['mean_batch']:.2f} = {r['vs_T']:.2f} x T, {r['vs_L']:.2f} x L, {r['vs_B']:.2f} x B "
+                  f"[target >= {target} x {key[0]}{'' if r['code'] == 'after' else ', for comparison'}]", flush=True)
+    if not args.priority_samples:
+        return out
     priority_model = {"demo": str(DEMO_MODEL), "yolo26s": str(yolo26s_int8)}[args.priority_model]
     out["priority"] = pr = priority_wait(url, priority_model, SNAPSHOT_360, args.priority_samples)
     pr["model"] = args.priority_model
@@ -367,11 +434,14 @@ def main() -> int:
     ap.add_argument("--redis", help="Redis URL (default: an embedded redis-server)")
     ap.add_argument("--json")
     ap.add_argument("--floor-consumer", metavar="URL", help=argparse.SUPPRESS)  # transport_floor's child
+    ap.add_argument("--noop-worker", nargs=2, metavar=("URL", "MODEL"), help=argparse.SUPPRESS)  # noop_cpu_per_job's
+    ap.add_argument("--before", default=BEFORE_OVERLAP, help="--consumer-loop: the commit the 'before' rows run")
     ap.add_argument("--consumer-loop", action="store_true", help="issue 14's figures instead (see above)")
-    ap.add_argument("--rounds", type=int, default=1, help="--consumer-loop: interleaved rounds")
+    ap.add_argument("--snapshot-kinds", metavar="KINDS", help="key,b64: how jobs carry the snapshot, instead (see above)")
+    ap.add_argument("--rounds", type=int, default=1, help="--consumer-loop, --snapshot-kinds: interleaved rounds")
     ap.add_argument("--backlog-seconds", type=float, default=10, help="--consumer-loop: backlog length at the limit")
     ap.add_argument("--limit-seconds", type=float, default=10, help="--consumer-loop: seconds per limit measurement")
-    ap.add_argument("--priority-samples", type=int, default=100)
+    ap.add_argument("--priority-samples", type=int, default=100, help="--consumer-loop: 0 leaves priority out")
     ap.add_argument("--priority-model", choices=["demo", "yolo26s"], default="yolo26s")
     ap.add_argument("--min-jobs", type=int, default=40, help="--consumer-loop: fewest jobs per backlog")
     ap.add_argument("--before-dir", default="/tmp/deer-queue-bench-before", help="where the old worker is unpacked")
@@ -379,13 +449,17 @@ def main() -> int:
     if args.floor_consumer:
         floor_consumer(args.floor_consumer)
         return 0
+    if args.noop_worker:
+        noop_worker(*args.noop_worker)
+        return 0
     if args.consumer_loop:
         with embedded_redis("redis-server") as (url, _):
             out = consumer_loop(url, args)
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2))
         return 0
-    out: dict = {"model": args.model, "snapshot": SNAPSHOT.name, "precision": "f32"}
+    out: dict = {"host": host_line(speed_index()), "model": args.model, "snapshot": SNAPSHOT.name, "precision": "f32"}
+    print(out["host"], flush=True)
     if args.redis:
         return _run(args, args.redis, out)
     with embedded_redis("redis-server") as (url, _):
@@ -393,6 +467,11 @@ def main() -> int:
 
 
 def _run(args, url: str, out: dict) -> int:
+    if args.snapshot_kinds:
+        out["snapshot_kinds"] = snapshot_kinds(url, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+        return 0
     lat = one_in_flight(url, args.model, args.latency_jobs)
     out["one_in_flight"] = lat
     print(f"one job in flight: e2e p50 {lat['e2e_p50_ms']:.2f} ms, service p50 {lat['service_p50_ms']:.2f} ms, "
@@ -403,6 +482,9 @@ def _run(args, url: str, out: dict) -> int:
     print(f"transport floor (same hops and bytes, raw redis-py, no RQ, consumer idle for the service time): "
           f"{floor['floor_gap_p50_ms']:.2f} ms; the queue adds {lat['gap_ms'] - floor['floor_gap_p50_ms']:.2f} ms "
           f"over it", flush=True)
+    floor["ping_ms"] = ping = ping_times(url, 200, lat["service_p50_ms"])
+    print(f"PING p50: {ping['back_to_back_p50']:.3f} ms back to back, {ping['after_idle_p50']:.3f} ms after "
+          f"{ping['idle_ms']:.1f} ms idle (the service time)", flush=True)
     limits = runtime_limit(args.model, 10)
     limit = limits["fps"]
     out["runtime_throughput_fps"] = limits
