@@ -21,6 +21,10 @@ back to work (fault -> its first result from the new primary), and per mode the 
 (the producer was told "enqueued", the new primary has no such job once the old one rejoined). Roles
 alternate between the two Redis boxes from round to round. The script observes every Redis over a unix
 socket, outside the lab's network, so a cut never blinds it.
+
+The report's `failed_checks` lists the failovers that broke a guarantee: a worker never back, a mode
+that acknowledged nothing, a durable job lost, a plain job lost to a killed primary (a cut-off one loses
+plain jobs: that is what the scenario shows, not a failure); exit status 1 when there is one.
 """
 
 from __future__ import annotations
@@ -256,6 +260,24 @@ def one_failover(cluster: Cluster, *, rate: float, before: float, after: float, 
     return figures
 
 
+def failed_checks(rounds: list[dict]) -> list[str]:
+    """Every failover's breaches of the guarantees the docstring names."""
+    failures = []
+    for n, r in enumerate(rounds, 1):
+        never = sorted(name for name, back in r["worker_back_s"].items() if back is None)
+        if never:
+            failures.append(f"failover {n}: no result from the new primary by {never}")
+        for mode in MODES:
+            if mode not in r:
+                continue
+            if r[mode]["acked"] == 0:
+                failures.append(f"failover {n}: the {mode} producer had nothing acknowledged")
+            if r[mode]["lost_acked"] and (mode == "durable" or r["fault"] == "kill"):
+                failures.append(f"failover {n}: {r[mode]['lost_acked']} of {r[mode]['acked']} acknowledged "
+                                f"{mode} jobs lost ({r['fault']}): {r[mode]['lost_ids']}")
+    return failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fault", choices=FAULTS, default="kill",
@@ -299,12 +321,15 @@ def main() -> int:
                         "failovers_with_a_loss": sum(r[mode]["lost_acked"] > 0 for r in rounds),
                         "unconfirmed_then_retried": sum(r[mode]["unconfirmed"] for r in rounds),
                         "errors_not_acknowledged": sum(r[mode]["errors"] for r in rounds)}
+    report["failed_checks"] = failed_checks(rounds)
     report["detail"] = rounds
     text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
-    return 0
+    for failure in report["failed_checks"]:
+        harness.log(f"FAILED: {failure}")
+    return 1 if report["failed_checks"] else 0
 
 
 if __name__ == "__main__":

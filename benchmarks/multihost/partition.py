@@ -10,7 +10,8 @@ them and B thaws. B's maintenance must fail A's jobs over (heartbeat TTL = job t
 margin) and run them, within the documented bound; jobs older than max_age by then end `expired`. Then
 A's cable goes back in: its late publish must be refused (one `ok` per job id on the results stream).
 The test observes Redis over a unix socket, outside the lab's network, so cutting A never blinds it.
-Prints (and writes with --out) a JSON report: release times (median, max), expired, duplicate oks.
+Prints (and writes with --out) a JSON report: release times (median, max), expired, duplicate oks, and
+`failed_checks`, the rounds that broke one of the guarantees above; exit status 1 when there is one.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ DRIVER = HERE / "host_worker.py"
 QUEUE = "deer-multihost"
 STREAM = "deer:results:stream"
 REDIS_PORT = 6379  # inside the lab's own Redis namespace
+OBSERVER_SLACK = 0.5  # s: the stream is polled every 0.1 s; requeue and dequeue are a few round trips
 
 
 @dataclass
@@ -190,6 +192,43 @@ def one_round(workdir: Path, settings: Settings, subnet: int = 1, jobs: int = 2)
         }
 
 
+def release_window(round_: dict, settings: Settings) -> tuple[float, float]:
+    """When a fresh job of this round may end on B, in s after the cut: not before the heartbeat TTL less
+    the part of the batch A held before the cut (B must not take a live host's jobs early), not after the
+    documented bound plus B's own batch time, twice (the batch that may be running when the job comes
+    back, and the job's own), and the observer's polling."""
+    return (settings.job_timeout + settings.heartbeat_margin - settings.hold,
+            settings.bound + 2 * round_["b_service_s"] + OBSERVER_SLACK)
+
+
+def failed_checks(rounds: list[dict], settings: Settings) -> list[str]:
+    """Every round's breaches of the guarantees: fresh jobs `ok` on B within the release window, the
+    stale one `expired` too_old, one `ok` per job id, no `ok` from the cut-off host, A's batch ended."""
+    failures = []
+    for n, r in enumerate(rounds, 1):
+        earliest, latest = release_window(r, settings)
+        for job_id in r["fresh_jobs"]:
+            outcome, released = r["outcome_by_b"].get(job_id), r["released_s"].get(job_id)
+            if outcome != "ok":
+                failures.append(f"round {n}: fresh job {job_id} ended {outcome} on the other host, not ok")
+            elif not earliest <= released <= latest:
+                failures.append(f"round {n}: fresh job {job_id} ended {released:.2f} s after the cut, outside "
+                                f"{earliest:.2f}-{latest:.2f} s")
+        stale = r["stale_job"]
+        if r["outcome_by_b"].get(stale) != "expired" or (r["expired_reason"].get(stale) or {}).get("kind") != "too_old":
+            failures.append(f"round {n}: the stale job ended {r['outcome_by_b'].get(stale)} "
+                            f"({r['expired_reason'].get(stale)}), not expired too_old")
+        twice = {job_id: k for job_id, k in r["ok_per_job"].items() if k > 1}
+        if twice:
+            failures.append(f"round {n}: more than one ok for a job id: {twice}")
+        if "ok" in r["late_from_a"]:
+            failures.append(f"round {n}: the cut-off host published an ok when it came back: {r['late_from_a']}")
+        if not r["a_settled_after_reconnect"]:
+            failures.append(f"round {n}: the cut-off host's held batch had not ended {r['a_settle_s']} s after "
+                            "it reconnected")
+    return failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10, help="cut-offs to run (a fresh lab each)")
@@ -209,17 +248,21 @@ def main() -> int:
         "what": "a worker host cut off holding started jobs; its jobs finished elsewhere",
         "settings": vars(settings) | {"bound_s": settings.bound},
         "rounds": len(rounds),
-        "released_ok_s": {"median": statistics.median(released), "max": max(released), "n": len(released)},
+        "released_ok_s": ({"median": statistics.median(released), "max": max(released), "n": len(released)}
+                          if released else {"n": 0}),
         "expired_stale_jobs": sum(r["outcome_by_b"][r["stale_job"]] == "expired" for r in rounds),
         "duplicate_ok": sum(max(0, n - 1) for r in rounds for n in r["ok_per_job"].values()),
         "late_messages_from_cut_host": sum(len(r["late_from_a"]) for r in rounds),
+        "failed_checks": failed_checks(rounds, settings),
         "detail": rounds,
     }
     text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
-    return 0
+    for failure in report["failed_checks"]:
+        harness.log(f"FAILED: {failure}")
+    return 1 if report["failed_checks"] else 0
 
 
 if __name__ == "__main__":

@@ -116,6 +116,14 @@ def test_a_sentinel_failover_under_durable_load_loses_no_acknowledged_job(tmp_pa
     # for the producer's next ticks and the batch
     (back,) = figures["worker_back_s"].values()
     assert back is not None and back <= figures["failover_s"] + 2 * REDIS_MAX_BACKOFF + 1 + 1, figures
+    # failover.py's exit status (long_runs.py's verdict): this failover passes, a lost durable job or a
+    # worker that never came back fails it
+    assert failover.failed_checks([figures]) == []
+    lost = {**figures, "durable": {**figures["durable"], "lost_acked": 1}}
+    never = {**figures, "worker_back_s": dict.fromkeys(figures["worker_back_s"])}
+    lost_failure, never_failure = failover.failed_checks([figures, lost, never])
+    assert lost_failure.startswith("failover 2: 1 of") and "durable jobs lost" in lost_failure, lost_failure
+    assert never_failure.startswith("failover 3: no result from the new primary"), never_failure
 
 
 @lab_needed
@@ -138,6 +146,11 @@ def test_a_cut_off_primary_loses_acknowledged_plain_jobs_and_no_durable_one(tmp_
     # durable: every acknowledged job survived; those the cut-off primary took were reported unconfirmed
     # (WAIT timed out) and retried with the same id, not acknowledged
     assert durable["acked"] > 0 and durable["lost_acked"] == 0 and durable["unconfirmed"] > 0, figures
+    # failover.py's verdict: plain jobs lost to a cut-off primary are what this scenario shows, not a
+    # failure; the same loss with the primary killed is one
+    assert failover.failed_checks([figures]) == []
+    (failure,) = failover.failed_checks([{**figures, "fault": "kill"}])
+    assert failure.startswith("failover 1: ") and "plain jobs lost (kill)" in failure, failure
 
 
 def _private_ca(workdir: Path) -> harness.TlsFiles:
