@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO, FP32_MODEL, ROOT, SAMPLES, TEST_REDIS_URL, free_port
+from conftest import DEMO, FP32_MODEL, RAW_MODEL, ROOT, SAMPLES, TEST_REDIS_URL, free_port
 
 SAMPLE = str(SAMPLES / "day_640x360_deer.jpg")
 DEAD_REDIS = f"redis://127.0.0.1:{free_port()}/0"  # a loopback port nothing listens on: refused at once
@@ -257,6 +257,14 @@ def test_demo_json_is_one_result_message_a_line_on_stdout():
     messages = [json.loads(line) for line in out.stdout.splitlines()]
     assert sorted(Path(m["file"]).name for m in messages) == ["day_640x360_deer.jpg", "night_640x360_empty.jpg"]
     assert all(m["status"] == "ok" for m in messages) and "all ok" in out.stderr
+
+
+def test_demo_serves_the_model_it_names():
+    """--model reaches the demo's workers (they read the config file again, which names another model)."""
+    out = _cli("demo", str(SAMPLES / "day_640x360_deer.jpg"), "--model", str(RAW_MODEL), "--embedded", "fakeredis",
+               "--json")
+    [message] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert message["model"]["name"] == RAW_MODEL.name.removesuffix("_openvino_model"), message["model"]
 
 
 def test_enqueue_puts_json_jobs_on_the_queue_and_refuses_bad_files(redis_conn, tmp_path):

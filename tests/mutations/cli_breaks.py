@@ -48,6 +48,8 @@ CLI_BREAKS = [
           FAIL + "[bench-missing-image]", "bench reads a missing image (FileNotFoundError)"),
     Break("report-folder-checked-late", "worker/tools/bench.py", "    require_report_folder(args.out)\n", "",
           FAIL + "[bench-report-folder-missing]", "bench finds the missing report folder after measuring"),
+    Break("demo-model-ignored", "worker/tools/demo.py", '"model": config.model, ', "",
+          T + "test_demo_serves_the_model_it_names", "demo --model prints one model while its workers serve the config's"),
     Break("demo-json-ignored", "worker/cli.py", "json_lines=args.json)", "json_lines=False)",
           T + "test_demo_json_is_one_result_message_a_line_on_stdout", "demo --json prints the human lines"),
     Break("workers-zero-accepted", "worker/cli.py", "    if value < 1:\n", "    if value < 0:\n",

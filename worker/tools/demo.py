@@ -85,7 +85,9 @@ def _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_
           file=human)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(config.results_channel)
-    pool = WorkerPool(config, config_path, {"redis_url": url, "metrics_port": 0, "zones": config.zones}, workers,
+    # The workers read the config file again: --model and --precision reach them only as overrides.
+    pool = WorkerPool(config, config_path, {"redis_url": url, "metrics_port": 0, "zones": config.zones,
+                                            "model": config.model, "precision": config.precision}, workers,
                       log_level=log_level)
     pool.start()
     try:
