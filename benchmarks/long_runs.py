@@ -11,10 +11,11 @@ the script's JSON report embedded. A run that crashes or hangs does not stop the
         [--kills 50] [--restarts 20] [--bad-inputs 5000] [--partition-rounds 10] [--failovers 10]
         [--out long-runs-<UTC timestamp>.json]
 
-The defaults are README's long settings (about 50 min on the 2-core dev host, not counting start-ups:
-the script prints its estimate first); --quick uses tiny ones for a smoke run (a few minutes; its soak
-is too short for its p99 check to mean anything). partition and failover build network namespaces:
-they need root and `ip`. Each run's report and log go next to the summary, in <summary stem>/.
+The defaults are README's long settings: about 55 min on the 2-core dev host with the 30-minute soak
+(the script prints its estimate first, from the times measured there on 2026-11-30). --quick uses tiny
+ones for a smoke run (~5 min; its soak is too short for its p99 check to mean anything). partition and
+failover build network namespaces: they need root and `ip`. Each run's report and log go next to the
+summary, in <summary stem>/.
 Exit status 0 when every chosen run passed its checks, 1 otherwise, 2 for a bad command line.
 """
 
@@ -64,22 +65,22 @@ RUNS = [
         lambda s: 30 + 6 * s["kills"]),  # 286-293 s for 50 kills
     Run("redis_restart_sigkill", "benchmarks/reliability/redis_restart.py",
         lambda s: ["--restarts", str(s["restarts"]), "--how", "sigkill"], "--json",
-        lambda s: 40 + 11 * s["restarts"]),  # Redis down ~1.1 s every ~11 s
+        lambda s: 12 + 12 * s["restarts"]),  # Redis down ~1.1 s every ~12 s
     Run("redis_restart_sigterm", "benchmarks/reliability/redis_restart.py",
         lambda s: ["--restarts", str(s["restarts"]), "--how", "sigterm"], "--json",
-        lambda s: 40 + 11 * s["restarts"]),
+        lambda s: 12 + 12 * s["restarts"]),
     Run("bad_inputs", "benchmarks/reliability/bad_inputs.py", lambda s: ["--n", str(s["bad_inputs"])], "--json",
-        lambda s: 20 + 0.009 * s["bad_inputs"]),  # 5000 jobs in 43.9 s
+        lambda s: 10 + 0.018 * s["bad_inputs"]),  # 5000 jobs in 43.9 s on a quiet host, twice that on a busy one
     Run("soak", "benchmarks/reliability/soak.py", _soak_args, "--json",
         lambda s: 90 + 60 * s["soak_minutes"]),  # capacity 15 s, the soak, the drain
     Run("partition", "benchmarks/multihost/partition.py", lambda s: ["--rounds", str(s["partition_rounds"])], "--out",
-        lambda s: 40 * s["partition_rounds"]),
+        lambda s: 17 * s["partition_rounds"]),  # a lab, two model loads, the cut, the bound, the settle
     Run("failover_kill", "benchmarks/multihost/failover.py",
         lambda s: ["--fault", "kill", "--failovers", str(s["failovers"]), "--workers", "2"], "--out",
-        lambda s: 40 + 25 * s["failovers"]),
+        lambda s: 10 + 11 * s["failovers"]),
     Run("failover_cut", "benchmarks/multihost/failover.py",
         lambda s: ["--fault", "cut", "--failovers", str(s["failovers"]), "--workers", "2"], "--out",
-        lambda s: 40 + 35 * s["failovers"]),
+        lambda s: 10 + 24 * s["failovers"]),  # the cut lasts until the demotion, ~10 s after it heals
 ]
 GROUPS = {"redis_restart": ["redis_restart_sigkill", "redis_restart_sigterm"],
           "failover": ["failover_kill", "failover_cut"]}
