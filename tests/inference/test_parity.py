@@ -17,7 +17,7 @@ from parity_match import assert_parity
 from worker.cameras import CameraSettings
 from worker.inference.detector import Detector
 from worker.inference.preprocess import Roi
-from worker.tools.reference import others_compile_pinned
+from worker.tools.reference import others_compile_pinned, ultralytics_predict
 
 pytestmark = pytest.mark.reference
 CONF = 0.25
@@ -33,17 +33,7 @@ def ultralytics_pinned_f32():
 
 
 def _reference(model_dir, images: list[np.ndarray]):
-    import os
-
-    os.environ["YOLO_OFFLINE"] = "1"
-    from ultralytics import YOLO
-
-    model = YOLO(str(model_dir), task="detect")
-    out = []
-    for image in images:
-        r = model.predict(image, imgsz=320, conf=CONF, iou=IOU, verbose=False)[0].boxes
-        out.append((r.xyxy.numpy(), r.conf.numpy(), r.cls.numpy().astype(int)))
-    return out
+    return ultralytics_predict(model_dir, images, 320, CONF, IOU)
 
 
 def _assert_parity(ours, theirs, min_detections=4):

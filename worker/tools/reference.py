@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import openvino as ov
 
 
@@ -69,3 +70,56 @@ def checkpoint_imgsz(pt: str | Path) -> int:
     ckpt = torch.load(str(pt), map_location="cpu", weights_only=False)
     imgsz = (ckpt.get("train_args") or {}).get("imgsz", 640)
     return int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz)
+
+
+# --- parity: is our output the reference's, box by box? ---------------------------------------------
+# A detection matches when the class is the same, IoU >= 0.99 (or every corner within the JSON's 0.1 px
+# rounding) and the confidences differ by <= 0.01. Only detections clear of the threshold by 0.01 count,
+# so a score sitting on it cannot flip the result. The parity tests require >= 99% matched, both ways.
+def _iou(a, b):
+    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
+    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
+    inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def _one_way(src, dst, conf: float) -> tuple[int, int]:
+    """(matched, counted) detections of `src` found in `dst`; each side is (xyxy, confidence, class)."""
+    (boxes, scores, classes), (dboxes, dscores, dclasses) = src, dst
+    matched = total = 0
+    for box, score, k in zip(boxes, scores, classes):
+        if score <= conf + 0.01:
+            continue
+        total += 1
+        same = dclasses == k
+        if same.any():
+            ious = _iou(box, dboxes[same])
+            best = ious.argmax()
+            close = ious[best] >= 0.99 or np.abs(dboxes[same][best] - box).max() <= 0.1
+            matched += bool(close and abs(dscores[same][best] - score) <= 0.01)
+    return matched, total
+
+
+def parity_counts(ours, theirs, conf: float) -> tuple[int, int]:
+    """(matched, counted) detections over both directions and every image; each image's side is
+    (xyxy, confidence, class) arrays."""
+    matched = total = 0
+    for o, t in zip(ours, theirs):
+        for m, n in (_one_way(t, o, conf), _one_way(o, t, conf)):
+            matched, total = matched + m, total + n
+    return matched, total
+
+
+def ultralytics_predict(model: str | Path, images: list, imgsz: int, conf: float, iou: float) -> list[tuple]:
+    """ultralytics predict of an IR on decoded BGR images -> per image (xyxy, confidence, class) arrays.
+    Pin the precision with others_compile_pinned around the call."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model), task="detect")
+    out = []
+    for image in images:
+        boxes = yolo.predict(image, imgsz=imgsz, conf=conf, iou=iou, verbose=False)[0].boxes
+        out.append((boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(int)))
+    return out
