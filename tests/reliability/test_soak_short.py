@@ -53,8 +53,9 @@ def test_short_soak_at_80_percent_of_capacity(tmp_path):
     report = soak.run_soak(60, workdir=tmp_path, warmup=25, warmup_jobs=WARMUP_JOBS, window=WINDOW, capacity_s=6,
                            sample_every=1, median_of=MEDIAN_OF, after_warmup=AFTER_WARMUP)
     print(report)
-    _check(report)
     print("service ms per window: p50", report["p50_service_ms_per_window"], "p99", report["p99_service_ms_per_window"])
+    print(f"max_rss_growth_pct {report['max_rss_growth_pct']}, max_fd_growth {report['max_fd_growth']}")  # last line
+    _check(report)
 
 
 @pytest.mark.slow
