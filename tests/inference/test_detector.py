@@ -1,10 +1,11 @@
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import DEMO_CONF, ROOT, deer_samples, empty_samples, png_header_only, sample
+from conftest import DEMO_CONF, FP32_MODEL, ROOT, deer_samples, empty_samples, png_header_only, sample
 from worker.cameras import CameraSettings
 from worker.errors import ConfigError, CorruptImageError, EmptyInputError, ImageTooLargeError, RoiError
 from worker.inference.preprocess import Roi
@@ -80,6 +81,73 @@ def test_batch_results_equal_single_results(fp32_detector, clahe):
         assert single.batch_size == 1 and len(single.detections) == len(r.detections) >= 1
         assert np.allclose(single.detections.xyxy, r.detections.xyxy, atol=1.0)
         assert np.allclose(single.detections.confidence, r.detections.confidence, atol=0.01)
+
+
+def _counting_parts(detector, monkeypatch) -> list[int]:
+    """Patches each concurrent runner to record how many parts each call ran."""
+    calls: list[int] = []
+    for runner in detector.concurrent.values():
+        real = runner.infer_parts
+        monkeypatch.setattr(runner, "infer_parts", lambda parts, real=real: calls.append(len(parts)) or real(parts))
+    return calls
+
+
+def test_a_batch_of_three_or_four_runs_as_two_concurrent_halves_with_the_one_stream_results(fp32_detector,
+                                                                                           monkeypatch):
+    # Under a backlog a drained batch runs as two half batches on two streams: the same detections as
+    # the one-stream batch-4 model, each at its own snapshot's place (the images differ in size and boxes).
+    from worker.inference.detector import Detector
+
+    assert len(os.sched_getaffinity(0)) < 2 or fp32_detector.concurrent, "two cores and batch 4: the path is on"
+    if not fp32_detector.concurrent:
+        pytest.skip("one core: nothing to split")
+    one_stream = Detector(FP32_MODEL, batch="4", concurrent=False)
+    assert one_stream.concurrent == {}
+    calls = _counting_parts(fp32_detector, monkeypatch)
+    data = [p.read_bytes() for p in deer_samples()[:4]]
+    settings = CameraSettings(confidence=DEMO_CONF)
+    for n in (4, 3):
+        items = [(d, settings) for d in data[:n]]
+        got, want = fp32_detector.detect_batch(items), one_stream.detect_batch(items)
+        assert [r.batch_size for r in got] == [n] * n
+        for g, w in zip(got, want):
+            assert (g.image_width, g.image_height) == (w.image_width, w.image_height)
+            assert len(g.detections) == len(w.detections) >= 1
+            assert np.allclose(g.detections.xyxy, w.detections.xyxy, atol=0.5)
+            assert np.allclose(g.detections.confidence, w.detections.confidence, atol=0.005)
+    assert calls == [2, 2]
+    fp32_detector.detect_batch([(data[0], settings), (data[1], settings)])  # two: the batch-4 or 1-by-1 path
+    assert calls == [2, 2]
+
+
+def test_a_failing_infer_request_fails_only_its_half_of_the_batch(fp32_detector, monkeypatch):
+    if not fp32_detector.concurrent:
+        pytest.skip("one core: nothing to split")
+
+    class FailingRequest:
+        def start_async(self, inputs, share_inputs=False):
+            pass
+
+        def wait(self):
+            raise RuntimeError("infer request failed")
+
+    runner = next(iter(fp32_detector.concurrent.values()))
+    monkeypatch.setattr(runner, "requests", [runner.requests[0], FailingRequest(), *runner.requests[2:]])
+    data = [p.read_bytes() for p in deer_samples()[:4]]
+    settings = CameraSettings(confidence=DEMO_CONF)
+    results = fp32_detector.detect_batch([(d, settings) for d in data])
+    assert [type(r).__name__ for r in results] == ["DetectionResult", "DetectionResult", "RuntimeError", "RuntimeError"]
+    assert all(len(r.detections) >= 1 for r in results[:2])
+    monkeypatch.undo()  # the request works again: the next batch is whole
+    assert all(len(r.detections) >= 1 for r in fp32_detector.detect_batch([(d, settings) for d in data]))
+
+
+def test_one_inference_thread_keeps_the_one_stream_batch(fp32_detector):
+    # A pool of one-thread workers (two on 2 cores) has nothing to split: no second compiled model.
+    from worker.inference.detector import Detector
+    from worker.inference.runtime import CompileOptions
+
+    assert Detector(FP32_MODEL, batch="4", options=CompileOptions(threads=1)).concurrent == {}
 
 
 def test_a_bad_image_in_a_batch_fails_alone(fp32_detector):

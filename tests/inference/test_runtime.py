@@ -82,3 +82,22 @@ def test_others_compile_pinned_reaches_code_that_compiles_its_own_models():
         compiled = ov.Core().compile_model(xml, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
         assert compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
     assert ov.Core.compile_model is original
+
+
+def test_concurrent_runner_runs_parts_side_by_side_in_order_and_a_bad_part_fails_alone():
+    from worker.inference.runtime import compile_concurrent
+
+    spec, model = load_spec(FP32_MODEL)
+    one_stream = compile_model(model, spec, 2, CompileOptions(precision="f32"))
+    concurrent = compile_concurrent(model, spec, 2, CompileOptions(precision="f32"), streams=2)
+    assert int(concurrent.compiled.get_property("NUM_STREAMS")) == 2
+    assert len(concurrent.requests) == 2 and concurrent.batch == 2 and concurrent.shape == (320, 320)
+    rng = np.random.default_rng(1)
+    parts = [rng.integers(0, 256, (2, 320, 320, 3), dtype=np.uint8) for _ in range(2)]
+    outputs = concurrent.infer_parts(parts)
+    for part, output in zip(parts, outputs):  # each part's own output, at its place
+        assert np.allclose(output, one_stream.infer(part), atol=1e-3)
+    assert not np.allclose(outputs[0], outputs[1], atol=1e-3)  # the parts differ, so an order swap would show
+    wrong_shape = np.zeros((2, 64, 64, 3), np.uint8)
+    failed, fine = concurrent.infer_parts([wrong_shape, parts[1]])
+    assert isinstance(failed, RuntimeError) and np.allclose(fine, outputs[1], atol=1e-3)

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import replace
 
+import pytest
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
@@ -403,3 +404,40 @@ def test_the_next_batch_is_taken_while_one_infers_and_its_heartbeat_covers_the_w
     assert all(left <= ttl + 1 for left in in_hand), (ttl, lefts)
     assert all(ttl + 30 - elapsed[0] - 1 <= left <= ttl + 30 + 1 for left in ahead), (ttl, lefts, elapsed)
     assert {m["status"] for m in _stream(redis_conn)} == {"ok"} and len(_stream(redis_conn)) == len(jobs)
+
+
+def test_a_failing_infer_request_fails_only_its_half_of_the_batch_and_rq_retries_it(redis_conn, fp32_detector,
+                                                                                    monkeypatch):
+    # A batch of 4 runs as two concurrent halves (two cores): the half whose infer request fails is a
+    # runtime failure, not bad input, so its two jobs get a non-final `failed` and their retry serves them.
+    if not fp32_detector.concurrent:
+        pytest.skip("one core: no concurrent halves")
+
+    class FailsOnce:
+        def __init__(self, real):
+            self.real, self.failed = real, False
+
+        def start_async(self, inputs, share_inputs=False):
+            self.real.start_async(inputs, share_inputs=share_inputs)
+
+        def wait(self):
+            self.real.wait()
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("infer request failed")
+
+        def get_output_tensor(self, index):
+            return self.real.get_output_tensor(index)
+
+    runner = next(iter(fp32_detector.concurrent.values()))
+    monkeypatch.setattr(runner, "requests", [runner.requests[0], FailsOnce(runner.requests[1]), *runner.requests[2:]])
+    jobs = [enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), f"cam{i}", queue=QUEUE, retries=1)
+            for i in range(4)]
+    _run(redis_conn, fp32_detector, _config(batch="4"))
+    statuses = {job.id: [m["status"] for m in _stream(redis_conn) if m["job_id"] == job.id] for job in jobs}
+    assert [statuses[job.id] for job in jobs] == [["ok"], ["ok"], ["failed", "ok"], ["failed", "ok"]]
+    failed = [m for m in _stream(redis_conn) if m["status"] == "failed"]
+    assert {m["error"]["kind"] for m in failed} == {"RuntimeError"}
+    for job in jobs:
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED

@@ -22,6 +22,7 @@ Q = "tests/jobqueue/"
 CONTRACT, ADMISSION, PRODUCER, CONSUMER = (Q + "test_contract.py::", Q + "test_admission.py::",
                                            Q + "test_producer.py::", Q + "test_consumer.py::")
 CRASH = "tests/reliability/test_crash_points.py::"
+DETECTOR = "tests/inference/test_detector.py::"
 DRAIN = ("        return self.queue_class.dequeue_any(self._ordered_queues, None, connection=self.connection,\n"
          "                                            job_class=self.job_class, serializer=self.serializer,\n"
          "                                            death_penalty_class=self.death_penalty_class)")
@@ -106,6 +107,31 @@ CONSUMER_LOOP_BREAKS = [
           "                    batch = None if ahead is None else ahead.result() and None",
           CONSUMER + "test_the_next_batch_is_taken_while_one_infers_and_its_heartbeat_covers_the_wait",
           "the batch taken ahead is registered and never run"),
+    # --- concurrent halves (a backlog's batch on two streams) -------------------------------------------
+    Break("concurrent-halves-swapped", "worker/inference/detector.py",
+          "for part, out in zip(parts, runner.infer_parts(tensors)):",
+          "for part, out in zip(parts, runner.infer_parts(tensors)[::-1]):",
+          DETECTOR + "test_a_batch_of_three_or_four_runs_as_two_concurrent_halves_with_the_one_stream_results",
+          "each half of the batch gets the other half's detections"),
+    Break("concurrent-never-used", "worker/inference/detector.py",
+          "if concurrent is not None and len(chunk) > concurrent.batch:", "if False:",
+          DETECTOR + "test_a_batch_of_three_or_four_runs_as_two_concurrent_halves_with_the_one_stream_results",
+          "the second compiled model costs memory and start time and never runs"),
+    Break("concurrent-on-one-thread", "worker/inference/detector.py",
+          "if min(self.options.threads or cores, cores) < CONCURRENT_STREAMS:", "if cores < CONCURRENT_STREAMS:",
+          DETECTOR + "test_one_inference_thread_keeps_the_one_stream_batch",
+          "a one-thread pool worker compiles two streams: oversubscribed cores, a second model for nothing"),
+    Break("concurrent-failure-fails-batch", "worker/inference/runtime.py",
+          "                outputs.append(request.get_output_tensor(0).data.copy())\n"
+          "            except RuntimeError as exc:\n                outputs.append(exc)",
+          "                outputs.append(request.get_output_tensor(0).data.copy())\n"
+          "            except RuntimeError as exc:\n                raise exc",
+          DETECTOR + "test_a_failing_infer_request_fails_only_its_half_of_the_batch",
+          "one failed infer request fails the whole batch"),
+    Break("concurrent-failure-not-retried", "worker/jobqueue/consumer.py",
+          "self.fail(item, result, retry=not isinstance(result, InputError))", "self.fail(item, result, retry=False)",
+          CONSUMER + "test_a_failing_infer_request_fails_only_its_half_of_the_batch_and_rq_retries_it",
+          "a half batch's runtime failure is final, as if its snapshots were bad input"),
     # --- the crash invariant's new steps (the batch taken ahead) -------------------------------------
     Break("ahead-drained-unheld", "worker/jobqueue/rq_compat.py", DRAIN,
           DRAIN.replace("        return self.queue_class", "        more = self.queue_class")

@@ -5,7 +5,9 @@ Loaded and warmed once per process. Each snapshot runs at the input shape ultral
 and compiled once per (shape, batch) it meets, the configured `shapes` at start so no live snapshot
 waits for a compile. A static IR serves square, as exported. Batch 1 always; batch 4 too when
 draining is on. Warm-up times both per shape, and that decides whether a partial batch (2-3 images)
-of that shape is padded to 4 or run one by one, and whether `batch="auto"` keeps batch 4 at all.
+of that shape is padded to 4 or run one by one, and whether `batch="auto"` keeps batch 4 at all. The
+times are remembered beside the compiled-model cache (batch_timing): a start with a filled cache loads
+each compiled model, runs it once and decides on the times measured at the first start.
 
 The data path is two steps so a caller can prepare batch N+1 on a thread while batch N infers:
 `prepare_batch` (decode, preprocess, letterbox into tensors the PreparedBatch owns, grouped by
@@ -29,18 +31,26 @@ import openvino as ov
 from worker.cameras import CameraBook, CameraSettings, check_against_model, preprocessing_of, with_model_defaults
 from worker.config import DEFAULT_SHAPES, parse_shape
 from worker.constants import BATCH_MODES, DEFAULT_IOU, DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS
+from worker.inference import batch_timing
 from worker.inference.detections import Detections
 from worker.errors import ConfigError, EmptyInputError, ImageTooLargeError, InputError
 from worker.inference.imagecodec import DecodedImage, choose_reduction, decode, read_header
 from worker.inference.postprocess import DetectionFilter, to_detections
 from worker.inference.preprocess import BoxTransform, input_shape, prepare, prepare_rect
-from worker.inference.runtime import CompileOptions, CompiledRunner, compile_model, inference_precision, load_spec, time_runner
+from worker.inference.runtime import (CompileOptions, CompiledRunner, ConcurrentRunner, compile_concurrent, compile_model,
+                                      inference_precision, load_spec, time_runner)
 
 log = logging.getLogger(__name__)
 
 Snapshot = bytes | np.ndarray  # encoded JPEG/PNG, or an already decoded HxWx3 BGR image
 DRAIN_BATCH = 4
+CONCURRENT_STREAMS = 2  # a drained batch of 3-4 runs as two half batches side by side (ConcurrentRunner)
 _BATCH4_MIN_GAIN = 0.9  # "auto" keeps batch 4 only when it costs < 90% of four single runs
+
+
+def _batch4_pays(batch1_seconds: float, batch4_seconds: float) -> bool:
+    """Whether batch "auto" keeps batch 4 at a shape: it costs < _BATCH4_MIN_GAIN of four single runs."""
+    return batch4_seconds < DRAIN_BATCH * batch1_seconds * _BATCH4_MIN_GAIN
 
 
 @dataclass
@@ -74,6 +84,23 @@ class WarmupReport:
     batch4_seconds: float | None
     pad_partial_from: int | None  # partial batches of at least this many run padded at batch 4
     shape: tuple[int, int] = (0, 0)  # (H, W) of the input this was measured at
+    remembered: bool = False  # the times come from batch_timing (measured at an earlier start), not this one
+
+
+@dataclass
+class StartupTimes:
+    """Where building the detector went, in seconds (the worker's start-up log, benchmarks/cold_start.py)."""
+
+    load: float = 0.0  # reading and checking the IR
+    compile: float = 0.0  # compiling (or loading from the compiled-model cache) each warmed (shape, batch)
+    compiled: int = 0
+    from_cache: int = 0  # of those, loaded from the compiled-model cache
+    warm_runs: float = 0.0  # one inference per compiled model, where the batch times were remembered
+    timing: float = 0.0  # measuring batch 1 and batch 4 (11 inferences per shape), where they were not
+    total: float = 0.0  # the whole construction, these and anything else (e.g. concurrent runners)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {key: round(value, 3) if isinstance(value, float) else value for key, value in vars(self).items()}
 
 
 @dataclass
@@ -99,14 +126,19 @@ class Detector:
                  iou: float | None = None, max_detections: int = DEFAULT_MAX_DETECTIONS,
                  max_pixels: int = DEFAULT_MAX_PIXELS, reduced_decode: bool = False,
                  names: tuple[str, ...] | None = None, imgsz: int | None = None,
-                 shapes: Iterable[str] = DEFAULT_SHAPES, rect: bool = True) -> None:
+                 shapes: Iterable[str] = DEFAULT_SHAPES, rect: bool = True, concurrent: bool = True) -> None:
         """`rect=False` serves a dynamic model square (imgsz x imgsz) as a static one would: for
-        measuring what rect inputs gain (benchmarks/rect_speed.py, square vs rect accuracy)."""
+        measuring what rect inputs gain (benchmarks/rect_speed.py, square vs rect accuracy).
+        `concurrent=False` runs every drained batch through the one-stream batch-4 model (the tests
+        compare the two paths)."""
         batch = str(batch)
         if batch not in BATCH_MODES:
             raise ConfigError(f"batch must be one of {', '.join(BATCH_MODES)}, got {batch!r}")
         self.options = options or CompileOptions()
+        started = time.perf_counter()
+        self.startup = StartupTimes()
         self.spec, self._model = load_spec(model, names=names, imgsz=imgsz)
+        self.startup.load = time.perf_counter() - started
         # NMS IoU (raw head): the caller's, else the model card's, else DEFAULT_IOU (the user's 0.65)
         self.iou = iou if iou is not None else self.spec.iou if self.spec.iou is not None else DEFAULT_IOU
         self.max_detections, self.max_pixels = max_detections, max_pixels
@@ -118,15 +150,20 @@ class Detector:
                         "shapes (deer-worker export) to serve each at its own shape, which is faster",
                         self.spec.xml, self.spec.imgsz[1], self.spec.imgsz[0])
         self._core = ov.Core()
+        self._digest: str | None = None  # of the IR's bytes, for batch_timing's key (read once, if a cache is set)
         self._compile_lock = threading.Lock()
         self.runners: dict[tuple[tuple[int, int], int], CompiledRunner] = {}
+        self.concurrent: dict[tuple[int, int], ConcurrentRunner] = {}  # per warmed shape, see _warm_concurrent
         self._drain = batch != "1"
         self.warmups: dict[tuple[int, int], WarmupReport] = {}
         self.warmup_done = False
         self.warm_shapes = self._warm_shapes(shapes)
         for shape in self.warm_shapes:
             self.warmups[shape] = self._warm_up(shape, batch)
+        if concurrent:
+            self._warm_concurrent()
         self.warmup_done = True
+        self.startup.total = time.perf_counter() - started
         self.warmup = self.warmups[self.warm_shapes[0]]  # the first configured shape's, for the start-up log
         self.precision = inference_precision(next(iter(self.runners.values())))
         self._class_ids: dict[tuple[str, ...], tuple[int, ...]] = {}
@@ -165,24 +202,82 @@ class Detector:
                     self.runners[(shape, batch)] = runner
         return runner
 
+    def _compile_for_start(self, shape: tuple[int, int], batch: int) -> CompiledRunner:
+        started = time.perf_counter()
+        runner = self._runner(shape, batch)
+        self.startup.compile += time.perf_counter() - started
+        self.startup.compiled += 1
+        try:
+            self.startup.from_cache += bool(runner.compiled.get_property("LOADED_FROM_CACHE"))
+        except RuntimeError:  # a plugin without the property: counted as compiled
+            pass
+        return runner
+
+    def _timing_key(self, shape: tuple[int, int]) -> str | None:
+        if not self.options.cache_dir:
+            return None
+        if self._digest is None:
+            self._digest = batch_timing.model_digest(self.spec.xml)
+        return batch_timing.timing_key(self._digest, shape, self.options,
+                                       self._core.get_property("CPU", "FULL_DEVICE_NAME"))
+
     def _warm_up(self, shape: tuple[int, int], batch: str) -> WarmupReport:
-        one = self._runner(shape, 1)
-        time_runner(one, self.spec, 2)  # first runs allocate; do not time them
-        t1 = time_runner(one, self.spec, 5)
-        if not self._drain:
-            return WarmupReport(t1, None, None, shape)
-        four = self._runner(shape, DRAIN_BATCH)
-        time_runner(four, self.spec, 1)
-        t4 = time_runner(four, self.spec, 3)
+        """Compile (shape, 1) and, when draining, (shape, 4), and take their times: measured here, or
+        remembered from an earlier start with the same model, shape, CPU and settings (batch_timing). With
+        remembered times each compiled model runs once (the first run allocates), and a batch 4 that
+        "auto" turns down is not compiled at all."""
+        key = self._timing_key(shape)
+        times = batch_timing.recall(self.options.cache_dir, key) if key else None
+        remembered = times is not None and (not self._drain or times["batch4_seconds"] is not None)
+        if remembered:
+            t1, t4 = times["batch1_seconds"], times["batch4_seconds"] if self._drain else None
+            keep_four = self._drain and (batch != "auto" or _batch4_pays(t1, t4))
+            runners = [self._compile_for_start(shape, n) for n in ((1, DRAIN_BATCH) if keep_four else (1,))]
+            started = time.perf_counter()
+            for runner in runners:
+                time_runner(runner, self.spec, 1)
+            self.startup.warm_runs += time.perf_counter() - started
+        else:
+            one = self._compile_for_start(shape, 1)
+            four = self._compile_for_start(shape, DRAIN_BATCH) if self._drain else None
+            started = time.perf_counter()
+            time_runner(one, self.spec, 2)  # first runs allocate; do not time them
+            t1, t4 = time_runner(one, self.spec, 5), None
+            if four is not None:
+                time_runner(four, self.spec, 1)
+                t4 = time_runner(four, self.spec, 3)
+            if key:
+                batch_timing.remember(self.options.cache_dir, key, t1, t4)
+            self.startup.timing += time.perf_counter() - started
+        if t4 is None:
+            return WarmupReport(t1, None, None, shape, remembered)
         # A partial batch is padded to 4 only where that beats running its images one by one; a full
         # batch always runs at 4 when the user asked for 4.
         pad_from = next((n for n in (2, 3) if t4 < n * t1), DRAIN_BATCH)
-        if batch == "auto" and t4 >= DRAIN_BATCH * t1 * _BATCH4_MIN_GAIN:
+        if batch == "auto" and not _batch4_pays(t1, t4):
             log.info("batch auto: at %dx%d batch 4 (%.1f ms) does not beat 4 x batch 1 (%.1f ms); draining off",
                      shape[1], shape[0], t4 * 1e3, t1 * 1e3)
-            del self.runners[(shape, DRAIN_BATCH)]
-            return WarmupReport(t1, t4, None, shape)
-        return WarmupReport(t1, t4, pad_from, shape)
+            self.runners.pop((shape, DRAIN_BATCH), None)
+            return WarmupReport(t1, t4, None, shape, remembered)
+        return WarmupReport(t1, t4, pad_from, shape, remembered)
+
+    def _warm_concurrent(self) -> None:
+        """Where this process has at least two cores to split and a warmed shape keeps batch 4, a batch
+        of 3-4 snapshots of that shape runs as two half batches on two streams (ConcurrentRunner; one
+        job in flight keeps the one-stream batch-1 model). Compiled and run twice per such shape here,
+        as the first runs allocate."""
+        cores = len(os.sched_getaffinity(0))
+        if min(self.options.threads or cores, cores) < CONCURRENT_STREAMS:
+            return  # one thread (e.g. a pool worker per core): nothing to split
+        for shape, warmup in self.warmups.items():
+            if warmup.pad_partial_from is None:
+                continue
+            runner = compile_concurrent(self._model, self.spec, DRAIN_BATCH // CONCURRENT_STREAMS, self.options,
+                                        CONCURRENT_STREAMS, self._core, shape)
+            part = np.full((runner.batch, *shape, 3), 114, np.uint8)
+            for _ in range(2):
+                runner.infer_parts([part] * CONCURRENT_STREAMS)
+            self.concurrent[shape] = runner
 
     @property
     def max_batch(self) -> int:
@@ -303,7 +398,13 @@ class Detector:
                    results: list[DetectionResult | InputError | None]) -> None:
         warmup = self.warmups.get(shape)
         pad_from = warmup.pad_partial_from if warmup is not None else None
-        if pad_from is not None and len(chunk) >= pad_from:
+        concurrent = self.concurrent.get(shape)
+        if concurrent is not None and len(chunk) > concurrent.batch:
+            t0 = time.perf_counter()
+            outputs = self._infer_concurrent(concurrent, chunk)
+            infer_time, batch_size = time.perf_counter() - t0, len(chunk)
+            infer_times = [infer_time] * len(chunk)
+        elif pad_from is not None and len(chunk) >= pad_from:
             tensors = [item.tensor for item in chunk]
             tensors += [tensors[0]] * (DRAIN_BATCH - len(chunk))  # padding slots: outputs ignored
             t0 = time.perf_counter()
@@ -318,6 +419,9 @@ class Detector:
                 outputs.append(runner.infer(item.tensor[None])[0])
                 infer_times.append(time.perf_counter() - t0)
         for item, output, infer_time in zip(chunk, outputs, infer_times):
+            if isinstance(output, Exception):  # its part's infer request failed: its jobs alone fail
+                results[item.index] = output
+                continue
             t0 = time.perf_counter()
             flt = DetectionFilter(confidence=item.settings.confidence, iou=self.iou,
                                   classes=self.class_ids(item.settings.classes), max_detections=self.max_detections)
@@ -326,3 +430,17 @@ class Detector:
             item.timings.infer, item.timings.postprocess = infer_time, time.perf_counter() - t0
             results[item.index] = DetectionResult(detections, item.timings, batch_size,
                                                   item.transform.original_width, item.transform.original_height)
+
+    @staticmethod
+    def _infer_concurrent(runner: ConcurrentRunner, chunk: list[PreparedItem]) -> list:
+        """The chunk in parts of runner.batch (the last padded with its first tensor), run side by side;
+        per item, its output or its part's error."""
+        parts = [chunk[start : start + runner.batch] for start in range(0, len(chunk), runner.batch)]
+        tensors = []
+        for part in parts:
+            stack = [item.tensor for item in part]
+            tensors.append(np.stack(stack + [stack[0]] * (runner.batch - len(stack))))
+        outputs = []
+        for part, out in zip(parts, runner.infer_parts(tensors)):
+            outputs += [out] * len(part) if isinstance(out, Exception) else list(out[: len(part)])
+        return outputs

@@ -14,7 +14,7 @@ import logging
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -222,7 +222,8 @@ class CompileOptions:
     pin_threads: bool = True
     precision: str = "f32"  # inference precision; "default" lets the CPU pick (bf16 where it has it)
     cache_dir: str | None = None
-    hint: str = "LATENCY"  # the worker serves one stream; "THROUGHPUT" is for measuring the host's FPS limit
+    hint: str = "LATENCY"  # one stream for one job in flight; "THROUGHPUT" for a backlog's batches (ConcurrentRunner)
+    streams: int = 0  # THROUGHPUT only: streams to split the threads into (0 = OpenVINO's choice)
 
 
 @dataclass
@@ -245,9 +246,66 @@ class CompiledRunner:
         return self.request.get_output_tensor(0).data.copy()
 
 
+@dataclass
+class ConcurrentRunner:
+    """One compiled model with an infer request per stream: the parts of a batch run side by side, each
+    stream on its own share of the cores. Under a backlog this keeps the cores busy when other work
+    (decode, the queue's Python) takes one of them for a while: one stream of all threads waits at
+    each layer for its slowest thread, two streams of fewer threads only lose the one that was taken."""
+
+    batch: int  # of each part
+    compiled: ov.CompiledModel
+    requests: list[ov.InferRequest] = field(init=False)
+    shape: tuple[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.requests = [self.compiled.create_infer_request() for _ in range(max(1, streams))]
+        _, height, width, _ = self.compiled.input(0).get_shape()
+        self.shape = (height, width)
+
+    def infer_parts(self, parts: list[np.ndarray]) -> list[np.ndarray | RuntimeError]:
+        """Each (batch,H,W,3) part on its own request, all started before any is waited for; the first
+        outputs (copies) in the parts' order. A part whose request fails gets its error, the others
+        their outputs: every request is waited for, so none still reads a tensor after this returns."""
+        if len(parts) > len(self.requests):
+            raise ValueError(f"{len(parts)} parts for {len(self.requests)} infer requests")
+        used = self.requests[: len(parts)]
+        started: list[ov.InferRequest | RuntimeError] = []
+        for request, part in zip(used, parts):
+            try:
+                request.start_async({0: part}, share_inputs=True)
+                started.append(request)
+            except RuntimeError as exc:
+                started.append(exc)
+        outputs: list[np.ndarray | RuntimeError] = []
+        for request in started:
+            if isinstance(request, RuntimeError):
+                outputs.append(request)
+                continue
+            try:
+                request.wait()
+                outputs.append(request.get_output_tensor(0).data.copy())
+            except RuntimeError as exc:
+                outputs.append(exc)
+        return outputs
+
+
+def compile_concurrent(model: ov.Model, spec: ModelSpec, batch: int, options: CompileOptions, streams: int,
+                       core: ov.Core | None = None, shape: tuple[int, int] | None = None) -> ConcurrentRunner:
+    """The THROUGHPUT-hint twin of compile_model's runner, its threads split into `streams` streams."""
+    compiled = _compile(model, spec, batch, replace(options, hint="THROUGHPUT", streams=streams), core, shape)
+    return ConcurrentRunner(batch, compiled)
+
+
 def compile_model(model: ov.Model, spec: ModelSpec, batch: int, options: CompileOptions,
                   core: ov.Core | None = None, shape: tuple[int, int] | None = None) -> CompiledRunner:
     """Compiled at `shape` (H, W; default the model's imgsz): a dynamic model is reshaped to it, static."""
+    return CompiledRunner(batch, _compile(model, spec, batch, options, core, shape))
+
+
+def _compile(model: ov.Model, spec: ModelSpec, batch: int, options: CompileOptions,
+             core: ov.Core | None, shape: tuple[int, int] | None) -> ov.CompiledModel:
     if options.precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
     core = core or ov.Core()
@@ -268,15 +326,16 @@ def compile_model(model: ov.Model, spec: ModelSpec, batch: int, options: Compile
     config: dict[str, object] = {"PERFORMANCE_HINT": options.hint, "ENABLE_CPU_PINNING": bool(options.pin_threads)}
     if options.hint == "LATENCY":
         config["NUM_STREAMS"] = "1"
+    elif options.streams:
+        config["NUM_STREAMS"] = str(int(options.streams))
     if options.threads:
         config["INFERENCE_NUM_THREADS"] = int(options.threads)
     if options.precision != "default":
         config["INFERENCE_PRECISION_HINT"] = options.precision
     try:
-        compiled = core.compile_model(model, "CPU", config)
+        return core.compile_model(model, "CPU", config)
     except RuntimeError as exc:
         raise ModelLoadError(f"{spec.xml}: compile failed ({str(exc).splitlines()[0]})") from exc
-    return CompiledRunner(batch, compiled)
 
 
 def inference_precision(runner: CompiledRunner) -> str:

@@ -41,7 +41,7 @@ from rq.worker import WorkerStatus
 from worker.cameras import CameraBook, CameraSettings
 from worker.config import WorkerConfig
 from worker.constants import LATEST_KEY, PUBLISHED_KEY_PREFIX, REDIS_MAX_BACKOFF
-from worker.errors import DeerWorkerError
+from worker.errors import DeerWorkerError, InputError
 from worker.inference.detector import Detector, DetectionResult, PreparedBatch
 from worker.jobqueue import admission, outcomes
 from worker.jobqueue.connections import SERIALIZER
@@ -251,8 +251,8 @@ class DeerWorker(BatchWorker):
                         self.fail(item, exc, retry=True)
                 else:
                     for item, result in zip(to_infer, results):
-                        if isinstance(result, Exception):
-                            self.fail(item, result, retry=False)
+                        if isinstance(result, Exception):  # bad input, or its part of the batch failed to infer
+                            self.fail(item, result, retry=not isinstance(result, InputError))
                         else:
                             self.succeed(item, result)
             self.publish(taken)
