@@ -8,7 +8,14 @@ quantized with the project's recipe, exactly as benchmarks/rect_speed.py does (c
 .cache/bench-models). Rounds alternate: a fresh cache dir each round (empty), then the same dir again
 (filled). f32 is pinned.
 
-    cpu-exclusive .venv/bin/python benchmarks/cold_start.py [--rounds 3] [--redis URL] [--json]
+Each start's phases come from the worker's own start-up log line (service._log_start): before the model
+(interpreter, imports, config), the model (reading the IR, compiling each (shape, batch) or loading it
+from the cache, the warm-up runs or the batch-1/batch-4 timing, the rest of the detector's construction)
+and after it (Redis, metrics, recovery, RQ registration) until ready. --baseline DIR starts another
+checkout's worker too (e.g. a git worktree of an older commit), in the same rounds, alternating, for a
+before/after from one run (an older worker may not log its phases: then only its totals).
+
+    cpu-exclusive .venv/bin/python benchmarks/cold_start.py [--rounds 3] [--redis URL] [--baseline DIR] [--json]
 """
 
 from __future__ import annotations
@@ -50,14 +57,28 @@ def _rss_mb(metrics: bytes) -> float:
     return round(float(found.group(1)) / 2**20, 1)
 
 
-def start(model: Path, cache: str, redis_url: str, shadow: Path | None) -> dict:
+def _phases(log_text: str) -> dict | None:
+    found = re.search(r"start-up seconds (\{.*\})$", log_text, re.M)
+    return json.loads(found.group(1)) if found else None
+
+
+def start(model: Path, cache: str, redis_url: str, shadow: Path | None, checkout: Path = ROOT) -> dict:
+    """One worker process from `checkout` until /readyz 200 (and its shadow loaded, with one), then stopped."""
+    with tempfile.TemporaryFile("w+") as log:
+        result = _start(model, cache, redis_url, shadow, checkout, log)
+        log.seek(0)
+        result["phases"] = _phases(log.read())
+    return result
+
+
+def _start(model: Path, cache: str, redis_url: str, shadow: Path | None, checkout: Path, log) -> dict:
     port = free_port()
     env = {**os.environ, "DEER_WORKER_REDIS_URL": redis_url, "DEER_WORKER_QUEUE": "bench-cold-start",
            "DEER_WORKER_METRICS_PORT": str(port), "DEER_WORKER_MODEL": str(model), "DEER_WORKER_PRECISION": "f32",
            "DEER_WORKER_CACHE_DIR": cache, "DEER_WORKER_SHADOW_MODEL": str(shadow or "")}
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "worker", "--log-level", "WARNING", "run"], cwd=ROOT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "worker", "--log-level", "INFO", "run"], cwd=checkout, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
     try:
         ready = shadow_at = None
         while time.perf_counter() - started < 600:
@@ -87,39 +108,84 @@ def start(model: Path, cache: str, redis_url: str, shadow: Path | None) -> dict:
             proc.wait()
 
 
+def _median_phases(starts: list[dict]) -> dict | None:
+    """The median of each logged phase (the detector's too) over starts that logged them."""
+    logged = [start["phases"] for start in starts if start.get("phases")]
+    if not logged:
+        return None
+    median = {key: statistics.median(p[key] for p in logged) for key in logged[0] if key != "detector"}
+    median["detector"] = {key: statistics.median(p["detector"][key] for p in logged) for key in logged[0]["detector"]}
+    return median
+
+
+def _summary(rounds: list[dict], side: str) -> dict:
+    starts = lambda key: [r[side][key] for r in rounds]  # noqa: E731
+    med = lambda key, field: statistics.median(s[field] for s in starts(key))  # noqa: E731
+    summary = {"empty_s": med("empty_cache", "seconds_to_ready"), "filled_s": med("filled_cache", "seconds_to_ready"),
+               "rss_mb": med("filled_cache", "rss_mb")}
+    summary["filled_over_empty"] = round(summary["filled_s"] / summary["empty_s"], 3)
+    summary["phases"] = {"empty_cache": _median_phases(starts("empty_cache")),
+                         "filled_cache": _median_phases(starts("filled_cache"))}
+    if "shadow_cached" in rounds[0][side]:
+        summary.update({"with_shadow_ready_s": med("shadow_cached", "seconds_to_ready"),
+                        "with_shadow_loaded_s": med("shadow_cached", "seconds_to_shadow_loaded"),
+                        "rss_mb_with_shadow": med("shadow_cached", "rss_mb_with_shadow")})
+    return summary
+
+
+def _line(label: str, summary: dict, rounds: int) -> str:
+    text = (f"{label}: YOLO26s INT8 process start -> /readyz 200 (median of {rounds}): empty cache "
+            f"{summary['empty_s']} s, filled {summary['filled_s']} s ({summary['filled_over_empty']}x); "
+            f"RSS {summary['rss_mb']} MB")
+    if "with_shadow_ready_s" in summary:
+        text += (f"; with a YOLO26s FP32 shadow: ready {summary['with_shadow_ready_s']} s, shadow loaded "
+                 f"{summary['with_shadow_loaded_s']} s, RSS {summary['rss_mb_with_shadow']} MB")
+    for cache, phases in summary["phases"].items():
+        if phases:
+            text += f"\n  {cache} phases (median, s): {json.dumps(phases)}"
+    return text
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--redis", default=os.environ.get("DEER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/4"))
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout (e.g. `git worktree add DIR OLD_COMMIT`) started in the same rounds")
+    parser.add_argument("--no-shadow", action="store_true", help="skip the starts with a shadow model")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     built = rect_speed.models(["yolo26s"])["yolo26s"]
     model, shadow = built["int8"], built["fp32"]
     host = host_line(speed_index())
+    sides = {"current": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     rounds = []
     for i in range(args.rounds):
-        with tempfile.TemporaryDirectory(prefix="deer-cold-") as cache:
-            empty = start(model, cache, args.redis, None)
-            filled = start(model, cache, args.redis, None)
-            with_shadow = start(model, cache, args.redis, shadow)  # the shadow's first load compiles it
-            with_shadow_cached = start(model, cache, args.redis, shadow)
-        rounds.append({"empty_cache": empty, "filled_cache": filled, "shadow_first": with_shadow,
-                       "shadow_cached": with_shadow_cached})
-        print(f"round {i}: empty {empty} filled {filled} shadow {with_shadow} shadow cached {with_shadow_cached}",
-              file=sys.stderr, flush=True)
-    med = lambda key, field: statistics.median(r[key][field] for r in rounds)  # noqa: E731
-    summary = {"empty_s": med("empty_cache", "seconds_to_ready"), "filled_s": med("filled_cache", "seconds_to_ready"),
-               "rss_mb": med("filled_cache", "rss_mb"),
-               "with_shadow_ready_s": med("shadow_cached", "seconds_to_ready"),
-               "with_shadow_loaded_s": med("shadow_cached", "seconds_to_shadow_loaded"),
-               "rss_mb_with_shadow": med("shadow_cached", "rss_mb_with_shadow")}
-    summary["filled_over_empty"] = round(summary["filled_s"] / summary["empty_s"], 3)
-    report = {"host": host, "model": str(model), "shadow_model": str(shadow), "rounds": rounds, "median": summary,
-              "cached_within_half": summary["filled_over_empty"] <= 0.5}
-    print(f"{host}\nYOLO26s INT8 process start -> /readyz 200 (median of {args.rounds}): empty cache "
-          f"{summary['empty_s']} s, filled {summary['filled_s']} s ({summary['filled_over_empty']}x); RSS "
-          f"{summary['rss_mb']} MB; with a YOLO26s FP32 shadow: ready {summary['with_shadow_ready_s']} s, shadow "
-          f"loaded {summary['with_shadow_loaded_s']} s, RSS {summary['rss_mb_with_shadow']} MB", file=sys.stderr)
+        order = list(sides) if i % 2 == 0 else list(sides)[::-1]  # alternate who starts first
+        results: dict[str, dict] = {side: {} for side in sides}
+        with tempfile.TemporaryDirectory(prefix="deer-cold-") as caches:
+            for kind in ("empty_cache", "filled_cache"):  # a cache dir per side: each fills its own
+                for side in order:
+                    results[side][kind] = start(model, f"{caches}/{side}", args.redis, None, sides[side])
+            if not args.no_shadow:
+                cache = f"{caches}/current"
+                results["current"]["shadow_first"] = start(model, cache, args.redis, shadow)  # compiles the shadow
+                results["current"]["shadow_cached"] = start(model, cache, args.redis, shadow)
+        rounds.append(results)
+        brief = {side: {kind: r["seconds_to_ready"] for kind, r in got.items()} for side, got in results.items()}
+        print(f"round {i}: seconds to ready {json.dumps(brief)}", file=sys.stderr, flush=True)
+    summaries = {side: _summary(rounds, side) for side in sides}
+    report = {"host": host, "model": str(model), "shadow_model": None if args.no_shadow else str(shadow),
+              "rounds": rounds, "median": summaries["current"],
+              "cached_within_half": summaries["current"]["filled_over_empty"] <= 0.5}
+    if args.baseline:
+        commit = subprocess.run(["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        report["baseline"] = {"checkout": str(args.baseline), "commit": commit, "median": summaries["baseline"]}
+    print(host, file=sys.stderr)
+    for side, summary in summaries.items():
+        print(_line(side if side == "current" else f"baseline {report['baseline']['commit']}", summary, args.rounds),
+              file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
     return 0

@@ -6,6 +6,7 @@ backoff and starts a fresh RQ worker around the same warm detector.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -33,6 +34,15 @@ log = logging.getLogger(__name__)
 BURST_REDIS_WAIT = 10.0
 
 
+def process_age() -> float:
+    """Seconds since this process started, by the kernel's clock (10 ms steps): the interpreter and the
+    imports count, which no timer started in Python can see."""
+    with open("/proc/self/stat") as f:
+        after_name = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces and parentheses
+    started_ticks = int(after_name[19])  # field 22, starttime, in clock ticks since boot
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _start_health(config: WorkerConfig, index: int, detector: Detector, book, name: str,
                   ready: threading.Event):
     """Metrics + /healthz + /readyz on metrics_port + index (0 turns it off)."""
@@ -55,6 +65,15 @@ def announce_model(metrics, detector: Detector) -> None:
     """deer_worker_model_loaded: the one series at 1 names the model in service."""
     metrics.set_model(model=detector.spec.name, version=detector.spec.version,
                       precision=f"{detector.spec.weights}/{detector.precision}", batch=detector.max_batch)
+
+
+def _log_start(name: str, before_model: float, model_seconds: float, detector: Detector) -> None:
+    """Where the start went, once, at the first ready (benchmarks/cold_start.py reads this line)."""
+    ready_at = process_age()
+    phases = {"ready": round(ready_at, 3), "before_model": round(before_model, 3), "model": round(model_seconds, 3),
+              "detector": detector.startup.as_dict(),
+              "after_model": round(ready_at - before_model - model_seconds, 3)}  # Redis, metrics, recovery, RQ
+    log.info("%s: ready %.2f s after the process started; start-up seconds %s", name, ready_at, json.dumps(phases))
 
 
 def start_shadow(config: WorkerConfig, book, metrics, connection, name: str):
@@ -84,6 +103,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
     if cpus:
         os.sched_setaffinity(0, cpus)  # before OpenVINO starts its threads, so pinning stays inside
     name = worker_name(index, host_id=config.host_id)
+    before_model = process_age()  # interpreter, imports, config
     book = load_camera_book(config.resolve(config.zones))
     announced = []  # the metrics, once made: each model switch updates their model_loaded
 
@@ -96,11 +116,14 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
     # The model in service is the one stored in Redis (deer-worker reload), else the config's.
     switcher = ModelSwitcher(lambda: state_connection, config, name, build=build_checked,
                              on_switch=lambda detector: [announce_model(m, detector) for m in announced])
+    model_started = time.perf_counter()
     detector = switcher.start()
+    model_seconds = time.perf_counter() - model_started
     log.info("%s: model %s (%s weights, %s inference, batch<=%d) warm: batch1 %.1f ms%s", name,
              detector.spec.name, detector.spec.weights, detector.precision, detector.max_batch,
              detector.warmup.batch1_seconds * 1e3,
-             f", batch4 {detector.warmup.batch4_seconds * 1e3:.1f} ms" if detector.warmup.batch4_seconds else "")
+             (f", batch4 {detector.warmup.batch4_seconds * 1e3:.1f} ms" if detector.warmup.batch4_seconds else "")
+             + (" (times of an earlier start, batch_timing)" if detector.warmup.remembered else ""))
     connection = connect(config.redis_url)
     ready = threading.Event()
     metrics, server = _start_health(config, index, detector, book, name, ready)
@@ -126,6 +149,7 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
 
     backoff = 0.5
     unreachable_since: float | None = None
+    ready_once = False
     try:
         while not stop["requested"]:
             signal.signal(signal.SIGTERM, request_stop)
@@ -141,6 +165,9 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
                                        shadow=consumer["shadow"])
                 consumer["worker"] = rq_worker
                 switcher.attach(rq_worker)
+                if not ready_once:
+                    ready_once = True
+                    _log_start(name, before_model, model_seconds, detector)
                 ready.set()
                 if metrics:
                     metrics.set_ready(True)
