@@ -154,7 +154,7 @@ def run_one(run: Run, settings: dict, outdir: Path, timeout: float) -> dict:
         status, why = "crashed", f"exit {code} and no JSON report: see the log"
     elif code == 0:
         status, why = "passed", "the script's own checks passed (exit 0)"
-    elif code == 1:  # the multihost scripts name the checks that failed; the reliability ones only exit 1
+    elif code == 1:  # each script lists the checks that failed in its report
         status, why = "failed", "; ".join(report.get("failed_checks") or ["the script's own checks failed (exit 1)"])
     else:
         status, why = "crashed", f"exit {code}"

@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 from rq import Queue
 
-from harness import (ROOT, SAMPLES, RedisServer, account, free_port, log, result_messages, wait_all_ended, wait_for,
-                     worker_env)
+from harness import (ROOT, SAMPLES, RedisServer, account, free_port, log, result_messages, unaccounted_failures,
+                     wait_all_ended, wait_for, worker_env)
 
 from worker.jobqueue.connections import SERIALIZER
 from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, JOB_FUNCTION
@@ -401,6 +401,26 @@ def run_bad_inputs(n: int, *, workdir: Path, seed: int = 1, timeout: float = 300
     }
 
 
+def failed_checks(report: dict) -> list[str]:
+    """The run's verdict, check by check: every job ended as its case expects, the worker never crashed or
+    restarted its RQ loop, and deer_worker_jobs_total matches the outcomes one for one."""
+    failures = unaccounted_failures(report)
+    if report["unexpected"]:
+        failures.append(f"{len(report['unexpected'])} jobs ended other than their case expects: "
+                        f"{report['unexpected'][:5]}")
+    if report["wrong_image_size"]:
+        failures.append(f"{len(report['wrong_image_size'])} ok jobs with the wrong image size: "
+                        f"{report['wrong_image_size'][:3]}")
+    if report["crash_lines"] or not report["worker_alive"]:
+        failures.append(f"the worker crashed or restarted its RQ loop (alive {report['worker_alive']}): "
+                        f"{report['crash_lines'][:3]}")
+    counted = {"ok": report["ok_jobs"], "failed": report["failed_jobs"], "refused": report["refused_jobs"],
+               "expired": report["expired_jobs"]}
+    if report["metrics_jobs_total"] != counted:
+        failures.append(f"deer_worker_jobs_total {report['metrics_jobs_total']} against the outcomes {counted}")
+    return failures
+
+
 def _ready(port: int) -> bool:
     try:
         return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
@@ -417,15 +437,14 @@ def main() -> int:
     host = host_line()  # as the run starts: load and ISA decide the figures
     with tempfile.TemporaryDirectory(prefix="deer-bad-inputs-") as tmp:
         report = run_bad_inputs(args.n, workdir=Path(tmp), seed=args.seed)
+    report["failed_checks"] = failed_checks(report)
     text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
     log(f"{report['jobs']} jobs in {report['seconds']} s: {report['ok_jobs']} ok, {report['failed_jobs']} failed, "
         f"{report['refused_jobs']} refused, {report['expired_jobs']} expired; unexpected {len(report['unexpected'])}")
-    good = (not report["unexpected"] and not report["unaccounted"] and not report["crash_lines"]
-            and report["worker_alive"] and report["metrics_jobs_total"]["failed"] == report["failed_jobs"])
-    return 0 if good else 1
+    return 1 if report["failed_checks"] else 0
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (QUEUE, Pool, Producer, RedisServer, account, log, registered_workers, seeded, wait_all_ended,
-                     wait_for, worker_env)
+from harness import (QUEUE, Pool, Producer, RedisServer, account, log, registered_workers, seeded,
+                     unaccounted_failures, wait_all_ended, wait_for, worker_env)
 from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 
@@ -180,6 +180,24 @@ def _stats(values: list[float]) -> dict:
             "max": round(max(values), 3)}
 
 
+def failed_checks(report: dict, workers: int) -> list[str]:
+    """The run's verdict, check by check: every job accounted for, every kill's jobs released within 2x the
+    job timeout, none left started, every killed worker replaced, the pool whole at the end."""
+    failures = unaccounted_failures(report)
+    if report["not_recovered"]:
+        failures.append(f"{report['not_recovered']} kills whose jobs were never released")
+    if report["started_registry_left"]:
+        failures.append(f"{report['started_registry_left']} jobs left started")
+    limit = 2 * report["job_timeout_s"]
+    if report["recovery_s"].get("max", 0) > limit:
+        failures.append(f"jobs released {report['recovery_s']['max']} s after a kill (max), over {limit} s")
+    if report["not_restarted"]:
+        failures.append(f"{report['not_restarted']} killed workers never replaced")
+    if report["workers_alive_at_end"] != workers:
+        failures.append(f"{report['workers_alive_at_end']} of {workers} workers alive at the end")
+    return failures
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=50)
@@ -197,14 +215,12 @@ def main() -> int:
         report = run_chaos(args.kills, workdir=Path(tmp), workers=args.workers, rate=args.rate,
                            job_timeout=args.job_timeout, max_age=args.max_age, min_uptime=args.min_uptime,
                            batch=args.batch, seed=args.seed)
+    report["failed_checks"] = failed_checks(report, args.workers)
     text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    ok = (not report["unaccounted"] and not report["not_recovered"] and report["started_registry_left"] == 0
-          and report["recovery_s"].get("max", 0) <= 2 * args.job_timeout and not report["not_restarted"]
-          and report["workers_alive_at_end"] == args.workers)
-    return 0 if ok else 1
+    return 1 if report["failed_checks"] else 0
 
 
 if __name__ == "__main__":

@@ -353,6 +353,15 @@ def account(conn: redis.Redis, job_ids: list[str], stream: str = STREAM) -> Acco
     return acc
 
 
+def unaccounted_failures(report: dict) -> list[str]:
+    """The first check of every script's verdict (failed_checks): its report's `unaccounted` jobs (see
+    Accounting), as a failure line, or none."""
+    lost = report["unaccounted"]
+    if not lost:
+        return []
+    return [f"{len(lost)} jobs not ended ok/expired/failed with a reason: {dict(list(lost.items())[:5])}"]
+
+
 def all_ended(conn: redis.Redis, job_ids: list[str]) -> bool:
     with conn.pipeline(transaction=False) as pipe:
         for job_id in job_ids:

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import (STREAM, Pool, Producer, RedisServer, account, log, registered_workers, wait_all_ended, wait_for,
-                     worker_env)
+from harness import (STREAM, Pool, Producer, RedisServer, account, log, registered_workers, unaccounted_failures,
+                     wait_all_ended, wait_for, worker_env)
 from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 
@@ -102,6 +102,23 @@ def run_restarts(restarts: int, *, workdir: Path, how: str = "sigterm", appendfs
     }
 
 
+MAX_RECONNECT_S = 5.0  # every worker finishes a job again within this of Redis answering
+
+
+def failed_checks(report: dict) -> list[str]:
+    """The run's verdict, check by check: every job accounted for, no acknowledged job lost, none left
+    started, every worker back at work within MAX_RECONNECT_S of every restart."""
+    failures = unaccounted_failures(report)
+    if report["lost_acknowledged"]:
+        failures.append(f"{len(report['lost_acknowledged'])} acknowledged jobs lost: {report['lost_acknowledged'][:5]}")
+    if report["started_registry_left"]:
+        failures.append(f"{report['started_registry_left']} jobs left started")
+    if report["reconnect_s"].get("max", float("inf")) > MAX_RECONNECT_S:
+        failures.append(f"reconnect {report['reconnect_s'].get('max', 'never measured')} s (max), over "
+                        f"{MAX_RECONNECT_S:g} s")
+    return failures
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--restarts", type=int, default=20)
@@ -116,13 +133,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="deer-redis-restart-") as tmp:
         report = run_restarts(args.restarts, workdir=Path(tmp), how=args.how, appendfsync=args.appendfsync,
                               down=args.down, interval=args.interval, rate=args.rate)
+    report["failed_checks"] = failed_checks(report)
     text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    ok = (not report["unaccounted"] and not report["lost_acknowledged"] and report["started_registry_left"] == 0
-          and report["reconnect_s"].get("max", 99) <= 5.0)
-    return 0 if ok else 1
+    return 1 if report["failed_checks"] else 0
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from pathlib import Path
 import redis
 
 from harness import (QUEUE, STREAM, Pool, Producer, RedisServer, account, fd_count, log, percentile,
-                     registered_workers, result_messages, rss_bytes, sample_images, wait_all_ended, wait_for,
-                     worker_env)
+                     registered_workers, result_messages, rss_bytes, sample_images, unaccounted_failures,
+                     wait_all_ended, wait_for, worker_env)
 from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 IMAGES = ("day_1920x1080_deer.jpg", "night_1920x1080_deer.jpg", "day_640x360_empty.jpg", "night_640x360_deer.jpg",
@@ -183,6 +183,30 @@ def run_soak(seconds: float, *, workdir: Path, load: float = 0.8, warmup: float 
     }
 
 
+MAX_RSS_GROWTH_PCT = 5.0
+P99_LAST_VS_FIRST = (0.90, 1.10)  # the last window's p99 service time within 10% of the first's
+
+
+def failed_checks(report: dict) -> list[str]:
+    """The run's verdict, check by check: every job ended, no worker restarted, RSS growth under
+    MAX_RSS_GROWTH_PCT, no fd growth, the p99 of the last window within P99_LAST_VS_FIRST of the first."""
+    failures = unaccounted_failures(report)
+    if report["workers_restarted"]:
+        failures.append("a worker restarted")
+    if report["max_rss_growth_pct"] >= MAX_RSS_GROWTH_PCT:
+        failures.append(f"RSS grew {report['max_rss_growth_pct']}% (a worker, max), not under {MAX_RSS_GROWTH_PCT:g}%")
+    if report["max_fd_growth"] > 0:
+        failures.append(f"open fds grew by {report['max_fd_growth']}")
+    low, high = P99_LAST_VS_FIRST
+    ratio = report["p99_last_vs_first"]
+    if ratio is None:
+        failures.append(f"fewer than two full windows to compare: p99 per window {report['p99_service_ms_per_window']}")
+    elif not low <= ratio <= high:
+        failures.append(f"p99 service time last vs first window {ratio}, outside {low:g}-{high:g} "
+                        f"(p99 per window {report['p99_service_ms_per_window']} ms)")
+    return failures
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0)
@@ -197,13 +221,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="deer-soak-") as tmp:
         report = run_soak(args.minutes * 60, workdir=Path(tmp), load=args.load, warmup=args.warmup,
                           window=args.window, median_of=args.median_of, warmup_jobs=args.warmup_jobs)
+    report["failed_checks"] = failed_checks(report)
     text = json.dumps({"host": host, **report}, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    ok = (not report["unaccounted"] and not report["workers_restarted"] and report["max_rss_growth_pct"] < 5
-          and report["max_fd_growth"] <= 0 and 0.90 <= (report["p99_last_vs_first"] or 0) <= 1.10)
-    return 0 if ok else 1
+    return 1 if report["failed_checks"] else 0
 
 
 if __name__ == "__main__":

@@ -24,3 +24,12 @@ def private_redis(tmp_path):
     server = harness.RedisServer(tmp_path / "redis").start()
     yield server
     server.stop("sigkill")
+
+
+def assert_verdict_names_each_broken_check(failed_checks, report: dict, broken: dict[str, dict]) -> None:
+    """A script's verdict (its failed_checks: its exit status, and benchmarks/long_runs.py's) read on this
+    real report, then on copies of it that each break one check: exactly one more failure, naming it."""
+    base = failed_checks(report)
+    for words, change in broken.items():
+        extra = [f for f in failed_checks({**report, **change}) if f not in base]
+        assert len(extra) == 1 and words in extra[0], (words, extra)

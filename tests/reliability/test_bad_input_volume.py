@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from relsupport import harness  # noqa: F401 - puts benchmarks/reliability on sys.path
+from relsupport import assert_verdict_names_each_broken_check, harness  # noqa: F401 - harness: the scripts' path
 
 import bad_inputs  # noqa: E402
 
@@ -23,6 +23,11 @@ def _check(report: dict) -> None:
     assert counted["failed"] == report["failed_jobs"] and counted["refused"] == report["refused_jobs"]
     assert counted["ok"] == report["ok_jobs"] and counted["expired"] == report["expired_jobs"]
     assert report["failed_jobs"] + report["refused_jobs"] + report["ok_jobs"] + report["expired_jobs"] == report["jobs"]
+    assert bad_inputs.failed_checks(report) == []  # the script's verdict agrees
+    assert_verdict_names_each_broken_check(bad_inputs.failed_checks, report, {
+        "not ended": {"unaccounted": {"j": "missing"}}, "other than their case expects": {"unexpected": [{}]},
+        "wrong image size": {"wrong_image_size": [{}]}, "crashed": {"worker_alive": False},
+        "deer_worker_jobs_total": {"metrics_jobs_total": {**counted, "expired": counted["expired"] + 1}}})
 
 
 def test_a_thousand_bad_inputs_fail_alone_with_their_reason(tmp_path):

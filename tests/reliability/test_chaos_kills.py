@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from relsupport import harness  # noqa: F401 - harness puts the scripts on sys.path
+from relsupport import assert_verdict_names_each_broken_check, harness  # noqa: F401 - harness: the scripts' path
 
 import chaos  # noqa: E402
 
@@ -25,6 +25,11 @@ def _check(report: dict, kills: int) -> None:
     assert report["outcomes"].get("ok", 0) > 0
     assert report["workers_alive_at_end"] == 2 and report["pool_exit"] == 0
     assert sum(report["held_per_kill"]) >= kills  # every kill hit a worker holding jobs
+    assert chaos.failed_checks(report, 2) == []  # the script's verdict agrees
+    assert_verdict_names_each_broken_check(lambda r: chaos.failed_checks(r, 2), report, {
+        "not ended": {"unaccounted": {"j": "missing"}}, "never released": {"not_recovered": 1},
+        "left started": {"started_registry_left": 1}, "after a kill": {"recovery_s": {"max": 99}},
+        "never replaced": {"not_restarted": 1}, "1 of 2 workers alive": {"workers_alive_at_end": 1}})
 
 
 def test_three_kills_mid_batch_lose_nothing(tmp_path, host_pace):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import pytest
 
-from relsupport import harness  # noqa: F401 - harness puts the scripts on sys.path
+from relsupport import assert_verdict_names_each_broken_check, harness  # noqa: F401 - harness: the scripts' path
 
 import soak  # noqa: E402
 
@@ -44,6 +44,10 @@ def _check(report: dict) -> None:
     assert all(v["samples"] >= 2 * MEDIAN_OF for v in workers.values()), report["processes"]  # two distinct ends
     assert report["max_rss_growth_pct"] < 5.0, report["processes"]
     assert report["max_fd_growth"] <= 0, report["processes"]
+    # the script's verdict (its p99 check is for the long soak's 5-minute windows, not asserted here)
+    assert_verdict_names_each_broken_check(soak.failed_checks, report, {
+        "not ended": {"unaccounted": {"j": "missing"}}, "restarted": {"workers_restarted": True},
+        "RSS grew": {"max_rss_growth_pct": 5.0}, "fds grew": {"max_fd_growth": 1}})
 
 
 AFTER_WARMUP = 35  # s of samples after the warm-up: 7 windows, and 35 one-second samples per worker
