@@ -267,6 +267,14 @@ def test_demo_serves_the_model_it_names():
     assert message["model"]["name"] == RAW_MODEL.name.removesuffix("_openvino_model"), message["model"]
 
 
+def test_demo_serves_the_demo_package_by_default():
+    """Without --model or --config: models/demo as its card serves it, not configs/worker.yaml's static INT8 IR."""
+    out = _cli("demo", str(SAMPLES / "day_640x360_deer.jpg"), "--embedded", "fakeredis", "--json")
+    [message] = [json.loads(line) for line in out.stdout.splitlines()]
+    served = json.loads((DEMO / "MODEL_CARD.json").read_text())["serve"]
+    assert message["model"]["name"] == served.removesuffix("_openvino_model"), message["model"]
+
+
 def test_enqueue_puts_json_jobs_on_the_queue_and_refuses_bad_files(redis_conn, tmp_path):
     from rq import Queue
 

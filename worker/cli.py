@@ -57,11 +57,12 @@ def _global_options(top_level: bool) -> argparse.ArgumentParser:
     return options
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser,
+                    default: str = "the config's, the demo INT8 model") -> None:
     from worker.config import DEFAULT_CONFIG
     from worker.tools.options import add_precision
 
-    p.add_argument("--model", help="OpenVINO IR directory or .xml (default: the config's, the demo INT8 model)")
+    p.add_argument("--model", help=f"OpenVINO IR directory or .xml (default: {default})")
     add_precision(p, None, "inference precision (default f32: this CPU would silently use bf16 otherwise)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (0 = all cores)")
     p.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
@@ -246,9 +247,11 @@ def cmd_mqtt(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.tools.demo import run_demo
+    from worker.tools.demo import DEMO_MODEL, run_demo
     from worker.tools.options import expand_images, images_of
 
+    if args.model is None and args.config is None:  # the demo model as its card serves it, like its zones
+        args.model = DEMO_MODEL
     config = _config(args, redis_url=args.redis_url)  # checks the URL's scheme like any other setting
     images = expand_images(images_of(args)) or None
     return run_demo(config, args.config, redis_url=config.redis_url if args.redis_url else None, workers=args.workers,
@@ -314,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", "embedded Redis + workers + the sample snapshots, end to end", cmd_demo)
     add_images(p, "snapshots or folders to send (default: models/demo/samples)", legacy="--images")
-    _add_model_args(p)
+    _add_model_args(p, "models/demo, the IR its MODEL_CARD.json serves; with --config, the config's")
     p.add_argument("--redis", dest="redis_url", help="use this Redis instead of an embedded one")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--repeat", type=_positive_int, default=1, help="send the images this many times")
