@@ -28,13 +28,29 @@ saves the job); per kind one job in flight (e2e and service p50) and a one-worke
 --consumer-loop (issue 14: overlap, priority, publish-once) measures instead, in one interleaved run:
   limits, as formulas: T = benchmark_app -hint throughput FPS (f32) on the worker's compiled graph;
   the decode-counting limit L = min(T, cores / decode-seconds-per-snapshot) on the same JPEG;
+  the shared-core bound B = 1 / (1/T + (decode + per_job) / cores): decode and the loop's other work
+  per job run on the same cores as inference, so no worker on this host gets far beyond B. per_job is
+  measured, not assumed: the same consumer loop (DeerWorker, batch 4, take-ahead on, one process)
+  serves a backlog of the same JPEG with Detector.run_prepared replaced by a stub that returns empty
+  detections (no inference; decode and letterbox are real), and the CPU seconds of that process and
+  of redis-server over the loop, divided by the jobs, are decode + per_job (`noop_cpu_ms`; per_job =
+  that minus the decode median measured on the same JPEG). It leaves out the postprocess of real
+  detections (a few 0.1 ms), and T is measured at batch 1 while backlogs run batch 4: B is an estimate,
+  not a hard ceiling (two one-thread workers, with no hand-off between threads, came out up to 1.06 x B);
   backlog throughput of one worker (target >= 0.9 x T) and two (>= 0.95 x T) for YOLO26s INT8 at 1080p
   and 640x360 (built by compare_ultralytics.build_yaml_model into .cache/bench-models if absent), the
-  demo model vs L (>= 0.9 x L), and one worker of the loop before issue 14 for comparison;
-  one-in-flight service p50, before (the commit before overlap, from git archive) vs after, alternated;
+  demo model vs L (>= 0.9 x L), each reported as x T, x L and x B; one worker of the code at --before
+  (default: the loop before issue 14) on the same three for comparison;
+  one-in-flight service p50 (demo INT8, batch 4 configured), before (--before, from git archive) vs after, alternated;
   priority: a high-priority snapshot's wait, in batches, over 100 of them against a standing backlog.
+  The JSON records the host (`host`: doctor.host_line with its speed index), printed first.
 
-    .venv/bin/python benchmarks/queue_bench.py --consumer-loop [--json FILE]
+    .venv/bin/python benchmarks/queue_bench.py --consumer-loop [--before COMMIT] [--json FILE]
+
+--concurrent-rss: the worker process's RSS once its detector is built (batch 4), with and without the
+two-stream models of the backlog path, for YOLO26s INT8 (static) and the demo model folder (dynamic, 3 shapes).
+
+    .venv/bin/python benchmarks/queue_bench.py --concurrent-rss [--rounds 2] [--json FILE]
 """
 
 from __future__ import annotations
@@ -70,11 +86,16 @@ QUEUE = "bench-snapshots"
 SNAPSHOT_KINDS = {"key": {}, "b64": {"inline": True}}
 
 
+def worker_env(url: str, model: str, batch: str, root: Path = ROOT) -> dict[str, str]:
+    """The environment every worker of this benchmark runs with (the code under `root`)."""
+    return dict(os.environ, DEER_WORKER_REDIS_URL=url, DEER_WORKER_QUEUE=QUEUE, DEER_WORKER_MODEL=model,
+                DEER_WORKER_METRICS_PORT="0", DEER_WORKER_MAX_AGE="3600", DEER_WORKER_BATCH=batch,
+                PYTHONPATH=str(root))
+
+
 def start_pool(url: str, model: str, workers: int, batch: str, root: Path = ROOT) -> subprocess.Popen:
     """A pool of the worker code under `root` (another checkout runs that version's worker)."""
-    env = dict(os.environ, DEER_WORKER_REDIS_URL=url, DEER_WORKER_QUEUE=QUEUE, DEER_WORKER_MODEL=model,
-               DEER_WORKER_METRICS_PORT="0", DEER_WORKER_MAX_AGE="3600", DEER_WORKER_BATCH=batch,
-               PYTHONPATH=str(root))
+    env = worker_env(url, model, batch, root)
     proc = subprocess.Popen([sys.executable, "-m", "worker", "--log-level", "WARNING", "run", "--workers",
                              str(workers)], cwd=root, env=env, start_new_session=True)
     conn = connect(url)
@@ -108,8 +129,8 @@ def _result_of(pubsub, job_id: str) -> dict:
 
 
 def one_in_flight(url: str, model: str, n: int, root: Path = ROOT, snapshot: Path = SNAPSHOT,
-                  kind: str = "key") -> dict:
-    proc = start_pool(url, model, 1, "1", root)
+                  kind: str = "key", batch: str = "1") -> dict:
+    proc = start_pool(url, model, 1, batch, root)
     conn, pubsub = _subscribed(url, "deer:results")
     data = snapshot.read_bytes()
     rows = []
@@ -290,8 +311,12 @@ def checkout(commit: str, into: Path) -> Path:
 
 
 def decode_seconds(snapshot: Path, n: int = 40) -> float:
-    """Median seconds to decode the snapshot once, one thread, as the worker decodes it (full size)."""
+    """Median seconds to decode the snapshot once, one thread, as the worker decodes it (full size, with
+    the worker's process tuning: freed frame memory is reused, not returned and faulted in again)."""
+    from worker.inference.build import tune_process
     from worker.inference.imagecodec import decode
+
+    tune_process()
 
     data, times = snapshot.read_bytes(), []
     for _ in range(n + 3):
@@ -301,13 +326,78 @@ def decode_seconds(snapshot: Path, n: int = 40) -> float:
     return statistics.median(times[3:])
 
 
-def limits_for(model: str, snapshot: Path, seconds: float) -> dict:
-    """T = the runtime's -hint throughput FPS (f32); L = min(T, cores / decode-seconds-per-snapshot)."""
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def noop_worker(url: str, model: str) -> None:
+    """--noop-worker's child: the consumer loop, as a pool worker builds it, over the queued backlog with
+    no inference (run_prepared returns empty detections); prints the CPU seconds of this process and of
+    redis-server over the loop, and the jobs served, as one JSON line."""
+    from worker.cameras import parse_camera_book
+    from worker.config import default_config_path, load_config
+    from worker.inference.build import build_detector, tune_process
+    from worker.inference.detections import Detections
+    from worker.inference.detector import DetectionResult
+    from worker.jobqueue.consumer import DeerWorker
+
+    tune_process()
+    config = load_config(default_config_path(None))
+    detector = build_detector(config)
+    empty = Detections.empty(detector.spec.names)
+
+    def no_inference(prepared) -> list:
+        results = [None] * prepared.size
+        for index, error in prepared.errors.items():
+            results[index] = error
+        for items in prepared.groups.values():
+            for item in items:
+                results[item.index] = DetectionResult(empty, item.timings, len(items), item.transform.original_width,
+                                                      item.transform.original_height)
+        return results
+
+    detector.run_prepared = no_inference
+    conn = connect(url)
+    queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
+    jobs = queue.count
+    consumer = DeerWorker([queue], connection=conn, detector=detector, cameras=parse_camera_book({}), config=config)
+    redis_pid = int(conn.info("server")["process_id"])
+    cpu, redis_cpu = time.process_time(), _cpu_seconds(redis_pid)
+    consumer.work(burst=True, logging_level="WARNING")
+    cpu, redis_cpu = time.process_time() - cpu, _cpu_seconds(redis_pid) - redis_cpu
+    print(json.dumps({"jobs": jobs, "worker_cpu_s": cpu, "redis_cpu_s": redis_cpu}))
+
+
+def noop_cpu_per_job(url: str, model: str, snapshot: Path, n: int = 200) -> dict:
+    """CPU seconds per job of the consumer loop without inference (decode, letterbox, RQ, Redis, result)."""
+    conn = connect(url)
+    conn.flushdb()
+    data = snapshot.read_bytes()
+    for _ in range(n):
+        enqueue_snapshot(conn, data, "bench", queue=QUEUE)
+    try:
+        out = subprocess.run([sys.executable, __file__, "--noop-worker", url, model], env=worker_env(url, model, "4"),
+                             cwd=ROOT, capture_output=True, text=True, check=True, timeout=600).stdout
+    finally:
+        conn.flushdb()
+    run = json.loads(out.strip().splitlines()[-1])
+    return {**run, "noop_cpu_ms": (run["worker_cpu_s"] + run["redis_cpu_s"]) / run["jobs"] * 1e3}
+
+
+def limits_for(url: str, model: str, snapshot: Path, seconds: float) -> dict:
+    """T = the runtime's -hint throughput FPS (f32); L = min(T, cores / decode-seconds-per-snapshot);
+    B = 1 / (1/T + (decode + per_job) / cores), decode + per_job being the no-inference loop's CPU a job."""
     runtime = runtime_limit(model, seconds)
     cores = len(os.sched_getaffinity(0))
     per_decode = decode_seconds(snapshot)
+    noop = noop_cpu_per_job(url, model, snapshot)
     return {"T_fps": runtime["fps"], "runtime": runtime, "cores": cores, "decode_ms": per_decode * 1e3,
-            "decode_limit_fps": cores / per_decode, "L_fps": min(runtime["fps"], cores / per_decode)}
+            "decode_limit_fps": cores / per_decode, "L_fps": min(runtime["fps"], cores / per_decode),
+            "noop": noop, "per_job_ms": noop["noop_cpu_ms"] - per_decode * 1e3,
+            "B_fps": 1 / (1 / runtime["fps"] + noop["noop_cpu_ms"] / 1e3 / cores)}
+
 
 
 def priority_wait(url: str, model: str, snapshot: Path, samples: int, standing: int = 16) -> dict:
@@ -369,12 +459,47 @@ def priority_wait(url: str, model: str, snapshot: Path, samples: int, standing: 
             "over_two_batches": int((in_batches > 2).sum())}
 
 
+def detector_rss(model: str, concurrent: bool) -> dict:
+    """VmRSS (MiB) of a fresh process once it built the worker's detector (batch 4, f32, the default
+    shapes), with or without the two-stream models a backlog's batches run on (Detector(concurrent=))."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from worker.inference.build import tune_process\n"
+            "from worker.inference.detector import Detector\n"
+            "from worker.inference.runtime import CompileOptions\n"
+            "from worker.tools.bench import memory_mb\n"
+            f"tune_process(); d = Detector({model!r}, batch='4', options=CompileOptions(precision='f32'), "
+            f"concurrent={concurrent!r})\n"
+            "print(memory_mb()['rss'], len(d.runners), len(d.concurrent))\n")
+    rss, runners, concurrent_runners = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                      check=True, cwd=ROOT).stdout.split()[-3:]
+    return {"rss_mb": float(rss), "one_stream_models": int(runners), "two_stream_models": int(concurrent_runners)}
+
+
+def concurrent_rss(args) -> dict:
+    """--concurrent-rss: what the two-stream models cost in memory, alternated over --rounds."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from compare_ultralytics import build_yaml_model
+
+    out: dict = {"host": host_line(), "rows": []}
+    print(out["host"], flush=True)
+    models = {"yolo26s_int8 (static 640)": str(build_yaml_model("yolo26s")[1]),
+              "demo model folder (dynamic, 3 shapes)": str(ROOT / "models" / "demo")}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            for concurrent in (False, True):
+                row = {"model": name, "concurrent": concurrent, **detector_rss(model, concurrent)}
+                out["rows"].append(row)
+                print(f"{name}: concurrent {concurrent}: RSS {row['rss_mb']:.0f} MiB ({row['one_stream_models']} "
+                      f"one-stream + {row['two_stream_models']} two-stream compiled models)", flush=True)
+    return out
+
+
 def consumer_loop(url: str, args) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from compare_ultralytics import build_yaml_model
-    from rect_speed import host_fingerprint
 
-    out: dict = {"host": host_fingerprint() or None, "precision": "f32", "before_commit": args.before}
+    out: dict = {"host": host_line(speed_index()), "precision": "f32", "before_commit": args.before}
+    print(out["host"], flush=True)
     _, yolo26s_int8 = build_yaml_model("yolo26s")
     before = checkout(args.before, Path(args.before_dir))
     runs = [("yolo26s_int8", str(yolo26s_int8), SNAPSHOT, "T_fps"), ("yolo26s_int8", str(yolo26s_int8), SNAPSHOT_360, "T_fps"),
@@ -387,11 +512,12 @@ def consumer_loop(url: str, args) -> dict:
               f"inference {lim['noop']['noop_cpu_ms']:.2f} CPU ms a job (decode {lim['decode_ms']:.2f} + other "
               f"{lim['per_job_ms']:.2f}) -> B = 1/(1/T + {lim['noop']['noop_cpu_ms']:.2f} ms/{lim['cores']}) = "
               f"{lim['B_fps']:.1f}", flush=True)
-    # One-in-flight service p50, before and after, alternated so drift hits both alike.
-    out["one_in_flight"] = {"before": [], "after": []}
+    # One-in-flight service p50, before and after, alternated so drift hits both alike; batch 4 as in the
+    # backlogs, so the worker holds every model a backlog uses while it serves one job at a time.
+    out["one_in_flight"] = {"batch": "4", "before": [], "after": []}
     for _ in range(args.rounds):
         for label, root in (("before", before), ("after", ROOT)):
-            r = one_in_flight(url, str(DEMO_MODEL), args.latency_jobs, root)
+            r = one_in_flight(url, str(DEMO_MODEL), args.latency_jobs, root, batch="4")
             out["one_in_flight"][label].append(r)
             print(f"one in flight ({label}): service p50 {r['service_p50_ms']:.2f} ms, e2e p50 {r['e2e_p50_ms']:.2f} ms",
                   flush=True)
@@ -436,6 +562,8 @@ def main() -> int:
     ap.add_argument("--floor-consumer", metavar="URL", help=argparse.SUPPRESS)  # transport_floor's child
     ap.add_argument("--noop-worker", nargs=2, metavar=("URL", "MODEL"), help=argparse.SUPPRESS)  # noop_cpu_per_job's
     ap.add_argument("--before", default=BEFORE_OVERLAP, help="--consumer-loop: the commit the 'before' rows run")
+    ap.add_argument("--concurrent-rss", action="store_true",
+                    help="the worker's RSS with and without the two-stream models, per model (alternated over --rounds)")
     ap.add_argument("--consumer-loop", action="store_true", help="issue 14's figures instead (see above)")
     ap.add_argument("--snapshot-kinds", metavar="KINDS", help="key,b64: how jobs carry the snapshot, instead (see above)")
     ap.add_argument("--rounds", type=int, default=1, help="--consumer-loop, --snapshot-kinds: interleaved rounds")
@@ -451,6 +579,11 @@ def main() -> int:
         return 0
     if args.noop_worker:
         noop_worker(*args.noop_worker)
+        return 0
+    if args.concurrent_rss:
+        out = concurrent_rss(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
         return 0
     if args.consumer_loop:
         with embedded_redis("redis-server") as (url, _):
