@@ -1,4 +1,5 @@
-"""OpenVINO IR -> compiled single-stream model: tensor in, raw output out. Knows nothing of boxes.
+"""OpenVINO IR -> compiled model: tensor in, raw output out. Knows nothing of boxes. One stream (latency
+hint) for one job in flight; a two-stream twin (ConcurrentRunner) runs a backlog's batch in halves.
 
 A model is a directory as ultralytics exports it (`*.xml`, `*.bin`, `metadata.yaml`), a bare `.xml`
 with explicit settings, or an export folder whose MODEL_CARD.json names the IR directory to `serve`.
