@@ -380,10 +380,11 @@ def noop_cpu_per_job(url: str, model: str, snapshot: Path, n: int = 200) -> dict
     try:
         out = subprocess.run([sys.executable, __file__, "--noop-worker", url, model], env=worker_env(url, model, "4"),
                              cwd=ROOT, capture_output=True, text=True, check=True, timeout=600).stdout
+        ok = sum(json.loads(f[b"result"])["status"] == "ok" for _, f in conn.xrange("deer:results:stream"))
     finally:
         conn.flushdb()
     run = json.loads(out.strip().splitlines()[-1])
-    return {**run, "noop_cpu_ms": (run["worker_cpu_s"] + run["redis_cpu_s"]) / run["jobs"] * 1e3}
+    return {**run, "ok": ok, "noop_cpu_ms": (run["worker_cpu_s"] + run["redis_cpu_s"]) / run["jobs"] * 1e3}
 
 
 def limits_for(url: str, model: str, snapshot: Path, seconds: float) -> dict:
