@@ -4,8 +4,9 @@ gallery, the desired-model state and reload), run with run.py's machinery:
     .venv/bin/python tests/mutations/lifecycle_breaks.py [--only NAME] [--list] [--no-baseline]
 
 Each stands for a way the lifecycle could regress: two models reported as agreeing when they do not,
-a gallery that hides a disagreement, a worker that switches to a model that failed to load, or goes
-back to the old one on a restart.
+a gallery that hides a disagreement, a .pt run otherwise than it was trained, a worker that switches to
+a model that failed to load, or goes back to the old one on a restart, a start that redoes what a
+filled cache could have saved.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ COMPARE = "tests/tools/test_compare.py::"
 STATE = "tests/serve/test_model_state.py::"
 PROMOTE = "tests/tools/test_promote.py::"
 SHADOW = "tests/serve/test_shadow.py::"
+TIMING = "tests/inference/test_batch_timing.py::"
+SERVICE = "tests/serve/test_service.py::"
 
 LIFECYCLE_BREAKS = [
     # --- compare ---------------------------------------------------------------------------------------
@@ -55,6 +58,38 @@ LIFECYCLE_BREAKS = [
           "[round(float(b.confidence[j] - a.confidence[i] + 0.01), 4) for i, j, _ in pairs]",
           COMPARE + "test_a_model_compared_with_itself_agrees_completely",
           "identical answers report a confidence difference"),
+    Break("compare-pt-ignores-its-card", "worker/tools/compare.py",
+          '            if json.loads(card.read_text()).get("checkpoint") != pt.name:',
+          '            if True:',
+          COMPARE + "test_a_checkpoint_against_its_served_ir_agrees_within_the_parity_tolerance",
+          "a .pt runs without what its model card records (threshold, NMS IoU, CLAHE, version)"),
+    Break("compare-pt-wrong-imgsz", "worker/tools/compare.py",
+          "        self.imgsz, self.max_pixels = checkpoint_imgsz(pt), config.max_pixels",
+          "        self.imgsz, self.max_pixels = 640, config.max_pixels",
+          COMPARE + "test_a_checkpoint_against_its_served_ir_agrees_within_the_parity_tolerance",
+          "a .pt predicts at another input size than it was trained at"),
+    Break("compare-pt-roi-offset-lost", "worker/tools/compare.py",
+          "(xyxy + np.array([x0, y0, x0, y0]))", "(xyxy + 0)",
+          COMPARE + "test_a_checkpoint_against_its_served_ir_agrees_within_the_parity_tolerance",
+          "a .pt's boxes stay in ROI-crop pixels, not the snapshot's"),
+    # --- cold start: warm-up times remembered beside the compiled-model cache ----------------------------
+    Break("cold-start-times-never-remembered", "worker/inference/batch_timing.py",
+          "    if not cache_dir:\n        return None\n    path =", "    if True:\n        return None\n    path =",
+          TIMING + "test_a_second_start_reuses_the_measured_times_and_runs_each_model_once",
+          "every start measures batch 1 and 4 again (11 inferences per shape before ready)"),
+    Break("cold-start-remembered-auto-compiles-batch4", "worker/inference/detector.py",
+          '            keep_four = self._drain and (batch != "auto" or _batch4_pays(t1, t4))',
+          "            keep_four = self._drain",
+          TIMING + "test_auto_decides_on_the_remembered_times_and_skips_a_batch4_it_turns_down[4.0]",
+          "a cached start compiles and runs a batch-4 model that auto then throws away"),
+    Break("cold-start-key-ignores-shape", "worker/inference/batch_timing.py",
+          '"shape": list(shape), ', "",
+          TIMING + "test_the_key_follows_what_the_times_depend_on",
+          "one shape's batch times decide another's padding"),
+    Break("cold-start-phases-not-logged", "worker/serve/service.py",
+          "                    _log_start(name, before_model, model_seconds, detector)\n", "",
+          SERVICE + "test_the_start_up_line_says_where_the_time_went_and_a_cached_start_skips_compile_and_timing",
+          "nobody can tell where a slow start went"),
     # --- reload: the switcher against the real Redis (test_reload.py, two real workers, is -m slow) ------
     Break("reload-restart-forgets-desired", "worker/serve/model_state.py",
           "            desired = read_desired(self.connection_factory())\n        except",

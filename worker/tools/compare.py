@@ -6,7 +6,9 @@ B only / neither), boxes matched at IoU >= 0.5 (same class; count, mean IoU, con
 distribution, boxes only one model found), each model's service time p50/p95. `--save-dir` writes a
 side-by-side annotated image of every disagreement and an index.html sorted by how badly they
 disagree. With `--data` it is `validate` of both models (the first the reference) plus the gallery
-over that split's images.
+over that split's images. A trained `.pt` (either side) runs through ultralytics PyTorch predict instead
+(CheckpointModel: the tools layer only, never the worker), e.g. a retrained checkpoint against the model
+in production, or a checkpoint against its own export.
 
 The agreement measure (`agreement`, `summarize`) is the reusable part: `tune` and the shadow runner
 score two answers for the same snapshot with it.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.constants import DEFAULT_MAX_DETECTIONS
 from worker.errors import ConfigError, DeerWorkerError
 from worker.inference.detections import Detections
 from worker.jobqueue.results import deer_detected
@@ -134,12 +137,94 @@ class ImageComparison:
     error: str | None = None  # the image could not be read or decoded (same for both models)
 
 
+@dataclass(frozen=True)
+class CheckpointSpec:
+    name: str
+    version: str
+    names: tuple[str, ...]
+    weights: str = "pt"
+
+
+class CheckpointModel:
+    """A trained .pt answering like Detector.detect, through ultralytics PyTorch predict (CPU, f32; the rect
+    letterbox at the checkpoint's training imgsz; its default one-to-many head + NMS). The snapshot is
+    decoded by the worker's decoder, and the camera's ROI, CLAHE, threshold and classes apply as the
+    worker applies them. What the checkpoint was trained with (CLAHE, default threshold, NMS IoU, version)
+    comes from the MODEL_CARD.json beside it when that card names it as its checkpoint (`deer-worker export`
+    writes one), else the camera's settings alone decide. Tools only: needs the export extra (torch)."""
+
+    precision = "f32"
+
+    def __init__(self, pt: Path, config) -> None:
+        from worker.constants import DEFAULT_IOU
+        from worker.tools.export import require_export_extra
+        from worker.tools.reference import checkpoint_imgsz, predict_arrays, ultralytics_model
+
+        if not pt.is_file():
+            raise ConfigError(f"--model {pt}: no such checkpoint")
+        require_export_extra(False, needed_by=f"compare of {pt.name}")
+        card = self._card_spec(pt)
+        self.yolo = ultralytics_model(pt)
+        names = tuple(str(self.yolo.names[k]) for k in sorted(self.yolo.names))
+        self.spec = CheckpointSpec(pt.stem, card.version if card else "", names)
+        self.preprocessing, self.confidence = (card.preprocessing, card.confidence) if card else (None, None)
+        self.iou = config.iou or (card.iou if card and card.iou is not None else DEFAULT_IOU)
+        self.imgsz, self.max_pixels = checkpoint_imgsz(pt), config.max_pixels
+        # ultralytics sets its predictor up at the first predict: not a snapshot's service time
+        predict_arrays(self.yolo, np.full((self.imgsz, self.imgsz, 3), 114, np.uint8), self.imgsz, 0.5, self.iou)
+
+    @staticmethod
+    def _card_spec(pt: Path):
+        """The served model's spec of the model card beside `pt`, when that card names `pt` as its checkpoint."""
+        from worker.inference.runtime import MODEL_CARD, load_spec
+
+        card = pt.parent / MODEL_CARD
+        try:
+            if json.loads(card.read_text()).get("checkpoint") != pt.name:
+                return None
+        except (OSError, ValueError, AttributeError):
+            return None
+        return load_spec(pt.parent)[0]
+
+    def check_cameras(self, book) -> None:
+        from worker.cameras import check_against_model
+
+        for settings in [book.default, *book.cameras.values()]:
+            unknown = [n for n in settings.classes or () if n not in self.spec.names]
+            if unknown:
+                raise ConfigError(f"camera {settings.camera_id or 'default'}: classes {unknown} are not in the "
+                                  f"checkpoint's names {list(self.spec.names)}")
+            check_against_model(settings, self.preprocessing)
+
+    def detect(self, data: bytes, settings):
+        from worker.cameras import with_model_defaults
+        from worker.inference.detector import DetectionResult, StageTimings
+        from worker.inference.imagecodec import decode
+        from worker.inference.preprocess import apply_clahe
+        from worker.tools.reference import predict_arrays
+
+        started = time.perf_counter()
+        settings = with_model_defaults(settings, self.preprocessing, self.confidence)
+        decoded = decode(data, max_pixels=self.max_pixels)
+        height, width = decoded.image.shape[:2]
+        x0, y0, x1, y1 = settings.roi.to_pixels(width, height) if settings.roi else (0, 0, width, height)
+        image = np.ascontiguousarray(decoded.image[y0:y1, x0:x1])
+        if settings.clahe:
+            image = apply_clahe(image, settings.clahe_clip, settings.clahe_tiles)
+        classes = [self.spec.names.index(n) for n in settings.classes] if settings.classes else None
+        xyxy, confidence, class_id = predict_arrays(self.yolo, image, self.imgsz, settings.confidence, self.iou,
+                                                    classes=classes, max_det=DEFAULT_MAX_DETECTIONS)
+        detections = Detections((xyxy + np.array([x0, y0, x0, y0])).astype(np.float32), confidence.astype(np.float32),
+                                class_id.astype(np.int32), self.spec.names)
+        timings = StageTimings(infer=time.perf_counter() - started)  # decode to boxes, as one
+        return DetectionResult(detections, timings, 1, width, height)
+
+
 def _build(config, model: str):
     from worker.inference.build import build_detector
 
     if Path(model).suffix == ".pt":
-        raise ConfigError(f"--model {model}: compare runs the served path (an OpenVINO IR or a model folder); "
-                          f"export the checkpoint first: deer-worker export {model}")
+        return CheckpointModel(config.resolve(model), config)
     return build_detector(config, model=model, batch="1")
 
 
@@ -223,7 +308,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from worker.tools.options import add_images, add_output, add_precision
 
     parser.add_argument("--model", action="append", required=True,
-                        help="an OpenVINO IR directory / .xml or a model folder; give exactly two (A, then B)")
+                        help="an OpenVINO IR directory / .xml, a model folder, or a trained .pt (run by ultralytics "
+                             "PyTorch predict; needs the export extra); give exactly two (A, then B)")
     add_images(parser, "snapshots (JPEG/PNG) or folders of them; none when --data is given")
     parser.add_argument("--camera", help="camera id whose settings (threshold, ROI, CLAHE) both models use")
     parser.add_argument("--zones", help="camera settings file (default: the config's zones)")
@@ -270,6 +356,9 @@ def run(args: argparse.Namespace) -> int:
     if len(args.model) != 2:
         raise UsageError(f"compare takes exactly two --model (A and B), got {len(args.model)}")
     require_report_folder(args.out)
+    if args.data and any(Path(m).suffix == ".pt" for m in args.model):
+        raise UsageError("--data scores served models (validate's path); a .pt is scored against its IRs by "
+                         "deer-worker export --data")
     images = expand_images(images_of(args), missing_ok=True)
     validation = None
     if args.data:

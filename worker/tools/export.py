@@ -129,15 +129,16 @@ def quantize_ir(fp32_dir: Path, out_dir: Path, tensors: list[np.ndarray], *, ign
     return out_dir
 
 
-def require_export_extra(int8: bool) -> None:
-    """The packages the export needs are importable; else one error saying how to install them."""
+def require_export_extra(int8: bool, needed_by: str = "export") -> None:
+    """The packages the export (or another user of a .pt) needs are importable; else one error saying how
+    to install them."""
     os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics' first import: no update checks
     try:
         import ultralytics  # noqa: F401
         if int8:
             import nncf  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError(f"{exc.name or 'a package'} is not installed: export needs the export "
+        raise MissingDependencyError(f"{exc.name or 'a package'} is not installed: {needed_by} needs the export "
                                      "extra, pip install -e '.[export]'") from None
 
 

@@ -1,4 +1,5 @@
-"""Helpers for comparing the worker with reference code (ultralytics); used by tests and benchmarks only."""
+"""Helpers for comparing the worker with reference code (ultralytics): tests, benchmarks, and the tools that
+score or compare a trained .pt (validate's gate, `compare` of a checkpoint). Never on the worker's path."""
 
 from __future__ import annotations
 
@@ -111,15 +112,26 @@ def parity_counts(ours, theirs, conf: float) -> tuple[int, int]:
     return matched, total
 
 
-def ultralytics_predict(model: str | Path, images: list, imgsz: int, conf: float, iou: float) -> list[tuple]:
-    """ultralytics predict of an IR on decoded BGR images -> per image (xyxy, confidence, class) arrays.
-    Pin the precision with others_compile_pinned around the call."""
+def ultralytics_model(model: str | Path):
+    """ultralytics YOLO of an IR or a .pt (offline; its load messages to stderr)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
-    yolo = YOLO(str(model), task="detect")
-    out = []
-    for image in images:
-        boxes = yolo.predict(image, imgsz=imgsz, conf=conf, iou=iou, verbose=False)[0].boxes
-        out.append((boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(int)))
-    return out
+    with stdout_to_stderr():
+        return YOLO(str(model), task="detect")
+
+
+def predict_arrays(yolo, image: np.ndarray, imgsz: int, conf: float, iou: float, *,
+                   classes: list[int] | None = None, max_det: int = 300) -> tuple:
+    """ultralytics predict of one decoded BGR image (rect letterbox; a .pt on the CPU in f32, its default
+    one-to-many head + NMS) -> (xyxy, confidence, class) arrays."""
+    boxes = yolo.predict(image, imgsz=imgsz, conf=conf, iou=iou, classes=classes, max_det=max_det, device="cpu",
+                         verbose=False)[0].boxes
+    return boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(int)
+
+
+def ultralytics_predict(model: str | Path, images: list, imgsz: int, conf: float, iou: float) -> list[tuple]:
+    """ultralytics predict of an IR on decoded BGR images -> per image (xyxy, confidence, class) arrays.
+    Pin the precision with others_compile_pinned around the call."""
+    yolo = ultralytics_model(model)
+    return [predict_arrays(yolo, image, imgsz, conf, iou) for image in images]
