@@ -19,7 +19,7 @@ from worker.cameras import CameraBook, CameraSettings
 from worker.errors import ConfigError, ModelLoadError, UnsupportedFormatError
 from worker.inference.detector import Detector
 from worker.inference.imagecodec import DecodedImage
-from worker.inference.runtime import CompiledRunner, CompileOptions
+from worker.inference.runtime import CompiledRunner, CompileOptions, ConcurrentRunner
 from worker.inference.preprocess import Preprocessing, input_shape, min_input_side, prepare_rect
 
 _rng = np.random.default_rng(13)
@@ -102,12 +102,22 @@ def test_a_mixed_aspect_batch_is_split_by_shape_and_each_runs_at_its_own_shape(r
         seen.append(tensor.shape)
         return infer(runner, tensor)
 
+    infer_parts = ConcurrentRunner.infer_parts
+
+    def spy_parts(runner, parts):
+        for part in parts:
+            assert part.shape[1:3] == runner.shape
+            seen.append(part.shape)
+        return infer_parts(runner, parts)
+
     monkeypatch.setattr(CompiledRunner, "infer", spy)
+    monkeypatch.setattr(ConcurrentRunner, "infer_parts", spy_parts)
     results = rect_detector.run_prepared(prepared)
     monkeypatch.undo()
-    # one run per shape group (16:9 at batch 4 where warm-up says 3 pay; the others, unwarmed, one by one)
+    # one run per shape group (16:9 at batch 4 where warm-up says 3 pay, or as two halves of 2 on two
+    # streams where the process has two cores; the others, unwarmed, one by one)
     assert {s[1:3] for s in seen} == set(prepared.groups)
-    assert all(len(s) == 4 and s[0] in (1, 4) for s in seen) and sum(s[0] == 1 for s in seen) >= 3
+    assert all(len(s) == 4 and s[0] in (1, 2, 4) for s in seen) and sum(s[0] == 1 for s in seen) >= 3
     assert all(not isinstance(r, Exception) for r in results)
     singles = [rect_detector.detect(image, CameraSettings(confidence=DEMO_CONF)) for image in images]
     batch = rect_detector.detect_batch([(image, CameraSettings(confidence=DEMO_CONF)) for image in images])
