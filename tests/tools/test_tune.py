@@ -242,5 +242,8 @@ def test_real_run_on_the_demo_irs_picks_a_config_the_worker_loads(tmp_path, caps
     assert sorted((r["workers"], r["threads"], r["batch"]) for r in report["rows"]) == [(1, 1, 1), (1, 2, 1)]
     assert all(r["drop"] == 0.0 and r["accuracy"] == 1.0 and r["precision"] == "f32" for r in report["rows"])
     assert any("reduced decode" in s for s in report["skipped"])
+    # what the run cost: no export without --weights, the candidates measured (its rows) and their time
+    assert report["export_s"] is None and report["candidates"] == len(report["rows"]) and report["measure_s"] > 0
+    assert report["host"].startswith("host: ")
     assert load_config(fragment, env={}).model == pick["model"]
     assert "PICK" in capsys.readouterr().out

@@ -725,12 +725,13 @@ def run(args: argparse.Namespace) -> int:
     images = expand_images(images_of(args) or [resolve_path(SAMPLES)])
     snapshots = [p.read_bytes() for p in images]
     host = host_line(speed_index())  # the host as the run starts
-    scores = None
+    scores, export_s = None, None
     if args.weights:
         exporting = time.monotonic()
         models, scores = exported_models(Path(args.weights), args.imgsz, args.data, PROJECT_ROOT / ".cache" / "tune",
                                          note)
-        note(f"tune: {len(models)} IRs from {Path(args.weights).name} in {time.monotonic() - exporting:.0f} s")
+        export_s = round(time.monotonic() - exporting, 1)  # minutes on a first run, ~0 from the cache
+        note(f"tune: {len(models)} IRs from {Path(args.weights).name} in {export_s:.0f} s")
     else:
         models = args.model or _default_models()
     started = time.monotonic()
@@ -766,8 +767,9 @@ def run(args: argparse.Namespace) -> int:
                      if args.data else f"agreement with the reference's detections (lossless: drop <= {LOSSLESS_TOLERANCE:g})")
     if host:
         print(host, file=human)
+    measure_s = round(time.monotonic() - started, 1)
     print(f"tune: {len(snapshots)} snapshots, {cores} cores, {len(measured)} candidates measured in "
-          f"{time.monotonic() - started:.0f} s; decode floor {floor:.1f} ms (plain full decode, median)", file=human)
+          f"{measure_s:.0f} s; decode floor {floor:.1f} ms (plain full decode, median)", file=human)
     print(table(choice), file=human)
     print("p95/p50: per snapshot, bytes -> detections; img/s: all workers (q = through the queue); "
           "limit: inference alone (benchmark_app's latency loop); acc: " + accuracy_kind, file=human)
@@ -789,6 +791,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot written to {args.plot}" if plot(choice, args.plot)
               else "matplotlib is not installed: --plot skipped", file=human)
     report = {"host": host, "snapshots": len(snapshots), "cores": cores, "decode_floor_ms": floor,
+              "export_s": export_s, "candidates": len(measured), "measure_s": measure_s,
               "accuracy": accuracy_kind, "precisions": list(precisions), "skipped": skipped, **choice.as_dict(),
               "config_fragment": fragment}
     text = json.dumps(report, indent=2) + "\n"
