@@ -25,6 +25,7 @@ PROMOTE = "tests/tools/test_promote.py::"
 SHADOW = "tests/serve/test_shadow.py::"
 TIMING = "tests/inference/test_batch_timing.py::"
 SERVICE = "tests/serve/test_service.py::"
+GATEWAY = "tests/serve/test_gateway.py::"
 
 LIFECYCLE_BREAKS = [
     # --- compare ---------------------------------------------------------------------------------------
@@ -119,6 +120,16 @@ LIFECYCLE_BREAKS = [
           "        except ZeroDivisionError as exc:\n",
           STATE + "test_a_model_that_fails_to_load_is_not_switched_to",
           "a load failure escapes the watch thread: no answer, reload waits out its timeout"),
+    # --- the gateway's /health: the model state in Redis -------------------------------------------------
+    Break("gateway-health-ignores-model-state", "worker/serve/gateway.py",
+          '        version = stored["version"] if stored and stored["version"] else self.model_version',
+          "        version = self.model_version",
+          GATEWAY + "test_health_reports_the_model_state_stored_in_redis",
+          "after a promote /health names the config's model until a result of the new one passes"),
+    Break("gateway-health-names-a-failed-model", "worker/serve/gateway.py",
+          "self._version_of(desired.previous) if failed", "self._version_of(desired.model) if failed",
+          GATEWAY + "test_health_reports_the_model_state_stored_in_redis",
+          "a reload every worker refused is reported as serving"),
     # --- promote: export, the no-loss gate vs production, reload, rollback ------------------------------
     Break("promote-gate-ignores-drop", "worker/tools/promote.py",
           "    passed = validate.within_gate(drop, validate.gate_limits(args.max_drop_map50, args.max_drop_map))",

@@ -376,3 +376,41 @@ def test_taken_port_is_one_error_line():
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [run.stderr.strip()] and run.stderr.startswith("deer-worker: config: ")
     assert "Traceback" not in run.stderr
+
+
+@own_processes
+def test_health_reports_the_model_state_stored_in_redis(stack, client, tmp_path):
+    """After a reload or promote, /health names the desired model and the version the workers answered,
+    before any result of it goes through the gateway (it used to say the config's model until then).
+    A gateway of its own on another db of the stack's Redis: the stack's worker must not switch."""
+    import redis as redis_py
+
+    from worker.inference.runtime import load_spec
+    from worker.serve.model_state import FAILED, SWITCHED, answer, set_desired
+
+    server, _, env = stack
+    url = server.url(db=3)
+    gateway = GatewayProcess({**env, "DEER_WORKER_REDIS_URL": url, "DEER_WORKER_QUEUE": "model-state"},
+                             log_file=tmp_path / "g.log").start()
+    connection = redis_py.Redis.from_url(url)
+    health = lambda: client.get(f"{gateway.url}/health").json()  # noqa: E731
+    try:
+        configured = load_spec(env["DEER_WORKER_MODEL"])[0].version
+        assert health()["model_version"] == configured and health()["model"] is None  # no state: the config's
+        card = str(ROOT / "models" / "demo")
+        assert load_spec(card)[0].version != configured  # else this test could not tell them apart
+        desired = set_desired(connection, card)
+        body = health()  # switching: the desired model's own version
+        assert body["model_version"] == load_spec(card)[0].version
+        assert body["model"]["desired"] == card and body["model"]["workers_switched"] == 0
+        answer(connection, desired.generation, "w1", SWITCHED, model=card, version="demo v9 (promoted)")
+        body = health()  # what the workers switched to, as they reported it
+        assert body["model_version"] == "demo v9 (promoted)" and body["model"]["workers_switched"] == 1
+        broken = set_desired(connection, str(tmp_path / "no-such-model"))
+        answer(connection, broken.generation, "w1", FAILED, model=broken.model, reason="ModelLoadError: ...")
+        body = health()  # every worker kept the previous model: its version, not the broken one's
+        assert body["model_version"] == load_spec(card)[0].version and body["model"]["previous"] == card
+        assert body["model"]["workers_failed"] == 1
+    finally:
+        gateway.stop()
+        connection.flushdb()

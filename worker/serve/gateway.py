@@ -40,6 +40,7 @@ from worker.config import WorkerConfig
 from worker.constants import METRICS_PREFIX
 from worker.jobqueue.connections import SERIALIZER, connect
 from worker.jobqueue.producer import enqueue_snapshot
+from worker.serve.model_state import FAILED, SWITCHED, answers, read_desired, resolve_model
 from worker.serve.resultstream import ResultStreamReader
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,15 @@ STATUS_FOR_KIND = {errors.PayloadTooLargeError.kind: 413, errors.ModelUnavailabl
                    "too_old": 504, "camera_disabled": 409, "superseded": 409}
 
 
-def _configured_model_version(config: WorkerConfig) -> str:
-    """The configured model's version, for /health before the first result tells what serves."""
+def _model_version(config: WorkerConfig, model: str = "") -> str:
+    """The version a model's card or metadata records (`model` as the desired state names it: a name under
+    models_dir or a path; "" = the config's `model:`); "" when this host cannot read it."""
     from worker.inference.runtime import load_spec
 
     try:
-        return load_spec(config.resolve(config.model))[0].version
+        return load_spec(resolve_model(config, model) if model else config.resolve(config.model))[0].version
     except errors.DeerWorkerError as exc:  # the workers will say; the gateway does not serve the model
-        log.warning("model version unknown until the first result: %s", exc)
+        log.warning("model version of %s unknown here: %s", model or config.model, exc)
         return ""
 
 
@@ -135,6 +137,7 @@ class Gateway:
         self.metrics = _Metrics()
         self.in_hand = 0
         self.model_version = ""  # the last result's model.version: what actually serves
+        self._versions: dict[str, str] = {}  # model as the desired state names it -> its recorded version
         self.app = Starlette(routes=[
             Route("/detect", self.detect, methods=["POST"]),
             Route("/detect-batch", self.detect_batch, methods=["POST"]),
@@ -146,7 +149,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
         await run_in_threadpool(self.results.start, asyncio.get_running_loop())
-        self.model_version = await run_in_threadpool(_configured_model_version, self.config)
+        self.model_version = await run_in_threadpool(_model_version, self.config)
         try:
             yield
         finally:
@@ -293,16 +296,40 @@ class Gateway:
         queue = Queue(self.config.queue, connection=self.redis, serializer=SERIALIZER)
         return len(Worker.all(connection=self.redis, queue=queue))
 
+    def _version_of(self, model: str) -> str:
+        if model not in self._versions:  # a model folder is never exported over: its version stays
+            self._versions[model] = _model_version(self.config, model)
+        return self._versions[model]
+
+    def stored_model(self) -> dict | None:
+        """The model state in Redis (deer-worker reload / promote / rollback), None when none was set: the
+        desired model, and the version that serves: the one the workers answered they switched to; while
+        they switch (or once their answers expired), the desired model's own; if every answer is a failure,
+        the previous model's, which they kept serving."""
+        desired = read_desired(self.redis)
+        if desired is None:
+            return None
+        answered = answers(self.redis, desired.generation).values()
+        switched = [a.get("version", "") for a in answered if a.get("status") == SWITCHED]
+        failed = sum(a.get("status") == FAILED for a in answered)
+        version = switched[0] if switched else self._version_of(desired.previous) if failed else \
+            self._version_of(desired.model)
+        return {"desired": desired.model, "previous": desired.previous, "generation": desired.generation,
+                "version": version, "workers_switched": len(switched), "workers_failed": failed}
+
     async def health(self, request: Request) -> JSONResponse:
         try:
-            workers = await run_in_threadpool(self.ready_workers)
+            workers, stored = await run_in_threadpool(lambda: (self.ready_workers(), self.stored_model()))
             redis_ok = True
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            workers, redis_ok = 0, False
+            workers, stored, redis_ok = 0, None, False
         ready = redis_ok and workers > 0
-        body = {"status": "healthy" if ready else "unavailable", "model_version": self.model_version,
+        # The model state in Redis beats the last result: after a promote, /health names the new model
+        # before any result of it went through this gateway.
+        version = stored["version"] if stored and stored["version"] else self.model_version
+        body = {"status": "healthy" if ready else "unavailable", "model_version": version,
                 "confidence_threshold": self.cameras.default.confidence, "workers_ready": workers,
-                "redis": redis_ok}
+                "redis": redis_ok, "model": stored}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def prometheus(self, request: Request) -> Response:
