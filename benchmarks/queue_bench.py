@@ -502,7 +502,7 @@ def consumer_loop(url: str, args) -> dict:
     out: dict = {"host": host_line(speed_index()), "precision": "f32", "before_commit": args.before}
     print(out["host"], flush=True)
     _, yolo26s_int8 = build_yaml_model("yolo26s")
-    before = checkout(args.before, Path(args.before_dir))
+    before = checkout(args.before, Path(args.before_dir) / args.before)  # one tree per commit: tar -x never deletes
     runs = [("yolo26s_int8", str(yolo26s_int8), SNAPSHOT, "T_fps"), ("yolo26s_int8", str(yolo26s_int8), SNAPSHOT_360, "T_fps"),
             ("demo_int8", str(DEMO_MODEL), SNAPSHOT, "L_fps")]
     out["limits"] = {}
