@@ -152,6 +152,11 @@ QUEUE_BREAKS = [
           "            expire_started_entries(registry, dead)", "            pass",
           CRASH + "test_no_job_is_lost_whatever_step_a_worker_dies_at[after_register_2]",
           "a dead worker's started jobs wait for the heartbeat-TTL fallback"),
+    # --- round trips (benchmarks/round_trips.py's counter, which the consumer test uses) ---------------
+    Break("round-trip-counter-counts-nothing", "benchmarks/round_trips.py",
+          "        count[0] += 1\n", "        count[0] += 0\n",
+          CONSUMER + "test_a_job_costs_a_handful_of_round_trips",
+          "the round-trip counter misses every checkout: the <= 9 / <= 6 bounds would hold for any worker"),
     # --- the short soak --------------------------------------------------------------------------------
     Break("leak-16kb-per-job", "worker/jobqueue/outcomes.py",
           '    return Outcome("ok", "none", message, camera_label=settings.label, zone_hits=hits, detected=detected)',
