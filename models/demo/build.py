@@ -1,20 +1,29 @@
 #!/usr/bin/env python3
 """Reproducible recipe for the shipped demo deer detector (models/demo/).
 
-    YOLO_OFFLINE=1 .venv/bin/python models/demo/build.py --work /tmp/deer-demo-data          # everything
-    YOLO_OFFLINE=1 .venv/bin/python models/demo/build.py --work /tmp/deer-demo-data --stage train
-    (stages: data, train, export, int8, eval, all; later stages reuse the earlier ones' outputs in --work)
+    YOLO_OFFLINE=1 .venv/bin/python models/demo/build.py --work /tmp/deer-demo-data          # everything (v2, then v3)
+    YOLO_OFFLINE=1 .venv/bin/python models/demo/build.py --work /tmp/deer-demo-data --stage v3   # v3 from the shipped v2
+    (stages: data, train, finetune, data_v3, finetune_v3, package, export, int8, eval, samples; chains v2, v3,
+    all; later stages reuse the earlier ones' outputs in --work. --model-dir DIR: the stages after training
+    read DIR/deer-yolo26n.pt and write the IRs there instead of models/demo)
+
+v3 = v2 + data_v3 + finetune_v3 (models/demo/README.md "v3"): fine-tuned from the v2 checkpoint on the v3
+generator's data, then packaged (deer-worker export), the static IRs rebuilt, the samples checked.
 
 Steps
   1. data    synthetic Ring-like yard snapshots from make_dataset.py into --work/data (NOT the repo):
              train = seed 0 (--n-train images), val (for best.pt selection) = seed 1000 (--n-val images),
              sizes 640x360 / 1280x720 (16:9) and 640x480 (4:3), ~20 % hard negatives.
-             Held-out split models/demo/heldout/ = seed 2000 (different from train and val), 640x360 + 640x480,
-             JPEG q85; demo snapshots models/demo/samples/ = seed 7.
+             Held-out split: frozen in the repo (heldout/ + heldout_extra/, seed 2000, checked by hash, made only
+             if absent); demo snapshots models/demo/samples/ = seed 7.
   2. train   YOLO("yolo26n.yaml") (random init, no downloaded weights) .train(imgsz=320, seed=0, deterministic,
              single class 'deer', CPU, batch 16, workers 2, --epochs) -> best.pt -> models/demo/deer-yolo26n.pt
   2b. finetune  phase 2: YOLO(phase-1 best.pt).train(--finetune-epochs, lr0 0.005, warm-up 1) -> best.pt
-             (the end-to-end head lags the raw head early on; two phases so each fits a working session)
+             (the end-to-end head lags the raw head early on; two phases so each fits a working session;
+             optimizer=auto ignored that lr0: AdamW at 0.002)
+  2c. data_v3, finetune_v3  v3: --v3-n-train / --v3-n-val images of make_dataset --variety v3 (seeds 30 / 1030),
+             --v3-epochs from the v2 checkpoint (AdamW lr0 0.001, cosine, close_mosaic 5) -> best.pt
+  2d. package  deer-worker export: dynamic IRs, both heads, FP32 + INT8, MODEL_CARD.json, scored on the 300
   3. export  ultralytics export format="openvino", imgsz=320, batch=1, dynamic=False:
                nms=False -> end2end NMS-free head, output (1,300,6) x1,y1,x2,y2,score,class  (metadata end2end: true)
                nms=None  -> raw head (1,5,A) that needs NMS                                     (metadata end2end: false)
@@ -27,6 +36,8 @@ Steps
   5. eval    YOLO(ir_dir, task="detect").val(data=models/demo/heldout.yaml, imgsz=320, batch=1) for each IR
              (FP32 with OpenVINO INFERENCE_PRECISION_HINT=f32 forced, and at the CPU default, which is bf16 on
              bf16-capable CPUs), benchmark_app latency; results -> models/demo/build_report.json
+  6. samples `deer-worker demo --json` on the samples with the package and with the static INT8 IR: deer found,
+             near-duplicate boxes, false boxes -> build_report.json samples_check
 """
 
 from __future__ import annotations
@@ -51,10 +62,8 @@ sys.path.insert(0, str(HERE.parent.parent))  # the repo, for worker.tools.export
 import make_dataset  # noqa: E402
 
 STEM = "deer-yolo26n"
-FP32_DIR = HERE / f"{STEM}_openvino_model"
-RAW_DIR = HERE / f"{STEM}_raw_openvino_model"
-INT8_DIR = HERE / f"{STEM}_int8_openvino_model"
-PT = HERE / f"{STEM}.pt"
+FP32_NAME, RAW_NAME, INT8_NAME = f"{STEM}_openvino_model", f"{STEM}_raw_openvino_model", f"{STEM}_int8_openvino_model"
+PT = HERE / f"{STEM}.pt"  # the shipped checkpoint; --model-dir DIR reads and writes DIR/deer-yolo26n.pt instead
 HELDOUT_YAML = HERE / "heldout.yaml"
 REPORT = HERE / "build_report.json"
 NAMES = {0: "deer"}
@@ -210,17 +219,20 @@ def v2_checkpoint(a):
 
 def stage_finetune_v3(a, rep):
     """v3 = v2 + this stage: fine-tune v2 on the v3 data, AdamW at an explicit lr (optimizer=auto would ignore
-    lr0) with a cosine schedule and the last epochs without mosaic. No single_cls (it renames the class)."""
+    lr0) with a cosine schedule and the last epochs without mosaic. single_cls=True is what ran: ultralytics
+    carries it over from the v2 checkpoint's args (False would not change a one-class dataset; fix_names
+    restores the class name it renames)."""
     from ultralytics import YOLO
 
     t0, cpu0 = time.time(), time.process_time()
     src = v2_checkpoint(a)
     model = YOLO(str(src))
     model.train(data=str(Path(a.work) / "data_v3" / "data.yaml"), epochs=a.v3_epochs, imgsz=320, batch=16,
-                device="cpu", workers=a.workers, seed=a.seed, deterministic=True, optimizer="AdamW", lr0=a.v3_lr0,
+                device="cpu", workers=a.workers, seed=a.seed, deterministic=True, single_cls=True, optimizer="AdamW",
+                lr0=a.v3_lr0,
                 lrf=0.05, cos_lr=True, warmup_epochs=1, close_mosaic=5, project=str(Path(a.work) / "runs"),
                 name="finetune_v3", exist_ok=True, plots=False, amp=False, patience=0, cache="ram")
-    out = Path(a.out_pt) if a.out_pt else PT
+    out = Path(a.out_pt) if a.out_pt else Path(a.model_dir) / PT.name
     shutil.copy(Path(a.work) / "runs" / "finetune_v3" / "weights" / "best.pt", out)
     fix_names(out)
     rep["finetune_v3"] = {"from": str(src), "epochs": a.v3_epochs, "optimizer": "AdamW", "lr0": a.v3_lr0, "lrf": 0.05,
@@ -235,11 +247,12 @@ def fix_names(pt):
     import torch
 
     ckpt = torch.load(pt, map_location="cpu", weights_only=False)
-    for k in ("model", "ema"):
-        if ckpt.get(k) is not None and getattr(ckpt[k], "names", None) != NAMES:
-            ckpt[k].names = dict(NAMES)
-            log(f"{Path(pt).name}: {k}.names -> {NAMES}")
-    torch.save(ckpt, pt)
+    fixed = [k for k in ("model", "ema") if ckpt.get(k) is not None and getattr(ckpt[k], "names", None) != NAMES]
+    for k in fixed:
+        ckpt[k].names = dict(NAMES)
+        log(f"{Path(pt).name}: {k}.names -> {NAMES}")
+    if fixed:  # else the bytes stay, and so does the sha256 a model card recorded
+        torch.save(ckpt, pt)
 
 
 def _export(pt, nms, work_sub):
@@ -257,37 +270,64 @@ def stage_export(a, rep):
     import openvino as ov
 
     t0 = time.time()
-    fix_names(PT)  # idempotent
-    for nms, dst in ((False, FP32_DIR), (None, RAW_DIR)):
-        out = _export(PT, nms, Path(a.work) / ("export_e2e" if nms is False else "export_raw"))
+    pt, fp32_dir, raw_dir = Path(a.model_dir) / PT.name, Path(a.model_dir) / FP32_NAME, Path(a.model_dir) / RAW_NAME
+    fix_names(pt)  # idempotent
+    for nms, dst in ((False, fp32_dir), (None, raw_dir)):
+        out = _export(pt, nms, Path(a.work) / ("export_e2e" if nms is False else "export_raw"))
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(out, dst)
         m = ov.Core().read_model(str(next(dst.glob("*.xml"))))
         log(f"{dst.name}: inputs {[(sorted(i.get_names()), i.get_partial_shape()) for i in m.inputs]} "
             f"outputs {[(sorted(o.get_names()), o.get_partial_shape()) for o in m.outputs]}")
-    meta = (FP32_DIR / "metadata.yaml").read_text()
+    meta = (fp32_dir / "metadata.yaml").read_text()
     assert re.search(r"^end2end: true", meta, re.M), "FP32 IR is not end2end"
-    assert re.search(r"^end2end: false", (RAW_DIR / "metadata.yaml").read_text(), re.M), "raw IR claims end2end"
+    assert re.search(r"^end2end: false", (raw_dir / "metadata.yaml").read_text(), re.M), "raw IR claims end2end"
     rep["export"] = {"wall_s": round(time.time() - t0, 1)}
 
 
+# ------------------------------------------------------------------------------------------------------------- package
+def stage_package(a, rep):
+    """The served package: `deer-worker export` (dynamic IRs, both heads, FP32 + INT8, MODEL_CARD.json), calibrated
+    on the first --n-calib train images, every IR scored against the .pt on the 300-image held-out split."""
+    t0 = time.time()
+    data = Path(a.work) / "export.yaml"
+    data.write_text(f"# calibration (train) and scoring (val) for deer-worker export\ntrain: {calibration_dir(a)}\n"
+                    f"val: [{HELDOUT / 'images'}, {HELDOUT_EXTRA / 'images'}]\nnames:\n  0: deer\n")
+    cmd = [sys.executable, "-m", "worker", "export", str(Path(a.model_dir) / PT.name), "--data", str(data), "--int8",
+           "--fraction", "1.0", "--max-calibration", str(a.n_calib), "--version", a.version, "--name",
+           "deer-yolo26n-demo", "--conf", "0.25", "--ignored-scope", a.int8_scope, "--out", str(a.model_dir)]
+    log(" ".join(cmd))
+    subprocess.run(cmd, check=True, cwd=HERE.parent.parent)
+    for cache in (HELDOUT / "labels.cache", HELDOUT_EXTRA / "labels.cache"):
+        cache.unlink(missing_ok=True)
+    rep["package"] = {"command": " ".join(["python -m worker", *cmd[3:]]), "wall_s": round(time.time() - t0, 1)}
+
+
 # ---------------------------------------------------------------------------------------------------------------- int8
+def calibration_dir(a):
+    """The train images the INT8 IRs calibrate on: v3's when this --work made them, else v2's."""
+    v3 = Path(a.work) / "data_v3" / "images" / "train"
+    return v3 if v3.is_dir() else Path(a.work) / "data" / "images" / "train"
+
+
 def stage_int8(a, rep):
     """Through the same code as `deer-worker export --int8`: worker preprocessing for calibration,
     NNCF MIXED. Both ignored scopes are built and compared (on this model they came out identical)."""
     from worker.tools.export import calibration_tensors, quantize_ir
 
     t0 = time.time()
-    files = sorted((Path(a.work) / "data" / "images" / "train").glob("*.jpg"))[: a.n_calib]
-    tensors = calibration_tensors(files, 320, clahe=False)
+    files = sorted(calibration_dir(a).glob("*.jpg"))[: a.n_calib]
+    tensors = calibration_tensors(files, 320, clahe=False, square=True)  # a static IR: 320x320 only
     rep.setdefault("int8", {})["n_calib"] = len(tensors)
     for scope in ("none", "head"):
-        quantize_ir(FP32_DIR, Path(a.work) / f"int8_{scope}" / f"{STEM}_int8_openvino_model", tensors,
+        quantize_ir(Path(a.model_dir) / FP32_NAME, Path(a.work) / f"int8_{scope}" / INT8_NAME, tensors,
                     ignored_scope=scope)
         log(f"INT8 ignored scope {scope} done")
-    shutil.rmtree(INT8_DIR, ignore_errors=True)
-    shutil.copytree(Path(a.work) / "int8_none" / f"{STEM}_int8_openvino_model", INT8_DIR)
+    int8_dir = Path(a.model_dir) / INT8_NAME
+    shutil.rmtree(int8_dir, ignore_errors=True)
+    shutil.copytree(Path(a.work) / "int8_none" / INT8_NAME, int8_dir)
     rep["int8"]["chosen_ignored_scope"] = "none"
+    rep["int8"]["calibration"] = str(calibration_dir(a))
     rep["int8"]["wall_s"] = round(time.time() - t0, 1)
 
 
@@ -341,27 +381,82 @@ def stage_eval(a, rep):
 
     t0 = time.time()
     ev = rep.setdefault("eval", {})
-    ev["fp32_f32"] = val_ir(FP32_DIR, ov.Type.f32)
-    ev["fp32_default"] = val_ir(FP32_DIR, None)
-    ev["raw_f32"] = val_ir(RAW_DIR, ov.Type.f32)
+    fp32_dir, int8_dir = Path(a.model_dir) / FP32_NAME, Path(a.model_dir) / INT8_NAME
+    ev["fp32_f32"] = val_ir(fp32_dir, ov.Type.f32)
+    ev["fp32_default"] = val_ir(fp32_dir, None)
+    ev["raw_f32"] = val_ir(Path(a.model_dir) / RAW_NAME, ov.Type.f32)
     cands = {}
     for variant in ("none", "head"):  # ignored scopes built by stage_int8; non-quantized ops pinned to f32
-        d = Path(a.work) / f"int8_{variant}" / f"{STEM}_int8_openvino_model"
+        d = Path(a.work) / f"int8_{variant}" / INT8_NAME
         cands[variant] = {"val": val_ir(d, ov.Type.f32), "bench": bench(d / f"{STEM}.xml", ["-infer_precision", "f32"])}
         log(f"INT8 {variant}: {cands[variant]}")
     ev["int8_candidates"] = cands
     # pick: accuracy first (mAP50-95 within 0.01 counts as a tie), then latency
     best = max(cands, key=lambda k: (round(cands[k]["val"]["mAP50-95"] / 0.01), -cands[k]["bench"]["median_ms"]))
     ev["int8_choice"] = best
-    shutil.rmtree(INT8_DIR, ignore_errors=True)
-    shutil.copytree(Path(a.work) / f"int8_{best}" / f"{STEM}_int8_openvino_model", INT8_DIR)
+    shutil.rmtree(int8_dir, ignore_errors=True)
+    shutil.copytree(Path(a.work) / f"int8_{best}" / INT8_NAME, int8_dir)
     ev["int8"] = cands[best]["val"]
-    xml = next(FP32_DIR.glob("*.xml"))
+    xml = next(fp32_dir.glob("*.xml"))
     ev["bench_fp32_f32"] = bench(xml, ["-infer_precision", "f32"])
     ev["bench_fp32_default"] = bench(xml, [])
     ev["bench_int8"] = cands[best]["bench"]
     ev["wall_s"] = round(time.time() - t0, 1)
     (HERE / "heldout" / "labels.cache").unlink(missing_ok=True)  # ultralytics writes it next to labels/
+
+
+def stage_samples(a, rep):
+    """`deer-worker demo --json` on the samples, for the served package (models/demo: the card's IR) and for
+    configs/worker.yaml's default model: per sample the boxes at the demo threshold, near-duplicates (two
+    boxes of one class with IoU > 0.7), and which ground-truth deer (the generator's own boxes, regenerated
+    from the sample seed and checked byte-identical to the committed files) a box finds at IoU >= 0.5."""
+    import tempfile
+
+    from worker.tools.evaluation import box_iou
+
+    with tempfile.TemporaryDirectory() as tmp:
+        written = make_dataset.write_samples(Path(tmp), a.sample_seed)
+        truth = {}
+        for path, lines in written:
+            if path.read_bytes() != (HERE / "samples" / path.name).read_bytes():
+                raise SystemExit(f"samples/{path.name} is not what seed {a.sample_seed} generates")
+            img = __import__("cv2").imread(str(path))
+            h, w = img.shape[:2]
+            truth[path.name] = [[(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
+                                for cx, cy, bw, bh in (map(float, ln.split()[1:]) for ln in lines)]
+    out = {}
+    served = Path(a.model_dir).resolve()
+    for label, model in (("served (the package: MODEL_CARD.json serve)", served),
+                         ("configs/worker.yaml default (static end2end INT8 IR)", served / INT8_NAME)):
+        model = os.path.relpath(model, HERE.parent.parent)
+        cmd = [sys.executable, "-m", "worker", "demo", "--json", "--model", model]
+        run = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent.parent)
+        if run.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed: {run.stderr.strip().splitlines()[-1:]}")
+        rows, found, wanted, duplicates = {}, 0, 0, 0
+        for message in map(json.loads, run.stdout.splitlines()):
+            name = Path(message["file"]).name
+            boxes = [d["box"] for d in message["detections"]]
+            ious = box_iou(boxes, boxes) if boxes else []
+            dups = [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if ious[i][j] > 0.7
+                    and message["detections"][i]["class_id"] == message["detections"][j]["class_id"]]
+            hits = [bool(boxes) and float(box_iou([t], boxes).max()) >= 0.5 for t in truth[name]]
+            false = [not truth[name] or float(box_iou([b], truth[name]).max()) < 0.5 for b in boxes]
+            rows[name] = {"deer": len(truth[name]), "found": sum(hits), "near_duplicates": len(dups),
+                          "false_boxes": sum(false),
+                          "boxes": [[round(d["confidence"], 2), d["box"]] for d in message["detections"]]}
+            found, wanted, duplicates = found + sum(hits), wanted + len(truth[name]), duplicates + len(dups)
+        model_line = next((ln for ln in run.stderr.splitlines() if ln.startswith("demo: Redis")), "")
+        out[label] = {"command": f"python -m worker demo --json --model {model}",
+                      "model": model_line.split("model ")[-1], "deer_found": f"{found}/{wanted}",
+                      "near_duplicates": duplicates,
+                      "false_boxes": sum(r["false_boxes"] for r in rows.values()),
+                      "samples": dict(sorted(rows.items()))}
+        log(f"{label}: deer found {found}/{wanted}, near-duplicates {duplicates}")
+        for name, r in sorted(rows.items()):
+            log(f"  {name:<28} deer {r['found']}/{r['deer']} dup {r['near_duplicates']} false {r['false_boxes']} "
+                f"{r['boxes']}")
+    rep["samples_check"] = out
 
 
 def versions():
@@ -378,8 +473,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/deer-demo-data", help="scratch dir (dataset, runs, exports); not the repo")
     ap.add_argument("--stage", default="all", choices=["all", "v2", "v3", "data", "train", "finetune", "data_v3",
-                                                       "finetune_v3", "export", "int8", "eval"],
-                    help="all = v2's chain then v3's; v2 = data..finetune; v3 = data_v3 + finetune_v3 (from v2)")
+                                                       "finetune_v3", "package", "export", "int8", "eval", "samples"],
+                    help="all = v2's chain then v3's; v2 = data, train, finetune; v3 = data_v3, finetune_v3 (from v2), "
+                         "package, export, int8, samples")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-seed", type=int, default=7)
     ap.add_argument("--n-train", type=int, default=320)
@@ -393,15 +489,22 @@ def main():
     ap.add_argument("--v3-n-val", type=int, default=150)
     ap.add_argument("--v3-epochs", type=int, default=20)
     ap.add_argument("--v3-lr0", type=float, default=0.001)
+    ap.add_argument("--version", default="deer-yolo26n demo v3 (dynamic)", help="the package's version (MODEL_CARD.json)")
+    ap.add_argument("--int8-scope", choices=["none", "head"], default="head",
+                    help="the package's INT8 ignored scope (default 'head': the raw head's INT8 stays much closer "
+                         "to FP32 with it; benchmarks/int8_calibration.py, models/demo/README.md)")
     ap.add_argument("--from", dest="v2_from", help="v2 checkpoint for v3 (default: this --work's v2 chain, "
                                                     "else the shipped .pt if it is v2)")
-    ap.add_argument("--out-pt", help="where finetune_v3 writes its best.pt (default models/demo/deer-yolo26n.pt)")
+    ap.add_argument("--out-pt", help="where finetune_v3 writes its best.pt (default MODEL_DIR/deer-yolo26n.pt)")
+    ap.add_argument("--model-dir", default=str(HERE), help="the model folder the stages after training read and write: "
+                    "deer-yolo26n.pt, the static IRs, the package (default models/demo; another one to check a "
+                    "model before it replaces the shipped one)")
     a = ap.parse_args()
     os.chdir(HERE.parent.parent)  # repo root, so heldout.yaml's relative path resolves
     rep = load_report()
     rep.setdefault("commands", []).append("YOLO_OFFLINE=1 .venv/bin/python models/demo/build.py " + " ".join(sys.argv[1:]))
-    chains = {"v2": ["data", "train", "finetune"], "v3": ["data_v3", "finetune_v3"]}
-    chains["all"] = chains["v2"] + chains["v3"] + ["export", "int8", "eval"]
+    chains = {"v2": ["data", "train", "finetune"], "v3": ["data_v3", "finetune_v3", "package", "export", "int8", "samples"]}
+    chains["all"] = chains["v2"] + chains["v3"]
     stages = chains.get(a.stage, [a.stage])
     for s in stages:
         log(f"stage {s}")

@@ -61,13 +61,9 @@ def test_batch1_matches_ultralytics(f32_detector, reduced):
         ours = [_ours(f32_detector.detect(p.read_bytes(), CameraSettings(confidence=CONF))) for p in IMAGES]
     finally:
         f32_detector.reduced_decode = saved
-    if reduced:
-        # Measured, not required: decoding at 1/4 size changes pixels enough to move scores of this
-        # demo model by more than 0.01, so the worker's default is the full decode.
-        with pytest.raises(AssertionError, match="detections match") as outside:
-            _assert_parity(ours, _reference(FP32_MODEL, _decode_all()))
-        pytest.xfail(f"reduced decode is outside parity tolerance on the demo model, why it is off by default: "
-                     f"{str(outside.value).splitlines()[0]}")
+    # Reduced decode changes pixels: the v2 demo model's scores moved by more than 0.01 with it (outside
+    # parity, why the worker's default is the full decode); the v3 demo model (2026-11-30), surer of its
+    # boxes, stays within parity on these samples, so both decodes are held to it.
     _assert_parity(ours, _reference(FP32_MODEL, _decode_all()))
 
 

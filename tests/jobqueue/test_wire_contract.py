@@ -1,6 +1,7 @@
 """The wire contract, frozen: a job written by the pre-refactor producer (tests/fixtures/wire, recorded by
 record_v1.py at 52e45e4) is served by today's worker with the same result message, field by field; and
-today's producer writes the same job hash, payload, keys and function name.
+today's producer writes the same job hash, payload, keys and function name. The result side depends on the
+demo model's weights: record_result.py re-records it (v1 shape) when the model changes (v3: 2026-11-30).
 
 Volatile fields (compared by presence and type only): finished_at, worker, the timings' values.
 """
@@ -40,9 +41,9 @@ JOB_TIMESTAMPS = {"created_at", "enqueued_at"}
 ADDITIVE = {"result": {"zones"}, "result.detections[]": {"zones"}}
 SNAPSHOT_KEY = re.compile(r"deer:snap:[0-9a-f]{32}")
 BOX_STEP, CONFIDENCE_STEP = 0.1, 1e-4  # the result JSON's rounding (detections.to_json)
-# The recording ran the INT8 IR on an AVX2 host; INT8 kernels round differently on VNNI/AVX-512 hosts
-# (seen: 0.4505 recorded, 0.4563 served on an EPYC with VNNI). So the served numbers are held to this
-# host's own detector at the JSON rounding, and to the recording within what an ISA change moves.
+# INT8 kernels round differently on AVX2-only and VNNI/AVX-512 hosts (v2's recording on AVX2 read 0.4505
+# where an EPYC with VNNI served 0.4563; v3's was recorded on the VNNI host). So the served numbers are held
+# to this host's own detector at the JSON rounding, and to the recording within what an ISA change moves.
 ACROSS_ISA_CONFIDENCE, ACROSS_ISA_BOX = 0.02, 2.0
 
 
