@@ -15,7 +15,7 @@ and after it (Redis, metrics, recovery, RQ registration) until ready. --baseline
 checkout's worker too (e.g. a git worktree of an older commit), in the same rounds, alternating, for a
 before/after from one run (an older worker may not log its phases: then only its totals).
 
-    cpu-exclusive .venv/bin/python benchmarks/cold_start.py [--rounds 3] [--redis URL] [--baseline DIR] [--json]
+    .venv/bin/python benchmarks/cold_start.py [--rounds 3] [--redis URL] [--baseline DIR] [--json]
 """
 
 from __future__ import annotations

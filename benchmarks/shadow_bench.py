@@ -14,7 +14,7 @@ coverage; with 8 pairs the 2nd smallest to the 2nd largest ratio, 93%). "Within 
 when the interval's upper end is <= 1.10, not shown the other way when its lower end is > 1.10, and
 unresolved otherwise.
 
-    cpu-exclusive .venv/bin/python benchmarks/shadow_bench.py [--redis URL] [--pairs 8] [--seconds 15] [--json]
+    .venv/bin/python benchmarks/shadow_bench.py [--redis URL] [--pairs 8] [--seconds 15] [--json]
 
 f32 is pinned (DEER_WORKER_PRECISION=f32). Uses the given Redis db's keys under the bench's own queue
 name (it deletes that queue, its results stream and the shadow disagreement stream before each trial).

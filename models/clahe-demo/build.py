@@ -14,7 +14,7 @@ Stages (scratch under --work, only the held-out split, the .pt and the reports l
          after the first epoch to fill it (--epochs 14 became 24 here)
   The export and table are separate commands (see models/clahe-demo/README.md).
 
-    cpu-exclusive env YOLO_OFFLINE=1 .venv/bin/python models/clahe-demo/build.py --work /tmp/clahe-demo
+    YOLO_OFFLINE=1 .venv/bin/python models/clahe-demo/build.py --work /tmp/clahe-demo
 """
 
 from __future__ import annotations
