@@ -131,12 +131,13 @@ def test_decode_floor_is_a_full_decode_of_each_snapshot():
     # nine times the pixels: a full decode costs more
     assert floor_large["p50_ms"] > 2 * floor_small["p50_ms"]
     # and it is the full decode, not the worker's reduced one (1/8 size skips most of the IDCT and colour work)
+    # its best of 7 (the median of 3 met a busy host's spikes: 5.1 ms once for a ~1 ms decode)
     times = []
-    for _ in range(3):
+    for _ in range(7):
         t0 = time.perf_counter()
         decode(large, reduction=8)
         times.append(time.perf_counter() - t0)
-    assert floor_large["p50_ms"] > 1.5 * 1e3 * float(np.median(times))
+    assert floor_large["p50_ms"] > 1.5 * 1e3 * min(times)
 
 
 def test_a_dynamic_ir_is_benched_at_the_rect_shape_the_worker_serves(tmp_path):
