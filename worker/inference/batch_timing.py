@@ -21,18 +21,15 @@ from pathlib import Path
 
 import openvino as ov
 
+from worker.inference.runtime import files_sha256
+
 log = logging.getLogger(__name__)
 FOLDER = "batch-timing"
 
 
 def model_digest(xml: Path) -> str:
     """sha256 of the IR (.xml and .bin): the same bytes under another path are the same model."""
-    digest = hashlib.sha256()
-    for part in (xml, xml.with_suffix(".bin")):
-        with open(part, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return files_sha256(xml, xml.with_suffix(".bin"))
 
 
 def timing_key(digest: str, shape: tuple[int, int], options, cpu: str) -> str:

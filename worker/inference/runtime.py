@@ -10,6 +10,7 @@ comes from the card, or from the `deer_worker:` mapping in the IR's metadata.yam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -51,6 +52,16 @@ class ModelSpec:
 
 
 MODEL_CARD = "MODEL_CARD.json"
+
+
+def files_sha256(*paths: Path) -> str:
+    """sha256 over the files' bytes in order (a checkpoint; an IR's .xml and .bin): content, not path."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _read_card(folder: Path) -> dict:

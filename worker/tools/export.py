@@ -15,7 +15,6 @@ worker serves (16:9, 4:3 and 1:1 mixed), so the ranges NNCF measures are the ran
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from worker.constants import DEFAULT_IOU
 from worker.errors import ConfigError, MissingDependencyError, MissingFileError, UsageError
 from worker.inference.imagecodec import decode
 from worker.inference.preprocess import Preprocessing, apply_clahe, input_shape, prepare, prepare_rect
+from worker.inference.runtime import files_sha256
 from worker.tools.options import make_dir
 from worker.tools.progress import Progress, note
 from worker.tools.reference import checkpoint_imgsz
@@ -221,14 +221,6 @@ def measure_latency_ms(ir_dir: Path, shape: tuple[int, int], repeats: int = 20, 
     return round(float(np.median(times)) * 1e3, 2)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _size_mb(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 2)
 
@@ -371,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
     serve, reason = choose_serve(irs, reference is not None)
     checkpoint = str(pt.relative_to(out.resolve())) if pt.is_relative_to(out.resolve()) else str(pt)  # movable folder
     card = {"name": args.name or stem, "version": args.model_version or args.name or stem, "serve": serve,
-            "serve_reason": reason, "checkpoint": checkpoint, "checkpoint_sha256": _sha256(pt), "imgsz": imgsz,
+            "serve_reason": reason, "checkpoint": checkpoint, "checkpoint_sha256": files_sha256(pt), "imgsz": imgsz,
             "preprocessing": preprocessing, "deer_class": args.deer_class, "confidence": args.conf, "iou": args.iou,
             "data": str(Path(args.data).resolve()) if args.data else None, "val_split": args.val_split if args.data else None,
             "gate": {"max_drop_map50": args.max_drop_map50, "max_drop_map": args.max_drop_map},
