@@ -1,3 +1,3 @@
-from worker.cli import main
+from worker.cli import entry
 
-raise SystemExit(main())
+entry()

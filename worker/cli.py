@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -151,14 +152,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if workers == 1:
         from worker.serve.service import run_worker
 
-        return run_worker(config, args.worker_index or 0, burst=args.burst)
+        return run_worker(config, args.worker_index or 0, burst=args.burst, stop=args.stop)
     for given, option in ((args.burst, "--burst"), (args.worker_index is not None, "--worker-index")):
         if given:
             raise UsageError(f"{option} applies to one worker process, not a pool of {workers}: "
                              "add --workers 1, or leave it out")
     from worker.serve.pool import WorkerPool
 
-    return WorkerPool(config, args.config, _overrides(args), workers, log_level=args.log_level).run_forever()
+    return WorkerPool(config, args.config, _overrides(args), workers, log_level=args.log_level).run_forever(args.stop)
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -396,8 +397,27 @@ def _redis_unreachable(exc: BaseException) -> bool:
     return redis is not None and isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand, read before the parser is built (building it imports the tools)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    stop = None
+    if _command_word(argv) == "run":
+        from worker.serve.stopping import StopRequest
+
+        # First, before OpenVINO is imported: a stop during start-up is a clean exit 0, not a death by signal.
+        stop = StopRequest().install()
     args = build_parser().parse_args(argv)
+    args.stop = stop
     args.log_level = args.log_level or ("DEBUG" if args.verbose else "INFO")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -418,5 +438,33 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script and `python -m worker`: main(), then the process's exit.
+
+    A `run` process ends with os._exit once main() has shut it down in order (threads joined, compiled
+    models released, logs flushed): CPython's finalization would tear down what is left in no set order
+    and end any daemon thread with pthread_exit, whose unwinding through native frames is one way a
+    process aborts with std::terminate after its work is done. The status is the one main() returned.
+    """
+    argv = sys.argv[1:]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage exit, RQ's cold shutdown on a second signal
+        code = exc.code
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    if _command_word(argv) != "run":
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

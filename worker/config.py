@@ -67,6 +67,7 @@ class WorkerConfig:
     # Several hosts: identity in worker names, and how soon a silent host's started jobs run elsewhere
     host_id: str = ""  # "" = the first HOST_ID_LENGTH hex digits of /etc/machine-id
     heartbeat_margin: int = C.DEFAULT_HEARTBEAT_MARGIN
+    burst_redis_wait: float = C.DEFAULT_BURST_REDIS_WAIT  # s a `run --burst` waits for Redis before exiting 2
     maintenance_interval: int = C.DEFAULT_MAINTENANCE_INTERVAL
     worker_ttl: int = C.DEFAULT_WORKER_TTL
 
@@ -100,6 +101,8 @@ class WorkerConfig:
             parse_cpus(self.cpus)
         except ValueError:
             raise bad("cpus", f"expected CPU ids like '0,1' or '0-3', got {self.cpus!r}") from None
+        if self.burst_redis_wait <= 0:
+            raise bad("burst_redis_wait", f"must be > 0 seconds, got {self.burst_redis_wait}")
         if self.max_age <= 0:
             raise bad("max_age", f"must be > 0 seconds, got {self.max_age}")
         if not 0 <= self.iou <= 1:

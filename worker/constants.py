@@ -75,6 +75,9 @@ REDIS_MAX_BACKOFF = 2.0
 # this margin; a live worker's maintenance (every DEFAULT_MAINTENANCE_INTERVAL s, or as soon as its
 # blocking dequeue of worker_ttl - 15 s returns) then retries it: the bound in deploy/README.md.
 DEFAULT_HEARTBEAT_MARGIN = 10
+# A burst run (a batch job, a CI step) gives up on an unreachable Redis after this many seconds and
+# exits 2; a serving worker keeps retrying, since Redis coming back is the normal case.
+DEFAULT_BURST_REDIS_WAIT = 10.0
 DEFAULT_MAINTENANCE_INTERVAL = 10
 DEFAULT_WORKER_TTL = 30
 MIN_WORKER_TTL = 16  # RQ's dequeue blocks worker_ttl - 15 s; below 16 it would block 1 s anyway

@@ -83,6 +83,22 @@ def test_stop_was_requested_follows_rqs_shutdown_date(queue):
     assert worker.stop_was_requested()
 
 
+def test_stop_at_first_check_ends_work_before_any_dequeue(queue):
+    """A stop the process took before work() installed RQ's handlers: work() returns without taking the
+    queued job, and stop_was_requested() says it stopped on request (so the service does not restart it)."""
+    job = _enqueue(queue)
+    worker = _worker(queue)
+    worker.stop_at_first_check()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert worker.work(burst=True) is False
+    finally:
+        for sig, handler in handlers.items():  # work() installs RQ's handlers
+            signal.signal(sig, handler)
+    assert worker.stop_was_requested()
+    assert job.id in queue.job_ids  # still queued: nothing was taken
+
+
 def test_set_ip_address_override_survives_an_unparsable_client_info(queue, monkeypatch):
     monkeypatch.setattr(queue.connection, "client_info", lambda: {})  # the embedded server's answer
     assert _worker(queue).ip_address == "unknown"  # RQ calls _set_ip_address from __init__

@@ -73,7 +73,7 @@ CLI_BREAKS = [
           'options.add_argument("--log-level", type=str,', FAIL + "[log-level-after-command]",
           "a bogus level reaches logging (ValueError)"),
     Break("burst-waits-forever", "worker/serve/service.py",
-          "if burst and time.monotonic() - unreachable_since > BURST_REDIS_WAIT:", "if False:",
+          "if burst and time.monotonic() - unreachable_since > config.burst_redis_wait:", "if False:",
           FAIL + "[run-burst-redis-down]", "run --burst retries an unreachable Redis forever"),
     Break("verbose-no-traceback", "worker/cli.py", "    if verbose:\n        traceback", "    if False:\n        traceback",
           T + "test_verbose_adds_the_traceback_to_the_line", "-v adds nothing"),

@@ -8,6 +8,7 @@ a private attribute of RQ or writes an `rq:` key.
 What leans on RQ internals:
   worker_key                RQ's key layout of a worker hash
   BatchWorker.stop_was_requested   private _shutdown_requested_date
+  BatchWorker.stop_at_first_check  private _stop_requested and _shutdown_requested_date
   BatchWorker._set_ip_address      private method, overridden
   BatchWorker.set_state            private _state
   BatchWorker.heartbeat            RQ's loop beats three times around every job (behaviour, not API)
@@ -67,6 +68,12 @@ class BatchWorker(SimpleWorker):
         """True when work() ended on a stop signal; RQ's work() returns the same way when its loop broke
         on a Redis error, and only this private field tells the two apart."""
         return self._shutdown_requested_date is not None
+
+    def stop_at_first_check(self) -> None:
+        """A stop signal that came before work() installed RQ's handlers (the process took it): work()
+        ends at its loop's first check, before any dequeue, as after RQ's own warm shutdown."""
+        self._shutdown_requested_date = now()
+        self._stop_requested = True
 
     def _set_ip_address(self, connection) -> None:
         # The embedded in-process server answers CLIENT INFO in a shape RQ cannot parse; the address

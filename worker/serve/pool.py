@@ -22,6 +22,7 @@ from worker.config import ENV_PREFIX, WorkerConfig
 from worker.errors import WorkerStartError
 from worker.jobqueue.connections import connect
 from worker.jobqueue.recovery import recover_jobs, worker_name
+from worker.serve.stopping import StopRequest
 
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_MAX = 30.0
@@ -125,6 +126,9 @@ class WorkerPool:
                     "and start again")
             child.restart_at = now + (min(RESTART_BACKOFF_MAX, 0.5 * 2 ** child.restarts) if child.restarts else 0.0)
 
+    def _request_stop(self) -> None:
+        self.stopping = True
+
     def stop(self, timeout: float) -> None:
         """SIGTERM each child (each finishes its batch in hand), then SIGKILL what is left."""
         self.stopping = True
@@ -141,13 +145,13 @@ class WorkerPool:
                 child.process.wait()
                 self._recover(child)
 
-    def run_forever(self) -> int:
-        def on_signal(signum, frame):
-            self.stopping = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        self.start()
+    def run_forever(self, stop: StopRequest | None = None) -> int:
+        """Supervise until a stop signal (`stop`: the process's, installed before any import), then stop
+        the children. A stop that came before this started none."""
+        stop = stop or StopRequest().install()
+        stop.forward(self._request_stop)
+        if not self.stopping:
+            self.start()
         try:
             while not self.stopping:
                 self.check()

@@ -2,6 +2,11 @@
 
 Redis going away does not end the process: the RQ loop ends, and this loop reconnects with
 backoff and starts a fresh RQ worker around the same warm detector.
+
+Shutdown is ordered so that it cannot abort: a stop signal is a flag from the process's first line
+(stopping.StopRequest), honoured between stages; on the way out the threads are stopped and joined
+first (model-state watch, shadow loader, health server), then the detectors release their compiled
+models, and only then does the process exit with the documented status (0 on a stop, 2 on a failure).
 """
 
 from __future__ import annotations
@@ -9,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import threading
 import time
 
 import redis
+from rq.exceptions import StopRequested
 from rq.queue import Queue
 
 from worker.cameras import load_camera_book
@@ -27,11 +32,9 @@ from worker.jobqueue.recovery import dead_on_this_host, recover_jobs, worker_nam
 from worker.jobqueue.consumer import DeerWorker
 from worker.jobqueue.rq_compat import worker_key
 from worker.serve.model_state import ModelSwitcher
+from worker.serve.stopping import StopRequest
 
 log = logging.getLogger(__name__)
-# A burst run (a batch job, a CI step) gives up on an unreachable Redis after this many seconds and
-# exits non-zero; a serving worker keeps retrying, since Redis coming back is the normal case.
-BURST_REDIS_WAIT = 10.0
 
 
 def process_age() -> float:
@@ -98,7 +101,11 @@ def start_shadow(config: WorkerConfig, book, metrics, connection, name: str):
     return ShadowRunner(detector, config.shadow_sample, metrics=metrics, connection=connection)
 
 
-def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> int:
+def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False, stop: StopRequest | None = None) -> int:
+    """Serve until stopped (0), or until a burst run found the queue empty (0) or Redis unreachable for
+    config.burst_redis_wait s (RedisUnavailableError). `stop`: the process's stop request, installed by
+    the entry point before any heavy import; one is installed here otherwise."""
+    stop = stop or StopRequest().install()
     cpus = parse_cpus(config.cpus)
     if cpus:
         os.sched_setaffinity(0, cpus)  # before OpenVINO starts its threads, so pinning stays inside
@@ -116,83 +123,117 @@ def run_worker(config: WorkerConfig, index: int = 0, *, burst: bool = False) -> 
     # The model in service is the one stored in Redis (deer-worker reload), else the config's.
     switcher = ModelSwitcher(lambda: state_connection, config, name, build=build_checked,
                              on_switch=lambda detector: [announce_model(m, detector) for m in announced])
-    model_started = time.perf_counter()
-    detector = switcher.start()
-    model_seconds = time.perf_counter() - model_started
-    log.info("%s: model %s (%s weights, %s inference, batch<=%d) warm: batch1 %.1f ms%s", name,
-             detector.spec.name, detector.spec.weights, detector.precision, detector.max_batch,
-             detector.warmup.batch1_seconds * 1e3,
-             (f", batch4 {detector.warmup.batch4_seconds * 1e3:.1f} ms" if detector.warmup.batch4_seconds else "")
-             + (" (times of an earlier start, batch_timing)" if detector.warmup.remembered else ""))
-    connection = connect(config.redis_url)
-    ready = threading.Event()
-    metrics, server = _start_health(config, index, detector, book, name, ready)
-    announced += [metrics] if metrics else []
-    # The shadow loads after the worker is ready (on a thread): it is work the first jobs need not wait for.
     consumer: dict = {"shadow": None, "worker": None}
+    shadow_loader: threading.Thread | None = None
+    server = None
+    try:
+        if stop.requested:  # during the imports: no model to load
+            log.info("%s: stopped (%s) during start-up, before loading the model", name, stop.signal_name)
+            return 0
+        model_started = time.perf_counter()
+        detector = switcher.start()
+        model_seconds = time.perf_counter() - model_started
+        if stop.requested:
+            log.info("%s: stopped (%s) during start-up, before serving", name, stop.signal_name)
+            return 0
+        log.info("%s: model %s (%s weights, %s inference, batch<=%d) warm: batch1 %.1f ms%s", name,
+                 detector.spec.name, detector.spec.weights, detector.precision, detector.max_batch,
+                 detector.warmup.batch1_seconds * 1e3,
+                 (f", batch4 {detector.warmup.batch4_seconds * 1e3:.1f} ms" if detector.warmup.batch4_seconds else "")
+                 + (" (times of an earlier start, batch_timing)" if detector.warmup.remembered else ""))
+        connection = connect(config.redis_url)
+        ready = threading.Event()
+        metrics, server = _start_health(config, index, detector, book, name, ready)
+        announced += [metrics] if metrics else []
+        del detector  # the switcher owns the detector in service (a reload replaces it)
 
-    def load_shadow() -> None:
-        try:
-            consumer["shadow"] = start_shadow(config, book, metrics, connection, name)
-        except Exception as exc:  # noqa: BLE001 - never the primary's problem
-            log.error("%s: shadow not started: %s: %s", name, type(exc).__name__, exc)
-            return
-        if consumer["worker"] is not None:
-            consumer["worker"].shadow = consumer["shadow"]  # read between runs of batches only
+        # The shadow loads after the worker is ready (on a thread): it is work the first jobs need not wait for.
+        def load_shadow() -> None:
+            try:
+                consumer["shadow"] = start_shadow(config, book, metrics, connection, name)
+            except Exception as exc:  # noqa: BLE001 - never the primary's problem
+                log.error("%s: shadow not started: %s: %s", name, type(exc).__name__, exc)
+                return
+            if consumer["worker"] is not None:
+                consumer["worker"].shadow = consumer["shadow"]  # read between runs of batches only
 
-    shadow_loader = threading.Thread(target=load_shadow, name="deer-shadow-load", daemon=True)
+        if config.shadow_model:
+            shadow_loader = threading.Thread(target=load_shadow, name="deer-shadow-load", daemon=True)
+        _serve(config, name, book, burst, stop, switcher, connection, consumer, metrics, ready, shadow_loader,
+               lambda: _log_start(name, before_model, model_seconds, switcher.detector))
+    finally:
+        # Threads first (each joined: none may be inside OpenVINO at exit), then the compiled models.
+        stop.forward(None)
+        switcher.stop()
+        if shadow_loader is not None and shadow_loader.ident is not None:
+            shadow_loader.join()
+        if server:
+            server.stop()
+        consumer["worker"] = None
+        if consumer["shadow"] is not None:
+            consumer["shadow"].close()
+        switcher.close()
+    log.info("%s: stopped", name)
+    return 0
 
-    stop = {"requested": False}
 
-    def request_stop(signum, frame):  # only while between RQ loops; RQ installs its own inside work()
-        stop["requested"] = True
-
+def _serve(config: WorkerConfig, name: str, book, burst: bool, stop: StopRequest, switcher: ModelSwitcher, connection,
+           consumer: dict, metrics, ready: threading.Event, shadow_loader: threading.Thread | None,
+           log_start) -> None:
+    """RQ loops around the warm detector until a stop, the end of a burst, or (burst) Redis gone too long."""
     backoff = 0.5
     unreachable_since: float | None = None
     ready_once = False
-    try:
-        while not stop["requested"]:
-            signal.signal(signal.SIGTERM, request_stop)
-            signal.signal(signal.SIGINT, request_stop)
-            try:
-                # Our own name too: a previous RQ loop that ended on a Redis error left its batch started.
-                recover_jobs(connection, [config.queue],
-                             lambda owner: owner == name or dead_on_this_host(owner, config.host_id))
-                connection.delete(worker_key(name))  # our own stale key from a previous loop, if any
-                queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
-                rq_worker = DeerWorker([queue], name=name, connection=connection, detector=switcher.detector,
-                                       cameras=book, config=config, metrics=metrics, model_switcher=switcher,
-                                       shadow=consumer["shadow"])
-                consumer["worker"] = rq_worker
-                switcher.attach(rq_worker)
-                if not ready_once:
-                    ready_once = True
-                    _log_start(name, before_model, model_seconds, detector)
-                ready.set()
-                if metrics:
-                    metrics.set_ready(True)
-                if config.shadow_model and shadow_loader.ident is None:  # started once, at the first ready
-                    shadow_loader.start()
-                backoff, unreachable_since = 0.5, None
-                rq_worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
-                if burst or rq_worker.stop_was_requested():
-                    break
-                log.warning("%s: RQ loop ended without a stop request (Redis trouble?); restarting it", name)
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                unreachable_since = unreachable_since or time.monotonic()
-                if burst and time.monotonic() - unreachable_since > BURST_REDIS_WAIT:
-                    raise RedisUnavailableError(
-                        f"{redact_url(config.redis_url)} unreachable for {BURST_REDIS_WAIT:.0f} s ({exc}); "
-                        "start Redis or fix redis_url / --redis") from exc
-                log.warning("%s: Redis unavailable (%s); retrying in %.1f s", name, exc, backoff)
-            ready.clear()
+    while not stop.requested:
+        try:
+            # Our own name too: a previous RQ loop that ended on a Redis error left its batch started.
+            recover_jobs(connection, [config.queue],
+                         lambda owner: owner == name or dead_on_this_host(owner, config.host_id))
+            connection.delete(worker_key(name))  # our own stale key from a previous loop, if any
+            queue = Queue(config.queue, connection=connection, serializer=SERIALIZER)
+            rq_worker = DeerWorker([queue], name=name, connection=connection, detector=switcher.detector,
+                                   cameras=book, config=config, metrics=metrics,
+                                   model_switcher=switcher, shadow=consumer["shadow"])
+            consumer["worker"] = rq_worker
+            switcher.attach(rq_worker)
+            if not ready_once:
+                ready_once = True
+                log_start()
+            ready.set()
             if metrics:
-                metrics.set_ready(False)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, REDIS_MAX_BACKOFF)
-    finally:
-        switcher.stop()
-        if server:
-            server.stop()
-    log.info("%s: stopped", name)
-    return 0
+                metrics.set_ready(True)
+            if shadow_loader is not None and shadow_loader.ident is None:  # started once, at the first ready
+                shadow_loader.start()
+            backoff, unreachable_since = 0.5, None
+            # A stop from here until RQ installs its own handlers ends the loop at its first check.
+            stop.forward(rq_worker.stop_at_first_check)
+            try:
+                rq_worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
+            except StopRequested:  # RQ's handler on an idle worker, raised before its loop's own catch
+                pass
+            finally:
+                stop.forward(None)
+            # RQ's handlers stay installed after work(): the next stop reaches ours again.
+            stop.install()
+            if burst or rq_worker.stop_was_requested():
+                break
+            log.warning("%s: RQ loop ended without a stop request (Redis trouble?); restarting it", name)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            unreachable_since = unreachable_since or time.monotonic()
+            if burst and time.monotonic() - unreachable_since > config.burst_redis_wait:
+                raise RedisUnavailableError(
+                    f"{redact_url(config.redis_url)} unreachable for {config.burst_redis_wait:g} s ({exc}); "
+                    "start Redis or fix redis_url / --redis") from exc
+            log.warning("%s: Redis unavailable (%s); retrying in %.1f s", name, exc, backoff)
+        ready.clear()
+        if metrics:
+            metrics.set_ready(False)
+        if not stop.requested:
+            _sleep_unless_stopped(stop, backoff)
+        backoff = min(backoff * 2, REDIS_MAX_BACKOFF)
+
+
+def _sleep_unless_stopped(stop: StopRequest, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop.requested and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))
