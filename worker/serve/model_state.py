@@ -32,6 +32,7 @@ from worker.constants import MODEL_ANSWER_TTL, MODEL_ANSWERS_PREFIX, MODEL_CHANN
 
 log = logging.getLogger(__name__)
 SWITCHED, FAILED = "switched", "failed"
+WATCH_SLICE = 0.5  # s: how soon the watch thread sees a stop while it waits for a notification
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,26 @@ class ModelSwitcher:
         self._thread.start()
         return self.detector
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """End the watch and wait for its thread: a model it is loading finishes loading first (a compile
+        cannot be interrupted), so no thread is inside OpenVINO when the process exits."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        """After stop(): release the served and any loaded, not yet swapped-in detector (their compiled
+        models and threads) while the interpreter is whole."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+            detectors = [self.detector] + ([pending[0]] if pending else [])
+            self.detector = None
+            if self._worker is not None:
+                self._worker.detector = None
+        for detector in detectors:
+            close = getattr(detector, "close", None)
+            if close is not None:
+                close()
 
     # --- the consumer's hooks -------------------------------------------------------------------
     @property
@@ -195,11 +214,18 @@ class ModelSwitcher:
                     pubsub = self.connection_factory().pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(MODEL_CHANNEL)
                 self._converge()
-                pubsub.get_message(timeout=MODEL_STATE_RECHECK)
+                self._wait_for_news(pubsub)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("%s: model state watch lost Redis (%s); retrying", self.name, exc)
                 pubsub = None
                 self._stop.wait(1.0)
+
+    def _wait_for_news(self, pubsub) -> None:
+        """Up to MODEL_STATE_RECHECK s for a notification, in short slices so a stop is seen at once."""
+        deadline = time.monotonic() + MODEL_STATE_RECHECK
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if pubsub.get_message(timeout=min(WATCH_SLICE, left)) is not None:
+                return
 
     def _converge(self) -> None:
         desired = read_desired(self.connection_factory())

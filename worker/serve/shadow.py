@@ -75,6 +75,11 @@ class ShadowRunner:
         spec = self.detector.spec
         return f"{spec.name} ({spec.version})"
 
+    def close(self) -> None:
+        """Drop what is held and release the shadow's compiled models (at the worker's shutdown)."""
+        self.pending.clear()
+        self.detector.close()
+
     # --- the consumer's two hooks -----------------------------------------------------------------
     def offer(self, *, job_id: str, camera_id: str, label: str, data: bytes, settings, primary,
               primary_model: str) -> None:
