@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO, FP32_MODEL, RAW_MODEL, ROOT, SAMPLES, TEST_REDIS_URL, free_port
+from conftest import DEMO, FP32_MODEL, GENEROUS_BOUND, RAW_MODEL, ROOT, SAMPLES, TEST_REDIS_URL, free_port
 
 SAMPLE = str(SAMPLES / "day_640x360_deer.jpg")
 DEAD_REDIS = f"redis://127.0.0.1:{free_port()}/0"  # a loopback port nothing listens on: refused at once
@@ -18,11 +18,15 @@ CLI = ("-m", "worker")
 # CI installs the export extra: this runs the CLI with `import ultralytics` failing as it would without it.
 WITHOUT_EXPORT_EXTRA = ("-c", "import sys; sys.modules['ultralytics'] = None; from worker.cli import main; sys.exit(main())")
 NO_METRICS = {"DEER_WORKER_METRICS_PORT": "0"}  # a worker started here must not take a port others use
+# A burst worker gives up on Redis after burst_redis_wait: half a second here instead of the default 10.
+QUICK_BURST = {**NO_METRICS, "DEER_WORKER_BURST_REDIS_WAIT": "0.5"}
+# A command that loads a model, or a pool that starts several: generous, so only a hang reaches it.
+CLI_BOUND = 5 * GENEROUS_BOUND
 # Were a pool started by mistake, its workers (no model in the test's empty folder) would end it soon.
 POOL_THAT_CANNOT_START = ["--model", "{tmp}", "--redis", DEAD_REDIS]
 
 
-def _cli(*args, check=True, env=None, python_args=CLI, timeout=300):
+def _cli(*args, check=True, env=None, python_args=CLI, timeout=CLI_BOUND):
     import os
 
     return subprocess.run([sys.executable, *python_args, *args], cwd=ROOT, capture_output=True, text=True,
@@ -63,7 +67,7 @@ FAILURES = [
     ("reload-redis-down", ["reload", "--model", "x", "--redis", DEAD_REDIS], {}, 2, "redis_unavailable"),
     ("promote-redis-down", ["promote", str(DEMO / "deer-yolo26n.pt"), "--data", str(DEMO / "heldout.yaml"),
                             "--redis", DEAD_REDIS], {}, 2, "redis_unavailable"),
-    ("run-burst-redis-down", ["run", "--burst", "--redis", DEAD_REDIS, "--model", str(FP32_MODEL)], NO_METRICS, 2,
+    ("run-burst-redis-down", ["run", "--burst", "--redis", DEAD_REDIS, "--model", str(FP32_MODEL)], QUICK_BURST, 2,
      "redis_unavailable"),
 ]
 
@@ -73,11 +77,12 @@ def test_an_expected_failure_is_one_line_and_no_traceback(tmp_path, argv, env, c
     python_args, argv = (argv[0], argv[1:]) if isinstance(argv[0], tuple) else (CLI, argv)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}
-    out = _cli(*argv, check=False, env=env, python_args=python_args, timeout=120)
+    out = _cli(*argv, check=False, env=env, python_args=python_args)
     ours = [line for line in out.stderr.splitlines() if line.startswith("deer-worker: ")]
     assert (out.returncode, len(ours)) == (code, 1), out.stderr
     assert ours[0].startswith(f"deer-worker: {kind}: ") and len(ours[0]) > len(f"deer-worker: {kind}: ") + 10
     assert "Traceback" not in out.stderr + out.stdout
+    assert "terminate called" not in out.stderr  # std::terminate at exit: an abort, whatever the line said
 
 
 def test_verbose_adds_the_traceback_to_the_line(tmp_path):
@@ -89,8 +94,9 @@ def test_verbose_adds_the_traceback_to_the_line(tmp_path):
 def test_a_pool_whose_workers_die_at_start_stops(tmp_path):
     """Each worker prints its own model_load line as it dies; the pool gives up after a few in a row."""
     out = _cli("run", "--workers", "2", "--model", str(tmp_path), "--redis", DEAD_REDIS, "--log-level", "WARNING",
-               check=False, env=NO_METRICS, timeout=120)
+               check=False, env=NO_METRICS)
     assert out.returncode == 2, out.stderr[-2000:]
+    assert "terminate called" not in out.stderr
     assert out.stderr.splitlines()[-1].startswith("deer-worker: worker_start: worker "), out.stderr[-2000:]
     assert out.stderr.count("deer-worker: worker_start:") == 1
     assert out.stderr.count("deer-worker: model_load:") >= 5

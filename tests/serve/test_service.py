@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 
-from conftest import DEMO, ROOT, TEST_REDIS_URL, free_port, wait_until
+from conftest import DEMO, GENEROUS_BOUND, ROOT, TEST_REDIS_URL, free_port, wait_until
 
 
 def test_process_age_counts_from_the_process_start_not_from_the_first_python_line():
@@ -32,8 +32,8 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _start_phases(model, cache, tmp_path) -> dict:
-    """One `deer-worker run` until /readyz 200, stopped; the phases of its start-up line."""
+def _start_phases(model, cache, tmp_path, pace) -> dict:
+    """One `deer-worker run` until /readyz 200, stopped (it must exit 0); the phases of its start-up line."""
     port = free_port()
     env = {**os.environ, "DEER_WORKER_REDIS_URL": TEST_REDIS_URL, "DEER_WORKER_QUEUE": "test-service-start",
            "DEER_WORKER_METRICS_PORT": str(port), "DEER_WORKER_MODEL": str(model), "DEER_WORKER_CACHE_DIR": str(cache),
@@ -43,11 +43,12 @@ def _start_phases(model, cache, tmp_path) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "worker", "--log-level", "INFO", "run"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:
-            wait_until(lambda: _ready(port) or proc.poll() is not None, 120, "the worker to be ready")
+            wait_until(lambda: _ready(port) or proc.poll() is not None, pace.bound(loads=1), "the worker to be ready")
             assert proc.poll() is None, log.read_text()[-2000:]
         finally:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            code = proc.wait(GENEROUS_BOUND)  # a stop right after ready: RQ's loop may not have begun
+    assert code == 0, log.read_text()[-2000:]
     lines = re.findall(r"ready ([0-9.]+) s after the process started; start-up seconds (\{.*\})$", log.read_text(), re.M)
     assert len(lines) == 1, log.read_text()[-2000:]
     phases = json.loads(lines[0][1])
@@ -56,9 +57,9 @@ def _start_phases(model, cache, tmp_path) -> dict:
 
 
 def test_the_start_up_line_says_where_the_time_went_and_a_cached_start_skips_compile_and_timing(
-        redis_conn, tmp_path):
-    empty = _start_phases(DEMO, tmp_path / "cache", tmp_path)  # the demo's card serves a dynamic IR
-    filled = _start_phases(DEMO, tmp_path / "cache", tmp_path)
+        redis_conn, tmp_path, host_pace):
+    empty = _start_phases(DEMO, tmp_path / "cache", tmp_path, host_pace)  # the demo's card serves a dynamic IR
+    filled = _start_phases(DEMO, tmp_path / "cache", tmp_path, host_pace)
     for phases in (empty, filled):
         parts = phases["before_model"] + phases["model"] + phases["after_model"]
         assert abs(phases["ready"] - parts) < 0.02 and min(phases["before_model"], phases["model"]) > 0
