@@ -27,6 +27,11 @@ DEMO_CONF = 0.25  # the demo model's working threshold (models/demo/zones.yaml);
 TEST_REDIS_URL = os.environ.get("DEER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
+# The bound for a step with no model load and no inference in it (a local round trip, a process that
+# starts, imports and exits, a thread that stops): generous by design, so a slow or loaded host never
+# reaches it and only a hang does. Steps that load a model or serve jobs take HostPace.bound() instead.
+GENEROUS_BOUND = 60.0
+
 EXPORT_EXTRA = ("torch", "ultralytics")  # what the `reference` tests import (pip install -e '.[export]')
 
 
@@ -197,6 +202,12 @@ class HostPace:
 
     load_s: float
     batch_s: float
+
+    def bound(self, *, loads: float = 0, batches: float = 0, base: float = GENEROUS_BOUND) -> float:
+        """A deadline (s) for a step that loads `loads` models and serves `batches` batches of four (each a
+        process start, a model compile, a queue round): `base` plus ten times what those cost on this host
+        in this run, so a 2-3x slower day, a CPU hog or cold caches stay far inside it; only a hang is not."""
+        return base + 10 * (loads * self.load_s + batches * self.batch_s)
 
 
 @pytest.fixture(scope="session")
