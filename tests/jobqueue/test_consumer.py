@@ -13,7 +13,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from conftest import DEMO_CONF, ROOT, TEST_REDIS_URL, png_header_only, sample
+from conftest import DEMO_CONF, GENEROUS_BOUND, ROOT, TEST_REDIS_URL, png_header_only, sample
 from private_db import live_result
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
@@ -315,20 +315,30 @@ def _worker(conn, detector, name: str, metrics=None) -> DeerWorker:
 def test_a_worker_cut_off_past_its_heartbeat_does_not_publish_late(redis_conn, fp32_detector, caplog):
     """Recovery gives the job to another run while this one infers (as when it was cut off from Redis
     past its heartbeat): its late result is refused and counted, it leaves the job to the new run, and
-    exactly one ok reaches the stream."""
+    exactly one ok reaches the stream.
+
+    The take-ahead thread looks at the queue while the batch infers. A worker cut off from Redis takes
+    nothing, so the recovery here waits until that look is over (it finds the queue empty). Left to
+    the threads' order, a loaded host let the take-ahead look after the recovery and take the requeued
+    job again, a legitimate second run of it, which this stub then recovered too: a second refusal."""
     from worker.jobqueue.recovery import recover_jobs
     from worker.serve.metrics import WorkerMetrics
 
     job = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
     metrics = WorkerMetrics(camera_labels=[], class_names=[], queues=[QUEUE])
     late = _worker(redis_conn, fp32_detector, f"late-{time.monotonic_ns()}", metrics)
-    real_infer = late.infer
+    real_infer, real_take_ahead, ahead = late.infer, late.take_ahead, []
+
+    def take_ahead_seen(batch):
+        ahead.append(real_take_ahead(batch))
+        return ahead[-1]
 
     def infer_while_recovered(prepared):
+        assert len(ahead) == 1 and ahead[0].result(timeout=GENEROUS_BOUND) is None  # looked: nothing queued
         assert recover_jobs(redis_conn, [QUEUE], lambda name: name == late.name) == 1
         return real_infer(prepared)
 
-    late.infer = infer_while_recovered
+    late.take_ahead, late.infer = take_ahead_seen, infer_while_recovered
     late.work(burst=True, max_jobs=1)
     assert _stream(redis_conn) == [] and _refused(metrics, "not_owner") == 1
     assert "no longer this worker's" in caplog.text
