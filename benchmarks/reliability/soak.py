@@ -6,7 +6,8 @@
    open file descriptors (/proc/PID/fd) and recording each job's service time (the result's
    timings_ms.total: decode + preprocess + inference + postprocess).
 After the warm-up (--warmup seconds and, if given, --warmup-jobs jobs done): RSS growth (median of the
-first --median-of samples vs the last ones), fd growth, and p99 service time of the last window vs the
+first --median-of samples vs the last ones), fd growth (a rise in both halves of the run: a trend, not
+one end sample), and p99 service time of the last window vs the
 first. Every job must end; no worker may restart.
 
     .venv/bin/python benchmarks/reliability/soak.py --minutes 30 [--json out.json]
@@ -96,7 +97,16 @@ def _growth(samples: list[dict], pid: int, since: float, median_of: int = 3, war
     return {"rss_mb_start": round(rss0 / 2**20, 1), "rss_mb_end": round(rss1 / 2**20, 1),
             "rss_growth_pct": round(100 * (rss1 - rss0) / rss0, 2),
             "fd_start": statistics.median_low(r[1] for r in head), "fd_end": statistics.median_low(r[1] for r in tail),
-            "fd_max": max(r[1] for r in rows), "samples": len(rows)}
+            "fd_max": max(r[1] for r in rows), "fd_growth": _fd_trend([r[1] for r in rows]), "samples": len(rows)}
+
+
+def _fd_trend(fds: list[int]) -> int:
+    """Descriptors a leak added: how far the count rose in both halves of the run (the medians of its
+    first, middle and last third). A leak keeps growing; a socket that opened once and stays (a Redis
+    reconnect, a heartbeat connection caught at the last samples) is a step in one half, not a trend."""
+    third = max(1, len(fds) // 3)
+    first, middle, last = (statistics.median_low(part) for part in (fds[:third], fds[third:-third] or fds, fds[-third:]))
+    return max(0, min(middle - first, last - middle))
 
 
 def _rss_trace(samples: list[dict], pid: int, start: float) -> list[tuple[float, float]]:
@@ -179,7 +189,7 @@ def run_soak(seconds: float, *, workdir: Path, load: float = 0.8, warmup: float 
         "p99_last_vs_first": round(p99s[-1] / p99s[0], 3) if len(p99s) >= 2 else None,
         "processes": memory,
         "max_rss_growth_pct": max(v["rss_growth_pct"] for k, v in memory.items() if k != "pool_parent"),
-        "max_fd_growth": max(v["fd_end"] - v["fd_start"] for v in memory.values()),
+        "max_fd_growth": max(v["fd_growth"] for v in memory.values()),
     }
 
 
