@@ -77,3 +77,34 @@ def test_a_stop_while_serving_finishes_the_batch_in_hand_and_exits_0(redis_conn,
     # Every job was either answered once or left queued for the next worker; none stays started.
     assert len(published) == len(set(published)) and started == 0
     assert {j.id for j in jobs} == set(published) | queued, (len(published), len(queued))
+
+
+def test_a_stop_that_lands_just_before_rqs_loop_ends_it_before_any_job(redis_conn, monkeypatch):
+    """The window between the worker being ready and RQ installing its own handlers: a stop taken there
+    by the process's handler must reach RQ's loop (it was lost, and the worker served on)."""
+    from dataclasses import replace
+
+    from worker.config import WorkerConfig
+    from worker.jobqueue.consumer import DeerWorker
+    from worker.serve.service import run_worker
+    from worker.serve.stopping import StopRequest
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop = StopRequest().install()
+    real_work = DeerWorker.work
+
+    def work_after_a_stop(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by `stop` in this (main) thread, before RQ's loop
+        return real_work(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeerWorker, "work", work_after_a_stop)
+    job = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
+    config = replace(WorkerConfig(redis_url=TEST_REDIS_URL, queue=QUEUE, metrics_port=0, model=str(FP32_MODEL)),
+                     batch="1", shapes=["16x9"])
+    try:
+        assert run_worker(config, burst=True, stop=stop) == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert stop.requested
+    assert job.id in Queue(QUEUE, connection=redis_conn, serializer=SERIALIZER).job_ids  # not taken
