@@ -67,6 +67,7 @@ FAILURES = [
     ("reload-redis-down", ["reload", "--model", "x", "--redis", DEAD_REDIS], {}, 2, "redis_unavailable"),
     ("promote-redis-down", ["promote", str(DEMO / "deer-yolo26n.pt"), "--data", str(DEMO / "heldout.yaml"),
                             "--redis", DEAD_REDIS], {}, 2, "redis_unavailable"),
+    ("run-model-unloadable", ["run", "--model", "{tmp}", "--redis", DEAD_REDIS], NO_METRICS, 2, "model_load"),
     ("run-burst-redis-down", ["run", "--burst", "--redis", DEAD_REDIS, "--model", str(FP32_MODEL)], QUICK_BURST, 2,
      "redis_unavailable"),
 ]
