@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TEST_REDIS_URL, _redis_up, serve_jobs_of_every_outcome, tool
+from conftest import GENEROUS_BOUND, TEST_REDIS_URL, _redis_up, serve_jobs_of_every_outcome, tool
 from worker.constants import DEFAULT_METRICS_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ SYSTEMD_ANALYZE, needs_systemd = tool("systemd-analyze", "systemd")
 
 
 def run(*cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=cwd)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=GENEROUS_BOUND, cwd=cwd)  # no model in it
 
 
 # --- PromQL: which metric names does an expression use? ------------------------------------------

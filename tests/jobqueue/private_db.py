@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from conftest import _redis_up
+from conftest import GENEROUS_BOUND, _redis_up
 
 
 @contextmanager
@@ -30,7 +30,7 @@ def private_db(db: int):
 def live_result(pubsub, job_id: str) -> dict | None:
     """The message for job_id on the channel. Channels are server-wide, not per database: other test
     runs on this Redis may publish on the same one, so messages of other jobs are skipped."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + GENEROUS_BOUND  # published already: a local read; returns on the message
     while time.monotonic() < deadline:
         live = pubsub.get_message(timeout=1)
         if live is not None and json.loads(live["data"])["job_id"] == job_id:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "reliability"))
 
 import harness  # noqa: E402
 import netlab  # noqa: E402
-from conftest import tool  # noqa: E402
+from conftest import GENEROUS_BOUND, tool  # noqa: E402
 from worker.constants import JOB_FUNCTION  # noqa: E402
 from worker.jobqueue.connections import SERIALIZER  # noqa: E402
 from worker.jobqueue.recovery import dead_on_this_host, worker_name  # noqa: E402
@@ -39,17 +39,19 @@ BURN_PIDS = "; ".join(["/bin/true"] * 30)
 def lab_redis(tmp_path):
     """A lab of two hosts and a private redis-server both reach over a unix socket (no network needed)."""
     sock = tmp_path / "redis.sock"
-    server = harness.RedisServer(tmp_path / "redis", conf=[f"unixsocket {sock}", "unixsocketperm 700"]).start()
+    server = harness.RedisServer(tmp_path / "redis", conf=[f"unixsocket {sock}", "unixsocketperm 700"]).start(
+        GENEROUS_BOUND)
     lab = netlab.Lab(tmp_path / "lab", subnet=12)
     try:
         yield lab, server, f"unix://{sock}"
     finally:
         lab.close()
-        server.stop("sigkill")
+        server.stop("sigkill", GENEROUS_BOUND)
 
 
 def _recover_on(host, url: str) -> int:
-    done = host.run(["sh", "-c", f'exec {sys.executable} {DRIVER} recover {url} {QUEUE}'], own_host=True, cwd=ROOT)
+    done = host.run(["sh", "-c", f'exec {sys.executable} {DRIVER} recover {url} {QUEUE}'], own_host=True, cwd=ROOT,
+                    timeout=GENEROUS_BOUND)  # a process that starts, recovers and exits: no model
     assert done.returncode == 0, done.stderr
     return int(done.stdout.strip())
 
@@ -72,7 +74,7 @@ def test_a_live_worker_on_another_host_with_the_same_hostname_is_not_recovered(l
         assert len(started.get_job_ids()) == 1
     finally:
         holder.stdin.close()
-        holder.wait(20)
+        holder.wait(GENEROUS_BOUND)  # stdin closed: it exits
     # B's worker is gone now: B's own next start-up recovers its job at once (same hostname, same machine id)
     assert _recover_on(host_b, url) == 1
     assert started.get_job_ids() == []

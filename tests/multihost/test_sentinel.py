@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "multihost"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "reliability"))
 
 import harness  # noqa: E402
-from conftest import tool  # noqa: E402
+from conftest import GENEROUS_BOUND, tool  # noqa: E402
 import netlab  # noqa: E402
 from worker.config import load_config  # noqa: E402
 from worker.constants import REDIS_MAX_BACKOFF  # noqa: E402
@@ -62,13 +62,13 @@ def test_connect_and_the_config_take_a_sentinel_url():
 
 @pytest.fixture
 def primary_and_replica(tmp_path):
-    primary = harness.RedisServer(tmp_path / "primary", conf=["repl-diskless-sync-delay 0"]).start()
+    primary = harness.RedisServer(tmp_path / "primary", conf=["repl-diskless-sync-delay 0"]).start(GENEROUS_BOUND)
     replica = harness.RedisServer(tmp_path / "replica", conf=[f"replicaof 127.0.0.1 {primary.port}"])
     try:
         yield primary, replica
     finally:
-        replica.stop("sigkill")
-        primary.stop("sigkill")
+        replica.stop("sigkill", GENEROUS_BOUND)
+        primary.stop("sigkill", GENEROUS_BOUND)
 
 
 def _replica_online(conn: redis.Redis) -> bool:
@@ -82,8 +82,8 @@ def test_durable_enqueue_is_confirmed_by_a_replica_and_idempotent_by_job_id(prim
     with pytest.raises(EnqueueUnconfirmedError) as caught:
         enqueue_snapshot(conn, SAMPLE, "cam0", job_id="j1", durable=True, wait_timeout_ms=100)
     assert caught.value.job_id == "j1" and caught.value.kind == "unconfirmed"
-    replica.start()
-    harness.wait_for(lambda: _replica_online(conn), 30, "the replica")
+    replica.start(GENEROUS_BOUND)
+    harness.wait_for(lambda: _replica_online(conn), GENEROUS_BOUND, "the replica")  # a local sync of two keys
     # the retry with the same id: confirmed now, no second job and no second queue entry
     job = enqueue_snapshot(conn, SAMPLE, "cam0", job_id="j1", durable=True)
     assert job.id == "j1"
@@ -174,7 +174,7 @@ def _private_ca(workdir: Path) -> harness.TlsFiles:
 def tls_sentinel(tmp_path):
     """A TLS-only primary (password) and a TLS-only Sentinel watching it over TLS: (tls files, Sentinel port)."""
     tls = _private_ca(tmp_path / "ca")
-    primary = harness.RedisServer(tmp_path / "primary", password="tls-secret", tls=tls).start()
+    primary = harness.RedisServer(tmp_path / "primary", password="tls-secret", tls=tls).start(GENEROUS_BOUND)
     port, workdir = harness.free_port(), tmp_path / "sentinel"
     workdir.mkdir()
     conf = workdir / "sentinel.conf"
@@ -187,12 +187,12 @@ def tls_sentinel(tmp_path):
                             start_new_session=True)
     try:
         sentinel = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(tls.ca), socket_timeout=2)
-        harness.wait_for(lambda: _answers(sentinel), 20, "the TLS Sentinel")
+        harness.wait_for(lambda: _answers(sentinel), GENEROUS_BOUND, "the TLS Sentinel")
         yield tls, port
     finally:
         proc.kill()
-        proc.wait(10)
-        primary.stop("sigkill")
+        proc.wait(GENEROUS_BOUND)
+        primary.stop("sigkill", GENEROUS_BOUND)
 
 
 def _answers(sentinel: redis.Redis) -> bool:
@@ -212,17 +212,17 @@ def test_rediss_sentinel_url_runs_a_job_over_tls_and_a_wrong_ca_is_one_line(tls_
     env.pop("PYTHONPATH", None)
     with open(tmp_path / "worker.log", "wb") as log:
         worker = subprocess.run([sys.executable, "-m", "worker", "run", "--burst"], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, timeout=max(120, 10 * host_pace.load_s))
+                                stderr=subprocess.STDOUT, timeout=host_pace.bound(loads=1, batches=1))  # a load, a job
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-2000:]
     assert harness.account(conn, [job.id]).outcome[job.id] == ("ok", "none")
     # Another CA: the Sentinel is not trusted, and the reason says so
     wrong = url.replace(str(tls.ca), str(_private_ca(tmp_path / "other").ca))
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
-        connect(wrong, timeout=2).ping()
+        connect(wrong, timeout=GENEROUS_BOUND).ping()  # refused at the handshake, never timed out
     cli = subprocess.run([sys.executable, "-m", "worker", "enqueue", "--redis", wrong, "--camera", "cam2",
                           "--queue", "deer-tls-sentinel", str(ROOT / "models" / "demo" / "samples" /
                                                               "day_640x360_deer.jpg")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=GENEROUS_BOUND)  # starts, exits 2
     assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
     assert "Traceback" not in cli.stderr and "rediss+sentinel://" in cli.stderr, cli.stderr
     assert Queue("deer-tls-sentinel", connection=conn, serializer=SERIALIZER).count == 0  # nothing enqueued

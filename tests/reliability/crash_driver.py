@@ -73,8 +73,9 @@ def launch(redis_url: str, queue: str, model, point: str) -> subprocess.Popen:
     return proc
 
 
-def go(proc: subprocess.Popen, timeout: float = 120) -> str:
-    """Let a launched driver work until it kills itself; returns its stderr."""
+def go(proc: subprocess.Popen, timeout: float) -> str:
+    """Let a launched driver work until it kills itself; returns its stderr. `timeout`: the caller's bound for
+    the batches it serves (its model is loaded already), e.g. host_pace.bound(batches=1)."""
     _, stderr = proc.communicate("go\n", timeout=timeout)
     return stderr
 

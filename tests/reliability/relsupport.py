@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import GENEROUS_BOUND
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks" / "reliability"))
 
@@ -21,9 +23,9 @@ import harness  # noqa: E402
 @pytest.fixture
 def private_redis(tmp_path):
     """A redis-server of this test's own: nobody else's flushdb can touch its jobs."""
-    server = harness.RedisServer(tmp_path / "redis").start()
+    server = harness.RedisServer(tmp_path / "redis").start(GENEROUS_BOUND)
     yield server
-    server.stop("sigkill")
+    server.stop("sigkill", GENEROUS_BOUND)
 
 
 def assert_verdict_names_each_broken_check(failed_checks, report: dict, broken: dict[str, dict]) -> None:

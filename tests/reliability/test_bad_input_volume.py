@@ -30,12 +30,13 @@ def _check(report: dict) -> None:
         "deer_worker_jobs_total": {"metrics_jobs_total": {**counted, "expired": counted["expired"] + 1}}})
 
 
-def test_a_thousand_bad_inputs_fail_alone_with_their_reason(tmp_path):
-    report = bad_inputs.run_bad_inputs(1000, workdir=tmp_path, seed=20261127)
+def test_a_thousand_bad_inputs_fail_alone_with_their_reason(tmp_path, host_pace):
+    # the bound for all jobs to end, counted from the worker ready: 1000 jobs in batches of four
+    report = bad_inputs.run_bad_inputs(1000, workdir=tmp_path, seed=20261127, timeout=host_pace.bound(batches=1000 / 4))
     print({k: v for k, v in report.items() if k != "by_family"})
     _check(report)
 
 
 @pytest.mark.slow
-def test_ten_thousand_bad_inputs(tmp_path):
-    _check(bad_inputs.run_bad_inputs(10_000, workdir=tmp_path, seed=7, timeout=1800))
+def test_ten_thousand_bad_inputs(tmp_path, host_pace):
+    _check(bad_inputs.run_bad_inputs(10_000, workdir=tmp_path, seed=7, timeout=host_pace.bound(batches=10_000 / 4)))

@@ -22,7 +22,7 @@ from rq.job import JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
-from conftest import FP32_MODEL, sample
+from conftest import FP32_MODEL, GENEROUS_BOUND, sample
 from crash_driver import BATCH, POINTS, go, launch
 from relsupport import harness, private_redis  # noqa: F401 - fixture
 from worker.cameras import parse_camera_book
@@ -87,7 +87,7 @@ def test_no_job_is_lost_whatever_step_a_worker_dies_at(private_redis, fp32_detec
     ids = [job.id for job in jobs]
     channel = conn.pubsub(ignore_subscribe_messages=True)
     channel.subscribe(DEFAULT_RESULTS_CHANNEL)
-    stderr = go(crashed, timeout=margin + 60)
+    stderr = go(crashed, timeout=margin + GENEROUS_BOUND)  # ten loads measured here, and the bound
     assert crashed.returncode == -signal.SIGKILL, stderr[-2000:]
 
     where = held_or_ended(conn, ids)

@@ -99,13 +99,13 @@ def test_webhooks_named_by_a_job_are_refused_never_sent(private_redis, fp32_dete
     assert [outcome[j.id] for j in jobs] == [("failed", "forbidden_function")] * 2
 
 
-def test_recovery_never_calls_a_failure_callback_planted_on_a_started_job(private_redis, marker):
+def test_recovery_never_calls_a_failure_callback_planted_on_a_started_job(private_redis, marker, host_pace):
     """An abandoned job's failure callback is what RQ's registry cleanup calls: in the pool parent."""
     conn = private_redis.client()
     queue = Queue(QUEUE, connection=conn, serializer=SERIALIZER)
     jobs = [queue.enqueue(JOB_FUNCTION, _payload()) for _ in range(4)]
     crashed = launch(private_redis.url(), QUEUE, FP32_MODEL, "mid_inference")
-    go(crashed)
+    go(crashed, host_pace.bound(batches=1))  # its model loaded: it dies in its first batch
     assert crashed.returncode == -signal.SIGKILL
     for job in jobs:  # what someone with write access to Redis could do to jobs in flight
         conn.hset(job.key, "failure_callback_name", HOOK)

@@ -27,7 +27,7 @@ def _job(queue: Queue, path: str):
                                         "snapshot": {"path": path}})
 
 
-def test_path_snapshots_are_confined_through_the_queue(private_redis, tmp_path):
+def test_path_snapshots_are_confined_through_the_queue(private_redis, tmp_path, host_pace):
     snaps, other = tmp_path / "snaps", tmp_path / "other"
     snaps.mkdir()
     other.mkdir()
@@ -68,7 +68,8 @@ def test_path_snapshots_are_confined_through_the_queue(private_redis, tmp_path):
     env = harness.worker_env(private_redis.url(), queue=QUEUE, max_age=600, snapshot_dirs=str(snaps),
                              max_snapshot_bytes=100_000)
     worker = subprocess.run([sys.executable, "-m", "worker", "--log-level", "WARNING", "run", "--burst"], cwd=ROOT,
-                            env=env, timeout=120, capture_output=True, text=True)
+                            env=env, timeout=host_pace.bound(loads=1, batches=len(cases) / 4),  # a load, the jobs
+                            capture_output=True, text=True)
     assert worker.returncode == 0, worker.stderr[-3000:]
     outcome = harness.account(conn, [job.id for job in jobs.values()]).outcome
     got = {path: outcome[job.id] for path, job in jobs.items()}

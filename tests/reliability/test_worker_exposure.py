@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import GENEROUS_BOUND, ROOT
 from relsupport import harness, private_redis  # noqa: F401 - fixture
 
 
@@ -48,7 +48,7 @@ def listening(pid: int) -> set[tuple[str, int, str]]:
 
 
 def _request(host: str, port: int, path: str, method: str = "GET"):
-    conn = http.client.HTTPConnection(host, port, timeout=5)
+    conn = http.client.HTTPConnection(host, port, timeout=GENEROUS_BOUND)  # one local request
     try:
         conn.request(method, path)
         resp = conn.getresponse()
@@ -70,11 +70,11 @@ def _ready(host: str, port: int) -> bool:
         return False
 
 
-def test_a_worker_listens_only_on_its_metrics_address_and_serves_only_health(private_redis):
+def test_a_worker_listens_only_on_its_metrics_address_and_serves_only_health(private_redis, host_pace):
     port = harness.free_port()
     worker = _run(private_redis.url(), metrics_host="127.0.0.2", metrics_port=port)
     try:
-        harness.wait_for(lambda: _ready("127.0.0.2", port), 120, "the worker to be ready", 0.1)
+        harness.wait_for(lambda: _ready("127.0.0.2", port), host_pace.bound(loads=1), "the worker to be ready", 0.1)
         assert listening(worker.pid) == {("127.0.0.2", port, "tcp")}
         idle = [socket.create_connection(("127.0.0.2", port)) for _ in range(20)]  # slow or stuck clients
         try:
@@ -94,27 +94,28 @@ def test_a_worker_listens_only_on_its_metrics_address_and_serves_only_health(pri
             _request("127.0.0.1", port, "/metrics")
     finally:
         worker.terminate()
-        assert worker.wait(60) == 0
+        assert worker.wait(GENEROUS_BOUND) == 0  # an idle worker stopping
 
 
-def test_metrics_port_zero_opens_no_socket_at_all(private_redis):
+def test_metrics_port_zero_opens_no_socket_at_all(private_redis, host_pace):
     worker = _run(private_redis.url(), metrics_port=0)
     try:
-        harness.wait_for(lambda: harness.registered_workers(private_redis.client(), harness.QUEUE), 120,
-                         "the worker to register", 0.1)
+        harness.wait_for(lambda: harness.registered_workers(private_redis.client(), harness.QUEUE),
+                         host_pace.bound(loads=1), "the worker to register", 0.1)
         assert listening(worker.pid) == set()
     finally:
         worker.terminate()
-        assert worker.wait(60) == 0
+        assert worker.wait(GENEROUS_BOUND) == 0  # an idle worker stopping
 
 
-def test_pool_worker_i_listens_on_port_plus_i_only(private_redis):
+def test_pool_worker_i_listens_on_port_plus_i_only(private_redis, host_pace):
     port = harness.free_port()
     while any(_port_busy(port + i) for i in range(2)):
         port = harness.free_port()
     pool = _run(private_redis.url(), "--workers", "2", metrics_port=port)
     try:
-        harness.wait_for(lambda: all(_ready("127.0.0.1", port + i) for i in range(2)), 120, "both workers", 0.1)
+        harness.wait_for(lambda: all(_ready("127.0.0.1", port + i) for i in range(2)), host_pace.bound(loads=2),
+                         "both workers", 0.1)  # two loads side by side
         children = harness.children_of(pool.pid)
         assert len(children) == 2
         found = {pid: listening(pid) for pid in children}
@@ -123,7 +124,7 @@ def test_pool_worker_i_listens_on_port_plus_i_only(private_redis):
         assert listening(pool.pid) == set()  # the pool parent serves nothing
     finally:
         os.killpg(pool.pid, 15)
-        pool.wait(60)
+        pool.wait(GENEROUS_BOUND)  # two idle workers stopping
 
 
 def _port_busy(port: int) -> bool:

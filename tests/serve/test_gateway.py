@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gateway_bench as gb  # noqa: E402
 from gateway_bench import GatewayProcess, StreamWaiter, coordinator_post  # noqa: E402
 
-from conftest import png_header_only  # noqa: E402
+from conftest import GENEROUS_BOUND, png_header_only  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
 
 SAMPLES = ROOT / "models" / "demo" / "samples"
@@ -52,7 +52,7 @@ def stack(tmp_path_factory, host_pace):
     server = gb.harness.RedisServer(tmp / "redis").start()
     env = gb.stack_env(server.url())
     pool = gb.start_worker(env, tmp / "worker.log")
-    gateway = GatewayProcess(env, log_file=tmp / "gateway.log").start()
+    gateway = GatewayProcess(env, log_file=tmp / "gateway.log").start(GENEROUS_BOUND)  # loads no model
     try:
         deadline = time.monotonic() + 10 * host_pace.load_s + 30  # the worker's model load, then its registration
         while client_status(f"{gateway.url}/health") != 200:
@@ -67,12 +67,14 @@ def stack(tmp_path_factory, host_pace):
 
 
 def client_status(url: str) -> int:
-    return httpx.get(url, timeout=5.0).status_code
+    return httpx.get(url, timeout=GENEROUS_BOUND).status_code  # one local request, not retried on a timeout
 
 
 @pytest.fixture
 def client():
-    with httpx.Client() as c:
+    # httpx's default is a 5 s timeout: calls that give none get the generous bound. Requests that go to a worker are
+    # bounded by the gateway itself (its 25 s default timeout answers 504), so the client's bound only catches a hang.
+    with httpx.Client(timeout=GENEROUS_BOUND) as c:
         yield c
 
 
@@ -105,7 +107,7 @@ def test_coordinator_call_gets_the_ml_detector_schema(stack, client):
 
 
 @own_processes
-def test_answer_is_the_queue_jobs_result(stack, client):
+def test_answer_is_the_queue_jobs_result(stack, client, host_pace):
     """The same snapshot through the plain queue gives the same boxes, and the model version the worker
     reports is the gateway's model_version, in /detect and in /health."""
     server, url, env = stack
@@ -113,7 +115,7 @@ def test_answer_is_the_queue_jobs_result(stack, client):
     waiter = StreamWaiter(connection)
     job_id = uuid.uuid4().hex
     enqueue_snapshot(connection, DEER_JPEG, "http", job_id=job_id, queue=env["DEER_WORKER_QUEUE"])
-    message = waiter.wait(job_id)
+    message = waiter.wait(job_id, host_pace.bound(batches=1))  # one job served
     body = coordinator_post(client, url, DEER_JPEG).json()
     assert [(d["class"], d["confidence"], list(d["bbox"].values())) for d in body["detections"]] == [
         (d["class_name"], round(d["confidence"], 4), [round(v, 2) for v in d["box"]]) for d in message["detections"]]
@@ -128,7 +130,8 @@ def test_deepstack_post_as_frigate_sends_it(stack, client):
     frame = cv2.imdecode(np.frombuffer((SAMPLES / "day_640x360_deer.jpg").read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     region = np.ascontiguousarray(frame[40:360, 310:630])  # a 320x320 region around the deer, as Frigate crops
     jpeg = cv2.imencode(".jpg", region)[1].tobytes()
-    reply = client.post(f"{url}/v1/vision/detection", data={"api_key": ""}, files={"image": jpeg}, timeout=30.0)
+    reply = client.post(f"{url}/v1/vision/detection", data={"api_key": ""}, files={"image": jpeg},
+                        timeout=GENEROUS_BOUND)
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["success"] is True and set(body) == {"success", "predictions", "duration"}
@@ -155,12 +158,12 @@ def test_thresholds_are_honoured(stack, client):
     assert 0 < high["num_detections"] < low["num_detections"]
     assert all(d["confidence"] >= cut for d in high["detections"])
     form = client.post(f"{url}/detect", files={"file": ("s.jpg", DEER_JPEG, "image/jpeg")}, data={"conf": "0.99"},
-                       timeout=30.0).json()  # as a form field too
+                       timeout=GENEROUS_BOUND).json()  # as a form field too
     assert form["confidence_threshold"] == 0.99 and form["num_detections"] == 0
 
     def deepstack(minimum: str) -> list[float]:
         reply = client.post(f"{url}/v1/vision/detection", data={"min_confidence": minimum},
-                            files={"image": DEER_JPEG}, timeout=30.0)
+                            files={"image": DEER_JPEG}, timeout=GENEROUS_BOUND)
         return [p["confidence"] for p in reply.json()["predictions"]]
 
     everything, some = deepstack("0"), deepstack(f"{cut:.4f}")
@@ -169,7 +172,7 @@ def test_thresholds_are_honoured(stack, client):
 
 def test_detect_batch(stack, client):
     _, url, _ = stack
-    reply = client.post(f"{url}/detect-batch", timeout=30.0, files=[
+    reply = client.post(f"{url}/detect-batch", timeout=GENEROUS_BOUND, files=[
         ("files", ("a.jpg", DEER_JPEG, "image/jpeg")), ("files", ("b.jpg", EMPTY_JPEG, "image/jpeg")),
         ("files", ("c.jpg", b"not an image", "image/jpeg"))])
     assert reply.status_code == 200, reply.text
@@ -210,7 +213,7 @@ BAD_REQUESTS = [  # (name, endpoint, request kwargs, status, error kind)
 @pytest.mark.parametrize("name,endpoint,kwargs,status,kind", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_input_gets_its_status(stack, client, name, endpoint, kwargs, status, kind):
     _, url, _ = stack
-    reply = client.post(f"{url}{endpoint}", timeout=30.0, **kwargs)
+    reply = client.post(f"{url}{endpoint}", timeout=GENEROUS_BOUND, **kwargs)
     assert reply.status_code == status, reply.text
     body = reply.json()
     if endpoint.startswith("/v1/"):
@@ -237,10 +240,11 @@ def test_bad_input_moves_a_counter_and_the_gateway_goes_on(stack, client):
 @own_processes
 def test_body_over_the_bound_is_413(stack, client, tmp_path):
     _, _, env = stack
-    gateway = GatewayProcess(env, "--max-body", "100000", log_file=tmp_path / "g.log").start()
+    gateway = GatewayProcess(env, "--max-body", "100000", log_file=tmp_path / "g.log").start(GENEROUS_BOUND)
     try:
         big = bytes(200_000)
-        declared = client.post(f"{gateway.url}/detect", files={"file": ("x.jpg", big, "image/jpeg")}, timeout=30.0)
+        declared = client.post(f"{gateway.url}/detect", files={"file": ("x.jpg", big, "image/jpeg")},
+                               timeout=GENEROUS_BOUND)
         assert declared.status_code == 413 and declared.json()["error_kind"] == "payload_too_large"
 
         def chunks():  # no Content-Length: the bound holds on the bytes read
@@ -250,7 +254,7 @@ def test_body_over_the_bound_is_413(stack, client, tmp_path):
                 yield bytes(10_000)
             yield b"\r\n--b--\r\n"
 
-        streamed = client.post(f"{gateway.url}/detect", content=chunks(), timeout=30.0,
+        streamed = client.post(f"{gateway.url}/detect", content=chunks(), timeout=GENEROUS_BOUND,
                                headers={"content-type": "multipart/form-data; boundary=b"})
         assert streamed.status_code == 413, streamed.text
     finally:
@@ -260,20 +264,21 @@ def test_body_over_the_bound_is_413(stack, client, tmp_path):
 @own_processes
 def test_api_key(stack, client, tmp_path):
     _, _, env = stack
-    gateway = GatewayProcess({**env, "DEER_GATEWAY_API_KEY": "s3cret"}, log_file=tmp_path / "g.log").start()
+    gateway = GatewayProcess({**env, "DEER_GATEWAY_API_KEY": "s3cret"},
+                             log_file=tmp_path / "g.log").start(GENEROUS_BOUND)
     try:
         files = {"file": ("snapshot.jpg", DEER_JPEG, "image/jpeg")}
-        assert client.post(f"{gateway.url}/detect", files=files, timeout=30.0).status_code == 401
-        assert client.post(f"{gateway.url}/detect", files=files, timeout=30.0,
+        assert client.post(f"{gateway.url}/detect", files=files, timeout=GENEROUS_BOUND).status_code == 401
+        assert client.post(f"{gateway.url}/detect", files=files, timeout=GENEROUS_BOUND,
                            headers={"X-API-Key": "wrong"}).status_code == 401
-        assert client.post(f"{gateway.url}/detect", files=files, timeout=30.0,
+        assert client.post(f"{gateway.url}/detect", files=files, timeout=GENEROUS_BOUND,
                            headers={"X-API-Key": "s3cret"}).status_code == 200
         image = {"image": DEER_JPEG}
         refused = client.post(f"{gateway.url}/v1/vision/detection", data={"api_key": "wrong"}, files=image,
-                              timeout=30.0)
+                              timeout=GENEROUS_BOUND)
         assert refused.status_code == 401 and refused.json()["success"] is False
         assert client.post(f"{gateway.url}/v1/vision/detection", data={"api_key": "s3cret"}, files=image,
-                           timeout=30.0).json()["success"] is True
+                           timeout=GENEROUS_BOUND).json()["success"] is True
         assert client.get(f"{gateway.url}/health").status_code == 200  # probes need no key
     finally:
         gateway.stop()
@@ -284,9 +289,9 @@ def test_no_ready_worker_health_503_and_timeout_504(stack, client, tmp_path):
     """A gateway on a queue no worker serves: /health 503 (a banner that checks only for 200 sees the
     dead pool); a request waits its timeout and gets 504."""
     _, _, env = stack
-    timeout = 2.0
+    timeout = 2.0  # the gateway's own: its expiry (504) is what the test expects
     gateway = GatewayProcess({**env, "DEER_WORKER_QUEUE": "nobody-serves-this"}, "--timeout", str(timeout),
-                             log_file=tmp_path / "g.log").start()
+                             log_file=tmp_path / "g.log").start(GENEROUS_BOUND)
     try:
         health = client.get(f"{gateway.url}/health")
         assert health.status_code == 503
@@ -310,13 +315,21 @@ def test_overload_is_429_at_once_with_memory_flat(stack, client, tmp_path):
     """With `max_waiting` requests waiting (no worker serves their queue), every further one gets 429
     without its body being kept: 200 rejected 200 kB bodies leave the gateway's RSS flat."""
     _, _, env = stack
-    gateway = GatewayProcess({**env, "DEER_WORKER_QUEUE": "nobody-serves-this"}, "--timeout", "120",
-                             "--max-waiting", "4", log_file=tmp_path / "g.log").start()
+    # The four waiting requests must stay in hand through 230 rejected posts: the gateway holds them for a
+    # generous multiple of the bound (230 local round trips, not one), and their client a bound longer still.
+    held = 5 * GENEROUS_BOUND
+    gateway = GatewayProcess({**env, "DEER_WORKER_QUEUE": "nobody-serves-this"}, "--timeout", str(held),
+                             "--max-waiting", "4", log_file=tmp_path / "g.log").start(GENEROUS_BOUND)
     pool = concurrent.futures.ThreadPoolExecutor(4)
+
+    def wait_in_hand(payload: bytes) -> httpx.Response:  # coordinator_post's request, with a timeout past `held`
+        return httpx.Client().post(f"{gateway.url}/detect", files={"file": ("snapshot.jpg", payload, "image/jpeg")},
+                                   timeout=held + GENEROUS_BOUND)
+
     try:
         payload = DEER_JPEG  # ~200 kB a request
-        waiting = [pool.submit(coordinator_post, httpx.Client(), gateway.url, payload) for _ in range(4)]
-        deadline = time.monotonic() + 30
+        waiting = [pool.submit(wait_in_hand, payload) for _ in range(4)]
+        deadline = time.monotonic() + GENEROUS_BOUND
         while _gauge(client, gateway.url, "deer_worker_gateway_requests_in_progress") < 4:  # the 4 in hand
             assert time.monotonic() < deadline, "the four requests never reached the gateway"
             time.sleep(0.05)
@@ -344,12 +357,12 @@ def test_redis_down_is_503_and_the_gateway_comes_back(stack, client, host_pace):
     try:
         down = coordinator_post(client, url, EMPTY_JPEG)
         assert down.status_code == 503 and down.json()["error_kind"] == "redis_unavailable"
-        health = client.get(f"{url}/health", timeout=30.0)
+        health = client.get(f"{url}/health", timeout=GENEROUS_BOUND)
         assert health.status_code == 503 and health.json()["redis"] is False
     finally:
         server.start()
     # the worker reconnects (backoff <= 2 s) and registers again; the gateway's reader resumes
-    gb.wait_health(url, 200, 2 * 2.0 + 10 * host_pace.batch_s + 10)
+    gb.wait_health(url, 200, 2 * 2.0 + host_pace.bound(batches=1))
     back = coordinator_post(client, url, DEER_JPEG)
     assert back.status_code == 200 and back.json()["deer_detected"] is True
 
@@ -372,7 +385,7 @@ def test_taken_port_is_one_error_line():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         run = subprocess.run([sys.executable, "-m", "worker", "gateway", "--port", str(port)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=GENEROUS_BOUND)  # starts, loads no model, exits
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [run.stderr.strip()] and run.stderr.startswith("deer-worker: config: ")
     assert "Traceback" not in run.stderr
@@ -391,7 +404,7 @@ def test_health_reports_the_model_state_stored_in_redis(stack, client, tmp_path)
     server, _, env = stack
     url = server.url(db=3)
     gateway = GatewayProcess({**env, "DEER_WORKER_REDIS_URL": url, "DEER_WORKER_QUEUE": "model-state"},
-                             log_file=tmp_path / "g.log").start()
+                             log_file=tmp_path / "g.log").start(GENEROUS_BOUND)
     connection = redis_py.Redis.from_url(url)
     health = lambda: client.get(f"{gateway.url}/health").json()  # noqa: E731
     try:

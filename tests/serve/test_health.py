@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from conftest import GENEROUS_BOUND
 from worker.errors import ConfigError
 from worker.serve.health import HealthServer
 from worker.serve.metrics import WorkerMetrics
@@ -40,7 +41,7 @@ def server(probes):
 
 
 def request(srv: HealthServer, path: str, method: str = "GET", host: str = "127.0.0.1"):
-    conn = http.client.HTTPConnection(host, srv.port, timeout=5)
+    conn = http.client.HTTPConnection(host, srv.port, timeout=GENEROUS_BOUND)  # one local request, not retried
     try:
         conn.request(method, path, body=b"x" if method in ("POST", "PUT") else None)
         resp = conn.getresponse()

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import tool
+from conftest import GENEROUS_BOUND, tool
 from worker.constants import LATENCY_BUCKETS
 from worker.errors import CorruptImageError
 from worker.serve.metrics import MAX_ERROR_KINDS, OUTCOMES, STAGES, WorkerMetrics
@@ -53,7 +53,7 @@ def test_exposition_passes_promtool_without_warnings():
     m.set_queue_depth("deer-snapshots", 3)
     m.set_model(model="deer-yolo26n", version="1", precision="int8", batch=4)
     m.set_ready(True)
-    done = subprocess.run([PROMTOOL, "check", "metrics"], input=m.exposition(), capture_output=True, timeout=30)
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=m.exposition(), capture_output=True, timeout=GENEROUS_BOUND)
     assert done.returncode == 0 and done.stdout == b"" and done.stderr == b"", done
 
 
@@ -61,7 +61,7 @@ def test_exposition_passes_promtool_without_warnings():
 def test_promtool_lint_can_fail():
     # The lint above is only worth something if promtool complains about a bad exposition.
     bad = b"# HELP deer_worker_jobs Jobs.\n# TYPE deer_worker_jobs counter\ndeer_worker_jobs 1\n"
-    done = subprocess.run([PROMTOOL, "check", "metrics"], input=bad, capture_output=True, timeout=30)
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=bad, capture_output=True, timeout=GENEROUS_BOUND)
     assert done.returncode != 0 or done.stdout or done.stderr
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import mqtt_harness as mh  # noqa: E402
 from harness import Pool, RedisServer, TlsFiles, free_port, sample_images, wait_for, worker_env  # noqa: E402
-from conftest import tool  # noqa: E402
+from conftest import GENEROUS_BOUND, tool  # noqa: E402
 
 MOSQUITTO, needs_mosquitto = tool("mosquitto", "mosquitto")
 pytestmark = needs_mosquitto
@@ -46,13 +46,13 @@ def variant(jpeg: bytes, n: int) -> bytes:
 class Stack:
     def __init__(self, tmp: Path, pace) -> None:
         self.tmp = tmp
-        self.redis = RedisServer(tmp / "redis", conf=["appendonly yes", "appendfsync always"]).start()
-        self.broker = mh.Mosquitto(tmp / "mosquitto").start()
+        self.redis = RedisServer(tmp / "redis", conf=["appendonly yes", "appendfsync always"]).start(GENEROUS_BOUND)
+        self.broker = mh.Mosquitto(tmp / "mosquitto").start(GENEROUS_BOUND)
         self.env = worker_env(self.redis.url(), queue=QUEUE, batch="1", max_age=600.0,
                               zones="models/demo/zones.yaml", max_snapshot_bytes=MAX_BYTES)
         self.pool = Pool(self.env, workers=1, log_file=tmp / "worker.log").start()
-        # a model load on this host (two on a slow day) before the first result can come
-        self.result_timeout = 30 + 3 * pace.load_s
+        # a model load on this host before the first result can come, and up to 15 jobs (batch 1) in one wait
+        self.result_timeout = pace.bound(loads=1, batches=15)
         self.bridges: list[mh.BridgeProcess] = []
 
     def bridge(self, name: str, **settings) -> tuple[mh.BridgeProcess, int]:
@@ -63,20 +63,20 @@ class Stack:
                                   **{"quiet_time": QUIET, "attributes_after": AFTER, "keepalive": 5, **settings})
         bridge = mh.BridgeProcess(config, self.env, workdir / "bridge.log").start()
         self.bridges.append(bridge)
-        wait_for(lambda: metric(port, "deer_worker_mqtt_connected") == 1.0, 30, f"bridge {name} connected")
+        wait_for(lambda: metric(port, "deer_worker_mqtt_connected") == 1.0, GENEROUS_BOUND, f"bridge {name} connected")
         return bridge, port
 
     def close(self) -> None:
         for bridge in self.bridges:
             bridge.stop(signal.SIGKILL)
         self.pool.stop()
-        self.broker.stop()
-        self.redis.stop("sigkill")
+        self.broker.stop(GENEROUS_BOUND)
+        self.redis.stop("sigkill", GENEROUS_BOUND)
 
 
 def metric(port: int, name: str, **labels) -> float | None:
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=GENEROUS_BOUND).read().decode()
     except OSError:
         return None
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
@@ -122,7 +122,7 @@ def test_an_image_gives_a_result_the_deer_state_and_discovery(stack, recorder, r
     [result] = recorder.wait(lambda: results_of(recorder, "cam1deer"), stack.result_timeout, "the result")
     assert result["status"] == "ok" and result["deer_detected"] and result["captured_at"] == taken
     assert result["job_id"].startswith("bridge-shared-") and "zones" in result
-    assert recorder.wait(lambda: recorder.on("deer-worker/cam1deer/deer"), 5, "ON") == [b"ON"]
+    assert recorder.wait(lambda: recorder.on("deer-worker/cam1deer/deer"), GENEROUS_BOUND, "ON") == [b"ON"]
     assert float(recorder.on("deer-worker/cam1deer/confidence")[-1]) == \
         max(d["confidence"] for d in result["detections"] if d["class_name"] == "deer")
     config = json.loads(recorder.on("homeassistant/binary_sensor/deer_worker_cam1deer/deer/config")[0])
@@ -139,7 +139,7 @@ def test_an_image_gives_a_result_the_deer_state_and_discovery(stack, recorder, r
     # the states and discovery are retained: a Home Assistant that subscribes later sees them
     late = mh.Recorder(stack.broker.port)
     try:
-        late.wait(lambda: late.on("deer-worker/cam1deer/deer") == [b"OFF"], 5, "the retained OFF")
+        late.wait(lambda: late.on("deer-worker/cam1deer/deer") == [b"OFF"], GENEROUS_BOUND, "the retained OFF")
         assert late.on("deer-worker/bridge/availability") == [b"online"]
         assert late.on("homeassistant/binary_sensor/deer_worker_cam1deer/deer/config")
     finally:
@@ -169,7 +169,8 @@ def test_identical_images_are_enqueued_once(stack, recorder, ring):
         camera.image(variant(EMPTY, 3))
     camera.image(variant(EMPTY, 4))
     recorder.wait(lambda: len(results_of(recorder, "cam3dup")) == 2, stack.result_timeout, "two results")
-    wait_for(lambda: metric(stack.shared_port, "deer_worker_mqtt_duplicates_total") == before + 2, 5, "duplicates")
+    wait_for(lambda: metric(stack.shared_port, "deer_worker_mqtt_duplicates_total") == before + 2, GENEROUS_BOUND,
+             "duplicates")
     time.sleep(AFTER + 1)  # a third result would have come by now
     assert len(results_of(recorder, "cam3dup")) == 2
 
@@ -193,7 +194,7 @@ def test_bad_payloads_are_counted_by_kind_and_the_bridge_goes_on(stack, recorder
     assert (bomb["status"], bomb["error"]["kind"], good["status"]) == ("failed", "image_too_large", "ok")
     expected = {"empty_input": 1, "unsupported_format": 1, "payload_too_large": 1, "bad_attributes": 2}
     wait_for(lambda: all(metric(port, "deer_worker_mqtt_dropped_total", kind=k) == before[k] + n
-                         for k, n in expected.items()), 5,
+                         for k, n in expected.items()), GENEROUS_BOUND,
              f"dropped counters {expected} over {before}")
     assert stack.shared.proc.poll() is None
 
@@ -215,19 +216,21 @@ def restart_mid_stream(stack, recorder, ring, camera_id: str, stop, start) -> No
     start()
     publish_stream(camera, 5, 10, 0.05)
     recorder.wait(lambda: len({r["job_id"] for r in results_of(recorder, camera_id)}) >= 15,
-                  stack.result_timeout + 30, "15 results")
+                  stack.result_timeout + GENEROUS_BOUND, "15 results")  # and a restart, reconnects
     time.sleep(AFTER + 1)
     results = results_of(recorder, camera_id)
     assert len(results) == len({r["job_id"] for r in results}) == 15  # each once
 
 
 def test_a_broker_restart_mid_stream_loses_nothing(stack, recorder, ring):
-    restart_mid_stream(stack, recorder, ring, "cam5broker", stack.broker.stop, stack.broker.start)
+    restart_mid_stream(stack, recorder, ring, "cam5broker", lambda: stack.broker.stop(GENEROUS_BOUND),
+                       lambda: stack.broker.start(GENEROUS_BOUND))
     assert metric(stack.shared_port, "deer_worker_mqtt_reconnects_total", peer="mqtt") >= 1
 
 
 def test_a_redis_restart_mid_stream_loses_nothing(stack, recorder, ring):
-    restart_mid_stream(stack, recorder, ring, "cam6redis", lambda: stack.redis.stop("sigterm"), stack.redis.start)
+    restart_mid_stream(stack, recorder, ring, "cam6redis", lambda: stack.redis.stop("sigterm", GENEROUS_BOUND),
+                       lambda: stack.redis.start(GENEROUS_BOUND))
     assert metric(stack.shared_port, "deer_worker_mqtt_reconnects_total", peer="redis") >= 1
 
 
@@ -241,8 +244,8 @@ def test_redis_lost_between_the_publish_and_the_save_repeats_nothing(tmp_path):
     from worker.serve.mqtt_bridge import Bridge
     from worker.serve.mqtt_config import BridgeConfig
 
-    redis_server = RedisServer(tmp_path / "redis", conf=["appendonly yes", "appendfsync always"]).start()
-    broker = mh.Mosquitto(tmp_path / "mosquitto").start()
+    redis_server = RedisServer(tmp_path / "redis", conf=["appendonly yes", "appendfsync always"]).start(GENEROUS_BOUND)
+    broker = mh.Mosquitto(tmp_path / "mosquitto").start(GENEROUS_BOUND)
     worker = WorkerConfig(redis_url=redis_server.url(), results_stream="deer:test:mqtt-save")
     bridge = Bridge(BridgeConfig(mqtt_url=broker.url(), client_id="bridge-save", metrics_port=0), worker)
     recorder = mh.Recorder(broker.port, filters=("deer-worker/+/result",))
@@ -259,7 +262,7 @@ def test_redis_lost_between_the_publish_and_the_save_repeats_nothing(tmp_path):
         delivered = deliver(messages)
         deliveries.append(delivered)
         if len(deliveries) == 1:
-            redis_server.stop("sigterm")  # the broker has the batch; its save meets a stopped Redis
+            redis_server.stop("sigterm", GENEROUS_BOUND)  # the broker has the batch; its save meets a stopped Redis
         return delivered
 
     bridge.deliver = deliver_then_lose_redis
@@ -267,31 +270,32 @@ def test_redis_lost_between_the_publish_and_the_save_repeats_nothing(tmp_path):
     try:
         bridge.client.connect("127.0.0.1", broker.port)
         bridge.client.loop_start()
-        assert bridge.connected.wait(10)
+        assert bridge.connected.wait(GENEROUS_BOUND)
         # no Nagle on the bridge's own socket (paho leaves it on): a small packet behind another waits for an ACK
         assert bridge.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         results.start()
-        wait_for(lambda: admin.get(bridge.position_key), 10, "the bridge's first position")
+        wait_for(lambda: admin.get(bridge.position_key), GENEROUS_BOUND, "the bridge's first position")
         result("save-1")
-        wait_for(lambda: redis_server.proc.poll() is not None, 10, "Redis stopped after the first delivery")
+        wait_for(lambda: redis_server.proc.poll() is not None, GENEROUS_BOUND, "Redis stopped after the first delivery")
         time.sleep(0.5)  # the save has failed by now: the bridge is waiting for Redis
-        redis_server.start()
+        redis_server.start(GENEROUS_BOUND)
         admin = redis_server.client()
         result("save-2")
-        recorder.wait(lambda: {r["job_id"] for r in recorder.results()} >= {"save-1", "save-2"}, 30, "both results")
+        recorder.wait(lambda: {r["job_id"] for r in recorder.results()} >= {"save-1", "save-2"}, GENEROUS_BOUND,
+                      "both results")
         time.sleep(1.5)  # a second copy would come within one XREAD block
         assert sorted(r["job_id"] for r in recorder.results()) == ["save-1", "save-2"]
         # and the save went through once Redis was back: a restarted bridge repeats nothing either
-        wait_for(lambda: admin.zscore(bridge.published_key, "save-2") is not None, 10, "the ids saved")
+        wait_for(lambda: admin.zscore(bridge.published_key, "save-2") is not None, GENEROUS_BOUND, "the ids saved")
         assert admin.zscore(bridge.published_key, "save-1") is not None
     finally:
         bridge.stopping.set()
-        results.join(10)
+        results.join(GENEROUS_BOUND)  # a thread ending
         bridge.client.disconnect()
         bridge.client.loop_stop()
         recorder.close()
-        broker.stop()
-        redis_server.stop("sigkill")
+        broker.stop(GENEROUS_BOUND)
+        redis_server.stop("sigkill", GENEROUS_BOUND)
 
 
 def test_sigterm_turns_every_camera_off_then_says_offline(stack, recorder, ring):
@@ -300,8 +304,8 @@ def test_sigterm_turns_every_camera_off_then_says_offline(stack, recorder, ring)
     camera = ring("cam7stop", ring_topic="ring-stop")
     camera.image(variant(DEER, 7))
     recorder.wait(lambda: recorder.on("deer-stop/cam7stop/deer") == [b"ON"], stack.result_timeout, "ON")
-    assert bridge.stop(signal.SIGTERM) == 0
-    recorder.wait(lambda: recorder.on("deer-stop/bridge/availability")[-1:] == [b"offline"], 5, "offline")
+    assert bridge.stop(signal.SIGTERM, GENEROUS_BOUND) == 0
+    recorder.wait(lambda: recorder.on("deer-stop/bridge/availability")[-1:] == [b"offline"], GENEROUS_BOUND, "offline")
     states = [(t, p) for t, p, _, _ in recorder.messages if t in ("deer-stop/cam7stop/deer", "deer-stop/bridge/availability")]
     assert states[-2:] == [("deer-stop/cam7stop/deer", b"OFF"), ("deer-stop/bridge/availability", b"offline")]
     # only its own jobs (publish_other_results off): none of the shared bridge's cameras appeared here
@@ -311,16 +315,17 @@ def test_sigterm_turns_every_camera_off_then_says_offline(stack, recorder, ring)
 @pytest.mark.slow  # the default run's budget; run with -m slow
 def test_a_killed_bridge_is_marked_offline_by_its_last_will(stack, recorder):
     bridge, _ = stack.bridge("will", output_prefix="deer-will", ring_topic="ring-will")
-    recorder.wait(lambda: recorder.on("deer-will/bridge/availability") == [b"online"], 5, "online")
+    recorder.wait(lambda: recorder.on("deer-will/bridge/availability") == [b"online"], GENEROUS_BOUND, "online")
     killed = time.monotonic()
     bridge.stop(signal.SIGKILL)
-    recorder.wait(lambda: recorder.on("deer-will/bridge/availability")[-1:] == [b"offline"], 20, "the Last Will")
+    recorder.wait(lambda: recorder.on("deer-will/bridge/availability")[-1:] == [b"offline"], GENEROUS_BOUND,
+                  "the Last Will")  # how soon it came is the assertion below
     assert time.monotonic() - killed <= 5 * 1.5 + 5  # keepalive 5 s: the broker gives up after 1.5x it
 
 
 @pytest.mark.slow  # the default run's budget; run with -m slow
 def test_the_broker_login_is_required_and_used(tmp_path, stack):
-    secured = mh.Mosquitto(tmp_path / "secured", users={"bridge": "s3cret"}).start()
+    secured = mh.Mosquitto(tmp_path / "secured", users={"bridge": "s3cret"}).start(GENEROUS_BOUND)
     try:
         def run(url: str) -> tuple[mh.BridgeProcess, int]:
             port = free_port()
@@ -330,13 +335,14 @@ def test_the_broker_login_is_required_and_used(tmp_path, stack):
 
         wrong, wrong_port = run(secured.url("bridge", "wrong"))
         right, right_port = run(secured.url("bridge", "s3cret"))
-        wait_for(lambda: metric(right_port, "deer_worker_mqtt_connected") == 1.0, 30, "the right login connected")
-        wait_for(lambda: "not authorised" in wrong.log().lower() or "refused" in wrong.log().lower(), 30,
+        wait_for(lambda: metric(right_port, "deer_worker_mqtt_connected") == 1.0, GENEROUS_BOUND,
+                 "the right login connected")
+        wait_for(lambda: "not authorised" in wrong.log().lower() or "refused" in wrong.log().lower(), GENEROUS_BOUND,
                  "the wrong login refused")
         assert metric(wrong_port, "deer_worker_mqtt_connected") == 0.0 and "s3cret" not in right.log()
-        wrong.stop(), right.stop()
+        wrong.stop(timeout=GENEROUS_BOUND), right.stop(timeout=GENEROUS_BOUND)
     finally:
-        secured.stop()
+        secured.stop(GENEROUS_BOUND)
 
 
 def make_ca_and_server_cert(folder: Path, name: str = "ca") -> TlsFiles:
@@ -358,7 +364,8 @@ def make_ca_and_server_cert(folder: Path, name: str = "ca") -> TlsFiles:
 def test_mqtts_with_a_private_ca_and_a_login_round_trips_and_a_wrong_ca_is_refused(tmp_path, stack):
     tls = make_ca_and_server_cert(tmp_path / "pki")
     stranger = make_ca_and_server_cert(tmp_path / "other", "other-ca").ca  # a CA that did not sign the broker
-    broker = mh.Mosquitto(tmp_path / "mosquitto", tls=tls, users={"bridge": "s3cret", "ha": "ha-pass"}).start()
+    broker = mh.Mosquitto(tmp_path / "mosquitto", tls=tls, users={"bridge": "s3cret", "ha": "ha-pass"}).start(
+        GENEROUS_BOUND)
     url = broker.url("bridge", "s3cret")
     assert url.startswith("mqtts://")
 
@@ -375,12 +382,13 @@ def test_mqtts_with_a_private_ca_and_a_login_round_trips_and_a_wrong_ca_is_refus
     recorder = mh.Recorder(broker.port, filters=("deer-tls/+/result",), user="ha", password="ha-pass", ca=tls.ca)
     ring_client = mh.connect(broker.port, "ring-tls", clean=False, user="ha", password="ha-pass", ca=tls.ca)
     try:
-        wait_for(lambda: metric(port, "deer_worker_mqtt_connected") == 1.0, 30, "the mqtts bridge connected")
+        wait_for(lambda: metric(port, "deer_worker_mqtt_connected") == 1.0, GENEROUS_BOUND,
+                 "the mqtts bridge connected")
         mh.RingCamera(ring_client, "cam8tls", ring_topic="ring-tls").image(variant(DEER, 8))
         [result] = recorder.wait(lambda: results_of(recorder, "cam8tls"), stack.result_timeout, "the result over TLS")
         assert result["status"] == "ok" and result["job_id"].startswith("bridge-right-")
         # the wrong CA: refused at start, one line naming the broker and the CA file, exit 2, no traceback
-        assert wrong.proc.wait(30) == 2
+        assert wrong.proc.wait(GENEROUS_BOUND) == 2  # starts, is refused, exits
         lines = [line for line in wrong.log().splitlines() if line.strip()]
         [line] = [line for line in lines if "not trusted" in line]
         assert "other-ca.pem" in line and f"127.0.0.1:{broker.port}" in line and "s3cret" not in line
@@ -391,15 +399,15 @@ def test_mqtts_with_a_private_ca_and_a_login_round_trips_and_a_wrong_ca_is_refus
         ring_client.loop_stop()
         recorder.close()
         right.stop(signal.SIGKILL), wrong.stop(signal.SIGKILL)
-        broker.stop()
+        broker.stop(GENEROUS_BOUND)
 
 
 @pytest.mark.slow
 def test_a_burst_of_200_over_4_cameras_with_a_worker_killed_is_published_once_each(tmp_path, host_pace):
     """200 snapshots through the bridge while one of two workers is SIGKILLed mid-burst: every
     snapshot's result is published on MQTT exactly once (counted by job id), none lost."""
-    redis_server = RedisServer(tmp_path / "redis", conf=["appendonly yes"]).start()
-    broker = mh.Mosquitto(tmp_path / "mosquitto").start()
+    redis_server = RedisServer(tmp_path / "redis", conf=["appendonly yes"]).start(GENEROUS_BOUND)
+    broker = mh.Mosquitto(tmp_path / "mosquitto").start(GENEROUS_BOUND)
     env = worker_env(redis_server.url(), queue=QUEUE, batch="4", max_age=3600.0, job_timeout=30)
     pool = Pool(env, workers=2, log_file=tmp_path / "worker.log").start()
     port = free_port()
@@ -409,7 +417,7 @@ def test_a_burst_of_200_over_4_cameras_with_a_worker_killed_is_published_once_ea
     recorder = mh.Recorder(broker.port, filters=("deer-worker/+/result",))
     ring_client = mh.connect(broker.port, "ring-burst", clean=False)
     try:
-        wait_for(lambda: metric(port, "deer_worker_mqtt_connected") == 1.0, 60, "the bridge connected")
+        wait_for(lambda: metric(port, "deer_worker_mqtt_connected") == 1.0, GENEROUS_BOUND, "the bridge connected")
         cameras = [mh.RingCamera(ring_client, f"burst{i}") for i in range(4)]
         for n in range(200):
             camera = cameras[n % 4]
@@ -417,7 +425,7 @@ def test_a_burst_of_200_over_4_cameras_with_a_worker_killed_is_published_once_ea
             camera.image(variant(DEER if n % 3 == 0 else EMPTY, n))
             time.sleep(0.01)
             if n == 60:
-                victim = wait_for(lambda: pool.children(), 30, "the pool's workers")[0]
+                victim = wait_for(lambda: pool.children(), GENEROUS_BOUND, "the pool's workers")[0]
                 os.kill(victim, signal.SIGKILL)
         timeout = 120 + 20 * host_pace.load_s + 200 * host_pace.batch_s
         recorder.wait(lambda: len({r["job_id"] for r in recorder.results()}) >= 200, timeout, "200 results")
@@ -433,5 +441,5 @@ def test_a_burst_of_200_over_4_cameras_with_a_worker_killed_is_published_once_ea
         recorder.close()
         bridge.stop(signal.SIGKILL)
         pool.stop()
-        broker.stop()
-        redis_server.stop("sigkill")
+        broker.stop(GENEROUS_BOUND)
+        redis_server.stop("sigkill", GENEROUS_BOUND)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, tool
+from conftest import GENEROUS_BOUND, ROOT, tool
 
 UNIT = ROOT / "deploy" / "systemd" / "deer-worker-mqtt.service"
 TARGET = ROOT / "deploy" / "systemd" / "deer-worker.target"
@@ -43,7 +43,7 @@ def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     (tmp_path / UNIT.name).write_text(text.replace(INSTALLED_BINARY, binary))
     shutil.copy(TARGET, tmp_path / TARGET.name)
     return subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", f"./{UNIT.name}"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=GENEROUS_BOUND)
 
 
 @needs_systemd
@@ -65,7 +65,7 @@ def test_sandboxing_keeps_the_exposure_score(tmp_path):
     (tmp_path / UNIT.name).write_text(UNIT.read_text().replace(INSTALLED_BINARY, "/bin/true"))
     done = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=yes", "--no-pager",
                            f"--threshold={int(EXPOSURE_MAX * 10)}", f"./{UNIT.name}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=GENEROUS_BOUND)
     score = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout)
     assert score and done.returncode == 0 and float(score[1]) <= EXPOSURE_MAX, done.stdout[-2000:] + done.stderr
 
@@ -120,7 +120,7 @@ def test_the_shipped_mosquitto_snippet_turns_nagle_off_and_mosquitto_takes_it(tm
             return False
 
     try:
-        mh.wait_for(listening, 10, "mosquitto with the snippet included")
+        mh.wait_for(listening, GENEROUS_BOUND, "mosquitto with the snippet included")
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(GENEROUS_BOUND)

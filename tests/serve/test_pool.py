@@ -13,12 +13,14 @@ import pytest
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 
-from conftest import FP32_MODEL, ROOT, TEST_REDIS_URL, sample, wait_until
+from conftest import FP32_MODEL, GENEROUS_BOUND, ROOT, TEST_REDIS_URL, sample, wait_until
 from worker.jobqueue.connections import SERIALIZER
 from worker.jobqueue.producer import enqueue_snapshot
 
 QUEUE = "test-pool"
-JOB_TIMEOUT = 20
+JOB_TIMEOUT = 20  # the workers' job timeout (behaviour under test, not a bound on the test's waits)
+# A SIGTERM'd pool waits the job timeout + 10 s for its workers (WorkerPool.run_forever), then kills them.
+POOL_STOP = JOB_TIMEOUT + 10 + GENEROUS_BOUND
 
 
 def _env(**extra) -> dict:
@@ -54,13 +56,13 @@ def _started(conn) -> int:
     return StartedJobRegistry(QUEUE, connection=conn, serializer=SERIALIZER).count
 
 
-def test_sigterm_finishes_the_batch_in_hand_then_exits_zero(redis_conn):
+def test_sigterm_finishes_the_batch_in_hand_then_exits_zero(redis_conn, host_pace):
     proc = _start()
     try:
         jobs = _enqueue(redis_conn, 200)
-        wait_until(lambda: _started(redis_conn) > 0, 60, "the worker to be mid-batch")
+        wait_until(lambda: _started(redis_conn) > 0, host_pace.bound(loads=1, batches=1), "the worker to be mid-batch")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(JOB_TIMEOUT) == 0
+        assert proc.wait(host_pace.bound(batches=1)) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -70,7 +72,7 @@ def test_sigterm_finishes_the_batch_in_hand_then_exits_zero(redis_conn):
     assert sum(counts.values()) == 200
 
 
-def _kill_mid_batch(conn, proc_pid: int) -> int:
+def _kill_mid_batch(conn, proc_pid: int, timeout: float) -> int:
     """SIGKILL the worker while it holds started jobs; returns how many it held."""
     def held():
         count = _started(conn)
@@ -78,15 +80,16 @@ def _kill_mid_batch(conn, proc_pid: int) -> int:
             os.kill(proc_pid, signal.SIGKILL)
         return count
 
-    return wait_until(held, 60, "the worker to hold a batch")
+    return wait_until(held, timeout, "the worker to hold a batch")
 
 
-def test_pool_recovers_a_killed_workers_jobs_and_restarts_it(redis_conn):
+def test_pool_recovers_a_killed_workers_jobs_and_restarts_it(redis_conn, host_pace):
     pool = _start("--workers", "2")
     jobs = _enqueue(redis_conn, 120)
     try:
-        children = wait_until(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), 30, "two worker processes")
-        held = _kill_mid_batch(redis_conn, children[0])
+        children = wait_until(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), GENEROUS_BOUND,
+                              "two worker processes")
+        held = _kill_mid_batch(redis_conn, children[0], host_pace.bound(loads=2, batches=1))  # two load side by side
         killed_at = time.monotonic()
         assert held >= 1
         # the pool sees the death at once: the dead worker's jobs leave STARTED long before its TTL
@@ -94,29 +97,29 @@ def test_pool_recovers_a_killed_workers_jobs_and_restarts_it(redis_conn):
         wait_until(lambda: not _held_by_dead(redis_conn, children[0]), JOB_TIMEOUT, "recovery before the job timeout")
         recovery = time.monotonic() - killed_at
         wait_until(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
-                   120, "all jobs to end")
+                   host_pace.bound(loads=1, batches=120 / 4 + 1), "all jobs to end")  # a restart, 30 batches + retries
         assert len(_children(pool.pid)) == 2 and children[0] not in _children(pool.pid)
     finally:
         os.killpg(pool.pid, signal.SIGTERM)
-        pool.wait(60)
+        pool.wait(POOL_STOP)
     counts = _statuses(jobs)
     assert counts == {JobStatus.FINISHED: 120}, counts  # retried, none lost, none stuck
     print(f"recovered {held} job(s) in {recovery:.2f} s")
 
 
-def test_a_restarted_worker_recovers_jobs_of_a_dead_one_on_this_host(redis_conn):
+def test_a_restarted_worker_recovers_jobs_of_a_dead_one_on_this_host(redis_conn, host_pace):
     first = _start()
     jobs = _enqueue(redis_conn, 120)
-    held = _kill_mid_batch(redis_conn, first.pid)
+    held = _kill_mid_batch(redis_conn, first.pid, host_pace.bound(loads=1, batches=1))
     first.wait()
     assert held >= 1 and _started(redis_conn) >= 1
     second = _start()
     try:
         wait_until(lambda: _statuses(jobs).get(JobStatus.FINISHED, 0) + _statuses(jobs).get(JobStatus.FAILED, 0) == 120,
-                   120, "all jobs to end")
+                   host_pace.bound(loads=1, batches=120 / 4 + 1), "all jobs to end")  # a load, 30 batches + retries
     finally:
         second.send_signal(signal.SIGTERM)
-        second.wait(60)
+        second.wait(host_pace.bound(batches=1))  # the batch in hand, then exit
     assert _statuses(jobs) == {JobStatus.FINISHED: 120}
 
 
@@ -155,15 +158,18 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_workers_of_a_pool_killed_by_sigkill_stop_instead_of_running_on_as_orphans(redis_conn):
+def test_workers_of_a_pool_killed_by_sigkill_stop_instead_of_running_on_as_orphans(redis_conn, host_pace):
     pool = _start("--workers", "2")
     children: list[int] = []
     try:
-        children = wait_until(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), 60, "two worker processes")
+        children = wait_until(lambda: len(_children(pool.pid)) == 2 and _children(pool.pid), GENEROUS_BOUND,
+                              "two worker processes")
         pool.kill()  # no chance to stop its workers itself
         pool.wait()
-        # SIGTERM from the kernel: each finishes its batch in hand (bounded by the job timeout) and exits
-        wait_until(lambda: not any(_alive(pid) for pid in children), JOB_TIMEOUT + 10, "the orphaned workers to exit")
+        # SIGTERM from the kernel: each finishes its batch in hand (bounded by the job timeout) and exits; one
+        # still loading its model (the two side by side) when the pool died may finish that load first
+        wait_until(lambda: not any(_alive(pid) for pid in children), JOB_TIMEOUT + host_pace.bound(loads=2),
+                   "the orphaned workers to exit")
     finally:
         for pid in [*children, pool.pid]:
             try:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import DEMO_CONF, SAMPLES, TEST_REDIS_URL, free_port, sample
+from conftest import DEMO_CONF, GENEROUS_BOUND, SAMPLES, TEST_REDIS_URL, free_port, sample
 from worker.cameras import parse_camera_book
 from worker.config import WorkerConfig
 from worker.constants import SHADOW_DISAGREEMENTS_STREAM, SHADOW_PENDING
@@ -28,7 +28,7 @@ IMAGES = sorted(p.name for p in SAMPLES.iterdir())  # 8 snapshots, 2 of them emp
 
 
 def _scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=GENEROUS_BOUND).read().decode()
     values = {}
     for line in text.splitlines():
         if line.startswith("deer_worker_shadow"):

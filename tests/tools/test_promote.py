@@ -14,13 +14,15 @@ import sys
 
 import pytest
 
-from conftest import DEMO, ROOT, TEST_REDIS_URL, sample, wait_until
+from conftest import DEMO, GENEROUS_BOUND, ROOT, TEST_REDIS_URL, sample, wait_until
 from worker.jobqueue.producer import enqueue_snapshot
 from worker.serve.model_state import read_desired
 
 QUEUE, STREAM = "test-promote", "test-promote:results"
 PRODUCTION = DEMO / "deer-yolo26n_dynamic_raw_fp32_openvino_model"  # the demo folder's served IR (within gate)
 WORSE_IR = "deer-yolo26n_dynamic_raw_int8_openvino_model"  # ~1.2 mAP50 points below it on the held-out split
+HELDOUT_IMAGES = 50  # heldout.yaml: the images the gate runs through each model
+EXPORT_LOADS = 30  # an export, counted in model loads of this host as tests/tools/test_export.py does
 
 
 def _env() -> dict:
@@ -29,7 +31,7 @@ def _env() -> dict:
             "DEER_WORKER_MAX_AGE": "600", "DEER_WORKER_THREADS": "1", "YOLO_OFFLINE": "1"}
 
 
-def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "worker", "--log-level", "WARNING", *args, "--redis", TEST_REDIS_URL],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
 
@@ -55,13 +57,13 @@ def worker(redis_conn, host_pace):
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=host_pace.bound(batches=1))  # the batch in hand, then exit
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 
 
-def test_a_worse_model_fails_the_gate_exit_3_and_nothing_is_reloaded(worker, redis_conn, tmp_path):
+def test_a_worse_model_fails_the_gate_exit_3_and_nothing_is_reloaded(worker, redis_conn, tmp_path, host_pace):
     before = worker()
     assert before["status"] == "ok"
     # A folder `export` could have written: the demo's INT8 raw IR, its card claiming it is within export's
@@ -74,7 +76,8 @@ def test_a_worse_model_fails_the_gate_exit_3_and_nothing_is_reloaded(worker, red
     card["irs"] = {WORSE_IR: {**card["irs"][WORSE_IR], "within_gate": True}}
     (candidate / "MODEL_CARD.json").write_text(json.dumps(card))
 
-    result = _cli("promote", str(candidate), "--data", str(DEMO / "heldout.yaml"), "--json")
+    result = _cli("promote", str(candidate), "--data", str(DEMO / "heldout.yaml"), "--json",  # imports, the gate:
+                  timeout=host_pace.bound(loads=4, batches=2 * HELDOUT_IMAGES))  # two IRs, 50 images each
     assert result.returncode == 3, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["status"] == "gate_failed" and not report["gate"]["passed"]
@@ -87,11 +90,13 @@ def test_a_worse_model_fails_the_gate_exit_3_and_nothing_is_reloaded(worker, red
 
 
 @pytest.mark.slow  # ~30 s (one full export of the .pt): opt-in, to keep the default suite in its budget
-def test_the_demo_checkpoint_is_promoted_with_its_version_and_rollback_returns(worker, redis_conn, tmp_path):
+def test_the_demo_checkpoint_is_promoted_with_its_version_and_rollback_returns(worker, redis_conn, tmp_path, host_pace):
     before = worker()
     out = tmp_path / "promoted"
+    # an export, the gate (two IRs, the held-out images each), the snapshot compare and the workers' reload
     result = _cli("promote", str(DEMO / "deer-yolo26n.pt"), "--data", str(DEMO / "heldout.yaml"),
-                  "--snapshots", str(DEMO / "samples"), "--version", "demo v9 (promoted)", "--out", str(out), "--json")
+                  "--snapshots", str(DEMO / "samples"), "--version", "demo v9 (promoted)", "--out", str(out), "--json",
+                  timeout=host_pace.bound(loads=EXPORT_LOADS + 6, batches=2 * HELDOUT_IMAGES + 10))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["status"] == "promoted" and report["gate"]["passed"] and report["reload"]["ok"]
@@ -102,10 +107,12 @@ def test_the_demo_checkpoint_is_promoted_with_its_version_and_rollback_returns(w
     promoted = worker()
     assert promoted["status"] == "ok" and promoted["model"]["version"] == "demo v9 (promoted)"
 
-    again = _cli("promote", str(DEMO / "deer-yolo26n.pt"), "--data", str(DEMO / "heldout.yaml"), "--out", str(out))
+    again = _cli("promote", str(DEMO / "deer-yolo26n.pt"), "--data", str(DEMO / "heldout.yaml"), "--out", str(out),
+                 timeout=GENEROUS_BOUND)  # refused before exporting
     assert again.returncode == 2 and "never overwrites" in again.stderr  # the kept model is not exported over
 
-    back = _cli("rollback", "--timeout", "120")
+    rollback = host_pace.bound(loads=1)  # every worker loads production again
+    back = _cli("rollback", "--timeout", str(rollback), timeout=rollback + GENEROUS_BOUND)
     assert back.returncode == 0, back.stderr
     assert read_desired(redis_conn).model == str(PRODUCTION)
     assert worker()["model"] == before["model"]
