@@ -170,7 +170,7 @@ def serve_jobs_of_every_outcome(conn, detector, queue: str) -> tuple[str, int]:
     try:
         DeerWorker([rq_queue], connection=conn, detector=detector, cameras=book, config=config, metrics=metrics,
                    name=name).work(burst=True)
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=GENEROUS_BOUND) as resp:
             return resp.read().decode(), len(ok_jobs)
     finally:
         server.stop()
