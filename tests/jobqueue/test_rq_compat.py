@@ -27,7 +27,8 @@ DB = 9
 QUEUE = "rq-compat"
 PAYLOAD = {"v": 1, "camera_id": "cam1", "snapshot": {"key": "deer:snap:x"}}
 # What our worker classes define that RQ's SimpleWorker also has: each a deliberate override.
-OVERRIDES = {"BatchWorker": {"__init__", "_set_ip_address", "set_state", "heartbeat", "handle_execution_ended"},
+OVERRIDES = {"BatchWorker": {"__init__", "_set_ip_address", "set_state", "heartbeat", "handle_execution_ended",
+                             "subscribe"},
              "DeerWorker": {"__init__", "max_connection_wait_time", "get_heartbeat_ttl", "execute_job",
                             "run_maintenance_tasks", "work"}}
 
@@ -97,6 +98,39 @@ def test_stop_at_first_check_ends_work_before_any_dequeue(queue):
             signal.signal(sig, handler)
     assert worker.stop_was_requested()
     assert job.id in queue.job_ids  # still queued: nothing was taken
+
+
+def test_a_stop_is_not_held_by_the_worker_channel_thread(queue):
+    """RQ's teardown unsubscribes, then stops the worker-channel thread, which redis-py joins. A main
+    thread that gets there late (a busy host) found the thread back in a 60 s wait: a minute per stop.
+    Ours polls every PUBSUB_POLL s, so the teardown waits at most about that."""
+    def burst(late: float) -> float:
+        worker = _worker(queue)
+        real_unsubscribe = worker.unsubscribe
+
+        def unsubscribe_late():
+            real_stop = worker.pubsub_thread.stop
+
+            def stop(*args, **kwargs):
+                time.sleep(late)  # the thread reads the unsubscribe confirmation and loops first
+                return real_stop(*args, **kwargs)
+
+            worker.pubsub_thread.stop = stop
+            real_unsubscribe()
+
+        worker.unsubscribe = unsubscribe_late
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        started = time.monotonic()
+        try:
+            worker.work(burst=True)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        assert worker.pubsub_thread.sleep_time == rq_compat.PUBSUB_POLL and not worker.pubsub_thread.is_alive()
+        return time.monotonic() - started
+
+    on_time = burst(0.0)
+    assert burst(0.3) < on_time + 0.3 + 20 * rq_compat.PUBSUB_POLL  # RQ's own poll: 60 s more
 
 
 def test_set_ip_address_override_survives_an_unparsable_client_info(queue, monkeypatch):

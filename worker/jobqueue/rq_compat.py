@@ -9,6 +9,7 @@ What leans on RQ internals:
   worker_key                RQ's key layout of a worker hash
   BatchWorker.stop_was_requested   private _shutdown_requested_date
   BatchWorker.stop_at_first_check  private _stop_requested and _shutdown_requested_date
+  BatchWorker.subscribe            RQ's subscribe re-done with a short poll (private _pubsub_exception_handler)
   BatchWorker._set_ip_address      private method, overridden
   BatchWorker.set_state            private _state
   BatchWorker.heartbeat            RQ's loop beats three times around every job (behaviour, not API)
@@ -43,6 +44,10 @@ from rq.worker import BaseWorker, SimpleWorker, WorkerStatus
 log = logging.getLogger(__name__)
 
 HEARTBEAT_REPEAT = 1.0  # s; a full worker heartbeat repeated sooner than this changes nothing
+# s; how long the worker-channel thread waits for a command before it looks again whether to stop.
+# RQ's 60 s, since redis-py's PubSubWorkerThread.stop() waits for the thread, was how long a stop
+# (SIGTERM, the end of a burst) could hang in RQ's teardown after the unsubscribe.
+PUBSUB_POLL = 0.5
 
 
 def worker_key(name: str) -> str:
@@ -68,6 +73,18 @@ class BatchWorker(SimpleWorker):
         """True when work() ended on a stop signal; RQ's work() returns the same way when its loop broke
         on a Redis error, and only this private field tells the two apart."""
         return self._shutdown_requested_date is not None
+
+    def subscribe(self) -> None:
+        """RQ's worker channel (its shutdown and kill-horse commands) on a thread that polls every
+        PUBSUB_POLL s. With RQ's 60 s poll, a thread that read the unsubscribe confirmation before stop()
+        cleared its flag went back to wait 60 s for a subscription, and redis-py (8.2) joins it in stop():
+        a worker took a minute to exit, past Compose's 10 s grace (seen on a busy host; every time when the
+        main thread reaches stop() 0.3 s late)."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=PUBSUB_POLL, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
 
     def stop_at_first_check(self) -> None:
         """A stop signal that came before work() installed RQ's handlers (the process took it): work()
