@@ -176,13 +176,16 @@ class CheckpointModel:
     @staticmethod
     def _card_spec(pt: Path):
         """The served model's spec of the model card beside `pt`, when that card names `pt` as its checkpoint."""
-        from worker.inference.runtime import MODEL_CARD, load_spec
+        from worker.errors import ModelLoadError
+        from worker.inference.runtime import load_spec
+        from worker.model.card import ModelCard, has_card
 
-        card = pt.parent / MODEL_CARD
+        if not has_card(pt.parent):
+            return None
         try:
-            if json.loads(card.read_text()).get("checkpoint") != pt.name:
+            if ModelCard.read(pt.parent).checkpoint != pt.name:
                 return None
-        except (OSError, ValueError, AttributeError):
+        except ModelLoadError:
             return None
         return load_spec(pt.parent)[0]
 

@@ -474,6 +474,7 @@ def exported_models(weights: Path, imgsizes: list[int], data: str | None, cache:
     import subprocess
 
     from worker.errors import DeerWorkerError, MissingFileError
+    from worker.model.card import CARD_FILE, ModelCard
 
     if not weights.is_file():
         raise MissingFileError(f"checkpoint {weights} not found: pass the trained ultralytics .pt")
@@ -488,7 +489,7 @@ def exported_models(weights: Path, imgsizes: list[int], data: str | None, cache:
     scores: dict[str, dict] = {}
     for imgsz in imgsizes:
         folder = cache / f"{weights.stem}-{digest}" / f"{imgsz}-{tag}"
-        card_path = folder / "MODEL_CARD.json"
+        card_path = folder / CARD_FILE
         if not card_path.exists():
             log(f"tune: exporting {weights.name} at {imgsz} with deer-worker export (dynamic IRs, both heads, "
                 f"FP32{' and INT8, scored against the .pt on ' + data if data else ''}) into {folder}")
@@ -500,12 +501,12 @@ def exported_models(weights: Path, imgsizes: list[int], data: str | None, cache:
                 raise DeerWorkerError(f"tune: deer-worker export of {weights.name} at {imgsz} failed: {last}")
         else:
             log(f"tune: re-using the export in {folder}")
-        card = json.loads(card_path.read_text())
-        for name, entry in card["irs"].items():
+        card = ModelCard.read(folder)
+        for name, entry in card.irs.items():
             ir = str(folder / name)
             models.append(ir)
-            scores[ir] = {"reference": card.get("reference"), "accuracy": entry.get("accuracy"), "imgsz": card["imgsz"],
-                          "data": data, "val_split": card.get("val_split") or "val"}
+            scores[ir] = {"reference": card.reference, "accuracy": entry.get("accuracy"), "imgsz": card.imgsz,
+                          "data": data, "val_split": card.val_split or "val"}
     return models, scores
 
 
@@ -542,16 +543,16 @@ class LabelledAccuracy:
     def uval(self, model: str, precision: str) -> tuple[float, float]:
         key = (model, precision)
         if key not in self._uval:
-            card = self.scores[model]
-            if precision == "f32" and card.get("accuracy"):
-                scored = card["accuracy"]
+            exported = self.scores[model]  # what the export's card recorded of this IR
+            if precision == "f32" and exported.get("accuracy"):
+                scored = exported["accuracy"]
             else:
                 from worker.tools.reference import ultralytics_val
 
                 omp = os.environ.get("OMP_NUM_THREADS")  # ultralytics' import sets it to 1 for the whole process
                 try:
-                    scored = ultralytics_val(model, self.data, card["imgsz"], precision=precision,
-                                             split=card["val_split"])
+                    scored = ultralytics_val(model, self.data, exported["imgsz"], precision=precision,
+                                             split=exported["val_split"])
                 finally:
                     if omp is None:
                         os.environ.pop("OMP_NUM_THREADS", None)
