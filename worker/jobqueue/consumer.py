@@ -275,7 +275,8 @@ class DeerWorker(BatchWorker):
                 self.shadow.offer(job_id=item.job.id, camera_id=item.snapshot.camera_id,
                                   label=item.settings.label if item.settings else "other", data=item.data,
                                   settings=item.settings, primary=item.result.detections,
-                                  primary_model=f"{self.detector.spec.name} ({self.detector.spec.version})")
+                                  primary_model=f"{self.detector.spec.name} ({self.detector.spec.version})",
+                                  primary_alert_classes=self.detector.spec.alert_classes)
 
     def publish(self, taken: list[_Taken]) -> None:
         """Each job's result, once, by the run that still owns the job (one script call for the batch)."""

@@ -30,6 +30,8 @@ import yaml
 
 from worker.constants import DEFAULT_IOU
 from worker.errors import ConfigError, MissingDependencyError, MissingFileError, UsageError
+from worker.evaluation.dataset import label_path, load_data_yaml
+from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, gate_limits, within_gate
 from worker.inference.imagecodec import decode
 from worker.inference.preprocess import Preprocessing, apply_clahe, input_shape, prepare, prepare_rect
 from worker.inference.runtime import files_sha256
@@ -37,7 +39,6 @@ from worker.model.card import ModelCard, no_alert_warning, resolve_alert_classes
 from worker.tools.options import make_dir
 from worker.tools.progress import Progress, note
 from worker.tools.reference import checkpoint_facts
-from worker.tools.validate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, gate_limits, within_gate
 
 IGNORED_SCOPES = ("none", "head")  # "head": ultralytics' own choice (Sigmoids + the Detect head stay float)
 DEFAULT_IGNORED_SCOPE = "none"  # measured faster with equal accuracy on the demo model; see models/demo/README.md
@@ -55,8 +56,6 @@ def ir_dir_name(stem: str, head: str, weights: str, dynamic: bool = True) -> str
 def dataset_images(data_yaml: str | Path, split: str = "train", fraction: float = 1.0) -> list[Path]:
     """Images of an ultralytics data yaml split, `fraction` of them spread evenly (datasets are often
     sorted by scene, so the first N would calibrate on one scene)."""
-    from worker.tools.validate import load_data_yaml
-
     images = load_data_yaml(data_yaml).images(split)
     if not images:
         raise ConfigError(f"{data_yaml}: split '{split}' has no images")
@@ -177,9 +176,6 @@ def write_ir_metadata(ir_dir: Path, card: ModelCard) -> None:
 def clahe_dataset(data_yaml: Path, split: str, clip: float, tiles: tuple[int, int], work: Path) -> Path:
     """A copy of one split with the model's CLAHE applied (labels linked), for ultralytics val, which cannot
     apply it: the .pt and the IRs are scored on what the model sees in the user's pipeline."""
-    from worker.tools.evaluation import label_path
-    from worker.tools.validate import load_data_yaml
-
     spec = load_data_yaml(data_yaml)
     images_dir, labels_dir = work / "images", work / "labels"
     images_dir.mkdir(parents=True)
@@ -344,8 +340,6 @@ def _checked_inputs(args: argparse.Namespace) -> CheckedInputs:
         note(f"export: {warning}")
     images = dataset_images(args.data, args.split, args.fraction)[: args.max_calibration] if args.int8 else []
     if args.data:
-        from worker.tools.validate import load_data_yaml
-
         load_data_yaml(args.data).images(args.val_split)  # a missing val split fails now, not after the export
     return CheckedInputs(pt, args.imgsz or trained_imgsz, names, alert_classes, images, heads)
 

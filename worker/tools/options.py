@@ -103,20 +103,14 @@ def expand_images(paths: list[str] | list[Path], *, missing_ok: bool = False) ->
     return files
 
 
-def require_report_folder(path: str | Path | None) -> None:
-    """A report's folder exists: checked when a command starts, not after minutes of measuring."""
-    if path is not None and not Path(path).parent.is_dir():
-        raise MissingFileError(f"cannot write {path}: folder {Path(path).parent} does not exist")
-
-
-def write_report(path: str | Path, text: str) -> None:
-    """Write a report file; a missing folder or an unwritable place is one clear error, not a traceback."""
-    path = Path(path)
-    require_report_folder(path)
+def int_list(text: str) -> list[int]:
     try:
-        path.write_text(text)
-    except OSError as exc:
-        raise PermissionDeniedError(f"cannot write {path} ({exc.strerror}): choose a writable path") from None
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
 
 
 def make_dir(path: str | Path, what: str) -> Path:

@@ -26,6 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+from worker.evaluation import gate as accuracy_gate
+from worker.evaluation.agreement import summarize
+from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
+from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50
 from worker.model.card import CARD_FILE, ModelCard, has_card
 
 PROMOTED_EXIT, GATE_FAILED_EXIT, RELOAD_FAILED_EXIT = 0, 3, 4
@@ -33,7 +37,6 @@ PROMOTED_EXIT, GATE_FAILED_EXIT, RELOAD_FAILED_EXIT = 0, 3, 4
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from worker.config import DEFAULT_CONFIG
-    from worker.tools.validate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50
 
     p.add_argument("model", metavar="MODEL", help="the trained ultralytics .pt (export extra), or a model folder "
                                                   "`deer-worker export` wrote (with its MODEL_CARD.json)")
@@ -103,15 +106,15 @@ def gate(production: str, candidate: str, args: argparse.Namespace, precision: s
     from worker.tools import validate
     from worker.tools.progress import Progress
 
-    data = validate.load_data_yaml(args.data)
+    data = load_data_yaml(args.data)
     images = data.images(args.split)
-    labels = [validate.read_labels(validate.label_path(i), len(data.names)) for i in images]
+    labels = [read_labels(label_path(i), len(data.names)) for i in images]
     progress = Progress(2 * len(images), "gate")
-    results = [validate.evaluate_model(m, images, labels, data.names, precision=precision, progress=progress)
+    results = [accuracy_gate.evaluate_model(m, images, labels, data.names, precision=precision, progress=progress)
                for m in (production, candidate)]
     drop = results[1].drop(results[0])
-    passed = validate.within_gate(drop, validate.gate_limits(args.max_drop_map50, args.max_drop_map))
-    return passed, results, drop, validate._table(results)
+    passed = accuracy_gate.within_gate(drop, accuracy_gate.gate_limits(args.max_drop_map50, args.max_drop_map))
+    return passed, results, drop, accuracy_gate.results_table(results)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     is_folder = has_card(source)
     if not is_folder and not (source.is_file() and source.suffix == ".pt"):
         raise MissingFileError(f"{args.model}: not a trained .pt nor a model folder with {CARD_FILE}")
-    validate.load_data_yaml(args.data).images(args.split)  # a bad data yaml fails before the export
+    load_data_yaml(args.data).images(args.split)  # a bad data yaml fails before the export
     snapshots = None
     if args.snapshots:
         from worker.tools.options import expand_images
@@ -182,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 3. the stored snapshots, for a person to read (not gated)
     if snapshots and not reasons:
-        from worker.tools.compare import compare_models, summarize
+        from worker.tools.compare import compare_models
 
         rows, models = compare_models(config, str(production_path), str(folder), snapshots)
         report["compare"] = {"models": models,

@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.tools.validate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50
+from worker.evaluation.agreement import box_f1
+from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
+from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, evaluate_model
+from worker.evaluation.host import cpu_flags, host_line, speed_index
+from worker.evaluation.reports import require_report_folder, write_report
+from worker.evaluation.timing import measure_decode_floor, measure_latency, percentile_ms, random_input
+from worker.tools.options import int_list
 
 SAMPLES = "models/demo/samples"
 # Differences below this are the measurement's noise, not a loss: "lossless" means a drop within it.
@@ -132,7 +138,6 @@ def candidates(models: list[dict], cores: int, *, precisions=("f32",), batches=(
 def bf16_native(flags: set[str] | None = None) -> bool:
     """Does this CPU (or one with these /proc/cpuinfo `flags`) compute in bf16 natively?"""
     if flags is None:
-        from worker.tools.doctor import cpu_flags
 
         try:
             flags = cpu_flags()
@@ -246,23 +251,7 @@ def config_fragment(choice: Choice, host: str = "", shapes: list[str] | None = N
 
 
 # --- accuracy without labels ----------------------------------------------------------------------
-def agreement(reference: list, other: list) -> float:
-    """F1 of `other`'s boxes against `reference`'s over all snapshots, paired by `compare`'s measure
-    (worker.tools.compare.agreement, IoU >= 0.5); 1.0 when both find nothing anywhere."""
-    from worker.tools.compare import agreement as pair_boxes
-
-    matched = unmatched = 0
-    for ref, det in zip(reference, other):
-        pairs = pair_boxes(ref, det)
-        matched, unmatched = matched + pairs.matched, unmatched + pairs.a_unmatched + pairs.b_unmatched
-    return 1.0 if matched + unmatched == 0 else 2 * matched / (2 * matched + unmatched)
-
-
 # --- measuring -------------------------------------------------------------------------------------
-def _percentile_ms(seconds: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(seconds) * 1e3, q))
-
-
 @dataclass
 class InProcess:
     """One model at one thread count and decode setting, batch 1 and (if asked) batch 4."""
@@ -277,7 +266,6 @@ def measure_in_process(model: str, threads: int, reduced: bool, snapshots: list[
                        batch4: bool, precision: str = "f32") -> InProcess:
     from worker.config import WorkerConfig
     from worker.inference.build import build_detector
-    from worker.tools.bench import _input_tensor, measure_latency
 
     served = WorkerConfig(model=model, threads=threads, precision=precision, reduced_decode=reduced)
     detector = build_detector(served, batch="4" if batch4 else "1")
@@ -288,7 +276,7 @@ def measure_in_process(model: str, threads: int, reduced: bool, snapshots: list[
         t0 = time.perf_counter()
         detector.detect(snapshots[len(times) % len(snapshots)])
         times.append(time.perf_counter() - t0)
-    one = (_percentile_ms(times, 50), _percentile_ms(times, 95), len(times) / sum(times))
+    one = (percentile_ms(times, 50), percentile_ms(times, 95), len(times) / sum(times))
     four = None
     if batch4 and detector.max_batch >= 4:
         group = [(snapshots[i % len(snapshots)], None) for i in range(4)]
@@ -298,11 +286,11 @@ def measure_in_process(model: str, threads: int, reduced: bool, snapshots: list[
             t0 = time.perf_counter()
             detector.detect_batch(group)
             batches.append(time.perf_counter() - t0)
-        four = (_percentile_ms(batches, 50), _percentile_ms(batches, 95), 4 * len(batches) / sum(batches))
+        four = (percentile_ms(batches, 50), percentile_ms(batches, 95), 4 * len(batches) / sum(batches))
     from worker.inference.runtime import inference_precision
 
     shape, runner = _batch1_runner(detector)
-    limit = measure_latency(runner, _input_tensor(1, shape), min(seconds, 2.0))["p50_ms"]
+    limit = measure_latency(runner, random_input(1, shape), min(seconds, 2.0))["p50_ms"]
     return InProcess(detections, one, four, limit, inference_precision(runner))
 
 
@@ -325,7 +313,7 @@ def measure_through_queue(candidate: Candidate, images: list[Path], seconds: flo
     from worker.jobqueue.connections import connect
     from worker.jobqueue.producer import enqueue_snapshot
     from worker.serve.pool import WorkerPool
-    from worker.tools.demo import _wait_for_workers
+    from worker.tools.demo import wait_for_workers
     from worker.tools.embedded import embedded_redis
 
     config = WorkerConfig(model=candidate.model, threads=candidate.threads, precision=candidate.precision,
@@ -360,7 +348,7 @@ def measure_through_queue(candidate: Candidate, images: list[Path], seconds: flo
         pool = WorkerPool(config, None, settings, candidate.workers, log_level="WARNING")
         pool.start()
         try:
-            _wait_for_workers(connection, config.queue, pool, candidate.workers, 120.0)
+            wait_for_workers(connection, config.queue, pool, candidate.workers, 120.0)
             serve(candidate.workers)  # each worker's first job pays for lazy set-up
             latencies: list[float] = []
             started = time.perf_counter()
@@ -372,7 +360,7 @@ def measure_through_queue(candidate: Candidate, images: list[Path], seconds: flo
             pool.stop(config.job_timeout + 10)
             pubsub.close()
     rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
-    return _percentile_ms(latencies, 50), _percentile_ms(latencies, 95), rate
+    return percentile_ms(latencies, 50), percentile_ms(latencies, 95), rate
 
 
 def model_facts(model: str) -> dict:
@@ -398,7 +386,6 @@ def measure_all(models: list[dict], snapshots: list[bytes], *, cores: int, budge
     is large enough for it to change the decode."""
     from worker.inference.imagecodec import choose_reduction, read_header
 
-    from worker.tools.bench import measure_decode_floor
 
     floor = measure_decode_floor(snapshots)["p50_ms"]
     skipped: list[str] = []
@@ -427,7 +414,7 @@ def measure_all(models: list[dict], snapshots: list[bytes], *, cores: int, budge
                     if accuracy_of:
                         accuracy, drop, drop_map = accuracy_of(m, reduced, precision)
                     else:
-                        accuracy = agreement(reference, run.detections)
+                        accuracy = box_f1(reference, run.detections)
                         drop, drop_map = 1.0 - accuracy, None
                     # bf16 changes the numerics: only labels can show it keeps the accuracy
                     verified = precision == "f32" or accuracy_of is not None
@@ -521,7 +508,6 @@ class LabelledAccuracy:
     Without `scores` (IRs given): the served path, against the first model at f32 with a full decode."""
 
     def __init__(self, data: str, scores: dict[str, dict] | None = None, reference_model: str | None = None):
-        from worker.tools.validate import label_path, load_data_yaml, read_labels
 
         self.data, self.scores, self.reference_model = data, scores or {}, reference_model
         self.spec = load_data_yaml(data)
@@ -531,7 +517,6 @@ class LabelledAccuracy:
         self._uval: dict = {}
 
     def served(self, model: str, reduced: bool, precision: str) -> tuple[float, float]:
-        from worker.tools.validate import evaluate_model
 
         key = (model, reduced, precision)
         if key not in self._served:
@@ -664,18 +649,16 @@ def plot(choice: Choice, path: str) -> bool:
 
 # --- the command ----------------------------------------------------------------------------------
 def _imgsizes(text: str) -> list[int]:
-    from worker.tools.bench import _int_list
 
-    values = _int_list(text)
+    values = int_list(text)
     if any(v < 32 or v % 32 for v in values):
         raise argparse.ArgumentTypeError(f"sizes must be multiples of 32, got {text!r}")
     return values
 
 
 def _batches(text: str) -> list[int]:
-    from worker.tools.bench import _int_list
 
-    values = _int_list(text)
+    values = int_list(text)
     if not values or set(values) - {1, 4}:
         raise argparse.ArgumentTypeError(f"batch sizes are 1 and 4 (the worker's drain batch), got {text!r}")
     return values
@@ -712,9 +695,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from worker.config import PROJECT_ROOT, resolve_path
     from worker.errors import UsageError
-    from worker.tools.bench import _default_models
-    from worker.tools.doctor import host_line, speed_index
-    from worker.tools.options import expand_images, images_of, require_report_folder, write_report
+    from worker.tools.bench import default_models
+    from worker.tools.options import expand_images, images_of
     from worker.tools.progress import note
 
     if args.budget_ms <= 0 or args.max_drop < 0 or args.seconds <= 0:
@@ -734,7 +716,7 @@ def run(args: argparse.Namespace) -> int:
         export_s = round(time.monotonic() - exporting, 1)  # minutes on a first run, ~0 from the cache
         note(f"tune: {len(models)} IRs from {Path(args.weights).name} in {export_s:.0f} s")
     else:
-        models = args.model or _default_models()
+        models = args.model or default_models()
     started = time.monotonic()
     facts = [model_facts(m) for m in models]
     # the reference (first FP32) leads; from a .pt, its own default head (raw: one-to-many + NMS) first
