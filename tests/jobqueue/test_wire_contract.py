@@ -38,7 +38,7 @@ CHANNEL, STREAM = "deer:results", "deer:results:stream"  # where the old worker 
 VOLATILE = {"finished_at", "worker"}
 JOB_TIMESTAMPS = {"created_at", "enqueued_at"}
 # Result fields added since v1 (additive only: old consumers ignore them; README's result schema lists them).
-ADDITIVE = {"result": {"zones"}, "result.detections[]": {"zones"}}
+ADDITIVE = {"result": {"zones", "alert_classes"}, "result.detections[]": {"zones"}}
 SNAPSHOT_KEY = re.compile(r"deer:snap:[0-9a-f]{32}")
 BOX_STEP, CONFIDENCE_STEP = 0.1, 1e-4  # the result JSON's rounding (detections.to_json)
 # INT8 kernels round differently on AVX2-only and VNNI/AVX-512 hosts (v2's recording on AVX2 read 0.4505

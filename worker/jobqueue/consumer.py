@@ -112,7 +112,7 @@ class DeerWorker(BatchWorker):
     def model_info(self) -> ModelInfo:
         # Read per job, not kept: a model switch replaces self.detector between batches.
         spec = self.detector.spec
-        return ModelInfo(spec.name, spec.version, spec.weights, self.detector.precision)
+        return ModelInfo(spec.name, spec.version, spec.weights, self.detector.precision, spec.alert_classes)
 
     def work(self, *args, **kwargs) -> bool:
         # The service builds a new DeerWorker after each lost Redis: each loop's thread ends with it.
