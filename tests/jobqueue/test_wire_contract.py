@@ -65,10 +65,16 @@ def load_fixture(conn) -> None:
     assert sorted(k.decode() for k in conn.keys("*")) == JOB["redis_keys"]
 
 
+# The model the recording served (record_v1.py: the then default `model:` of configs/worker.yaml), pinned here so
+# the recorded comparison does not move with the shipped default (models/demo since its card serves another IR).
+RECORDED_MODEL = "models/demo/deer-yolo26n_int8_openvino_model"
+
+
 def fixture_config():
     """The new worker's settings, as record_v1.py configured the old one."""
     return load_config(ROOT / "configs" / "worker.yaml", env={}, overrides={
-        "redis_url": URL, "max_age": 1e12, "metrics_port": 0, "zones": "models/demo/zones.yaml"})
+        "redis_url": URL, "max_age": 1e12, "metrics_port": 0, "zones": "models/demo/zones.yaml",
+        "model": RECORDED_MODEL})
 
 
 def serve_burst() -> None:

@@ -26,7 +26,7 @@ from worker.jobqueue.producer import enqueue_snapshot
 log = logging.getLogger(__name__)
 SAMPLES_DIR = "models/demo/samples"
 DEMO_ZONES = "models/demo/zones.yaml"  # the demo model's threshold (0.25), not a production camera file
-DEMO_MODEL = "models/demo"  # the package: MODEL_CARD.json's serve (raw head + NMS; INT8 since v3), not the config's static INT8 end2end
+DEMO_MODEL = "models/demo"  # the package: MODEL_CARD.json's serve (raw head + NMS; INT8 since v3), whatever the config names
 STAGES = ("queue_wait", "decode", "preprocess", "infer", "postprocess", "total", "end_to_end")
 
 
