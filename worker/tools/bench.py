@@ -244,18 +244,18 @@ def _precision_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_images, add_output, int_list
+    from worker.tools.options import add_images, add_output, batch_sizes, int_list, positive_number
 
     add_images(parser, "snapshots (files or folders) for the service-time run (default: the demo samples)",
                legacy="--images")
     parser.add_argument("--model", action="append",
                         help="OpenVINO IR directory or .xml; repeat for several (default: the demo FP32 and INT8)")
     parser.add_argument("--threads", type=int_list, default=[0], help="comma list, 0 = all cores (default 0)")
-    parser.add_argument("--batch", type=int_list, default=[1, 4],
+    parser.add_argument("--batch", type=batch_sizes, default=[1, 4],
                         help="comma list of static batch sizes (default 1,4)")
     parser.add_argument("--precision", type=_precision_list, default=["f32"],
                         help="comma list of f32, bf16, f16, default (default f32, as served)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
+    parser.add_argument("--seconds", type=positive_number, default=10.0, help="per measurement (default 10)")
     add_output(parser, report=True)
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart (needs matplotlib)")
 

@@ -221,7 +221,7 @@ def write_gallery(save_dir: Path, rows: list[ImageComparison], models: dict) -> 
 # --- the command ------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from worker.config import DEFAULT_CONFIG
-    from worker.tools.options import add_images, add_output, add_precision
+    from worker.tools.options import add_images, add_output, add_precision, count
 
     parser.add_argument("--model", action="append", required=True,
                         help="an OpenVINO IR directory / .xml, a model folder, or a trained .pt (run by ultralytics "
@@ -234,7 +234,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", choices=["val", "test", "train", "minival"],
                         help="split of --data (default val)")
     add_precision(parser, "f32", "inference precision of both models (default f32)")
-    parser.add_argument("--threads", type=int, default=None, help="inference threads (0 = all cores)")
+    parser.add_argument("--threads", type=count, default=None, help="inference threads (0 = all cores)")
     parser.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
     parser.add_argument("--save-dir", help="write a side-by-side image of every disagreement and index.html here")
     add_output(parser, report=True)

@@ -113,6 +113,53 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def _number(text: str, kind, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def confidence(text: str) -> float:
+    """A confidence threshold: a number in (0, 1] (a value like 7 would silently find nothing)."""
+    value = _number(text, float, "a number in (0, 1]")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration or timeout: a number of seconds >= 0."""
+    value = _number(text, float, "a number of seconds")
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A number > 0 (seconds, milliseconds)."""
+    value = _number(text, float, "a number")
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    """A count, a port or an index: a whole number >= 0."""
+    value = _number(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def batch_sizes(text: str) -> list[int]:
+    """Comma-separated batch sizes from the worker's drain batches, 1 and 4."""
+    values = int_list(text)
+    if set(values) - {1, 4}:
+        raise argparse.ArgumentTypeError(f"batch sizes are 1 and 4 (the worker's drain batch), got {text!r}")
+    return values
+
+
 def make_dir(path: str | Path, what: str) -> Path:
     """mkdir -p; failing means the place is not writable by us (EACCES, EPERM, or a kernel file system
     such as /proc that answers ENOENT), reported as one clear error."""

@@ -37,6 +37,7 @@ PROMOTED_EXIT, GATE_FAILED_EXIT, RELOAD_FAILED_EXIT = 0, 3, 4
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from worker.config import DEFAULT_CONFIG
+    from worker.tools.options import positive_number
 
     p.add_argument("model", metavar="MODEL", help="the trained ultralytics .pt (export extra), or a model folder "
                                                   "`deer-worker export` wrote (with its MODEL_CARD.json)")
@@ -56,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest mAP50 drop vs production, a fraction (default 0.003 = 0.3 points)")
     p.add_argument("--max-drop-map", type=float, default=DEFAULT_MAX_DROP_MAP,
                    help="largest mAP50-95 drop vs production, a fraction (default 0.005 = 0.5 points)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every live worker's answer")
+    p.add_argument("--timeout", type=positive_number, default=120.0, help="seconds to wait for every live worker's answer")
     p.add_argument("--redis", dest="redis_url", help="Redis URL (default: the config's)")
     p.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout (the steps go to stderr)")

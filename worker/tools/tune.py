@@ -656,16 +656,8 @@ def _imgsizes(text: str) -> list[int]:
     return values
 
 
-def _batches(text: str) -> list[int]:
-
-    values = int_list(text)
-    if not values or set(values) - {1, 4}:
-        raise argparse.ArgumentTypeError(f"batch sizes are 1 and 4 (the worker's drain batch), got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_images, add_output
+    from worker.tools.options import add_images, add_output, batch_sizes, count, positive_number
 
     add_images(parser, "your snapshots (files or folders; default: the demo samples)")
     source = parser.add_mutually_exclusive_group()
@@ -675,15 +667,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--weights", metavar="MODEL.pt", help="export candidates from this checkpoint (export extra)")
     parser.add_argument("--imgsz", type=_imgsizes, default=[640], help="with --weights: sizes to export (default 640)")
     parser.add_argument("--data", help="ultralytics data yaml: accuracy as mAP50 on its val split (validate's measure)")
-    parser.add_argument("--budget-ms", type=float, default=40.0, help="p95 latency per snapshot to meet (default 40)")
+    parser.add_argument("--budget-ms", type=positive_number, default=40.0, help="p95 latency per snapshot to meet (default 40)")
     parser.add_argument("--max-drop", type=float, default=0.0,
                         help="accuracy loss allowed vs the reference, as a fraction (default 0: lossless)")
-    parser.add_argument("--cameras", type=int, help="cameras to serve (with --interval: headroom)")
-    parser.add_argument("--interval", type=float, help="seconds between one camera's snapshots")
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
+    parser.add_argument("--cameras", type=count, help="cameras to serve (with --interval: headroom)")
+    parser.add_argument("--interval", type=positive_number, help="seconds between one camera's snapshots")
+    parser.add_argument("--seconds", type=positive_number, default=DEFAULT_SECONDS,
                         help=f"per in-process measurement (default {DEFAULT_SECONDS:g})")
-    parser.add_argument("--batch", type=_batches, default=[1, 4], help="batch sizes to try, 1 and/or 4 (default 1,4)")
-    parser.add_argument("--max-workers", type=int, help="most worker processes to try (default: one per core)")
+    parser.add_argument("--batch", type=batch_sizes, default=[1, 4], help="batch sizes to try, 1 and/or 4 (default 1,4)")
+    parser.add_argument("--max-workers", type=count, help="most worker processes to try (default: one per core)")
     parser.add_argument("--no-queue", action="store_true", help="skip the re-measure of the pick through a queue")
     parser.add_argument("--no-bf16", action="store_true",
                         help="f32 only, also where the CPU has bf16 (default: bf16 candidates beside f32 there)")

@@ -37,7 +37,7 @@ from worker.tools.progress import Progress
 
 # --- the command ----------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_output, add_precision
+    from worker.tools.options import add_output, add_precision, confidence, count
 
     parser.add_argument("--model", action="append", required=True,
                         help="OpenVINO IR directory or .xml, or the trained .pt (export extra; then it is the "
@@ -52,11 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest allowed mAP50-95 drop vs the reference, a fraction (default 0.005 = 0.5 points)")
     parser.add_argument("--imgsz", type=int, default=None,
                         help="input long side for ultralytics val of the .pt and the IRs (default: the .pt's training imgsz)")
-    parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold (ultralytics val: 0.001)")
-    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU for raw-head models (ultralytics val: 0.7)")
-    parser.add_argument("--max-det", type=int, default=300, help="detections kept per image (ultralytics val: 300)")
+    parser.add_argument("--conf", type=confidence, default=0.001, help="confidence threshold (ultralytics val: 0.001)")
+    parser.add_argument("--iou", type=confidence, default=0.7, help="NMS IoU for raw-head models (ultralytics val: 0.7)")
+    parser.add_argument("--max-det", type=count, default=300, help="detections kept per image (ultralytics val: 300)")
     add_precision(parser, "f32", "inference precision, as served (default f32)")
-    parser.add_argument("--threads", type=int, default=0, help="inference threads (0 = all cores)")
+    parser.add_argument("--threads", type=count, default=0, help="inference threads (0 = all cores)")
     parser.add_argument("--reduced-decode", action=argparse.BooleanOptionalAction, default=False,
                         help="decode large JPEGs at 1/2, 1/4, 1/8 size, as a worker with reduced_decode: true "
                              "does (default off, as the worker's default; ultralytics val decodes at full size)")
