@@ -14,8 +14,6 @@ Timings on a shared host are noisy: compare figures from the same run, not acros
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.evaluation.host import host_line
-from worker.evaluation.reports import require_report_folder, write_report
+from worker.evaluation.reports import emit_report, require_report_folder, table_stream
 from worker.evaluation.timing import latency_summary, measure_decode_floor, measure_latency, random_input
 
 DEMO_MODELS = ("models/demo/deer-yolo26n_openvino_model", "models/demo/deer-yolo26n_int8_openvino_model")
@@ -302,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     memory = {"baseline": baseline.get("rss"), **memory_mb()}
     floor = measure_decode_floor(snapshots) if snapshots else None
 
-    human = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
+    human = table_stream(args.json)
     print(host, file=human)
     print(table(results), file=human)
     print("latency: one request, latency hint (as served); tput: throughput hint, "
@@ -329,9 +327,5 @@ def run(args: argparse.Namespace) -> int:
     report = {"host": host, "openvino": ov.get_version(), "seconds": args.seconds, "snapshots": len(snapshots),
               "results": [r.as_dict() for r in results], "speedups": speedups(results),
               "batch_gains": batch_gains(results), "memory_mb": memory, "decode_floor": floor}
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json:
-        print(text, end="")
-    if args.out:
-        write_report(args.out, text)
+    emit_report(report, as_json=args.json, out=args.out)
     return 0

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from worker.evaluation import gate as accuracy_gate
 from worker.evaluation.agreement import MATCH_IOU, Agreement, agreement, summarize
 from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
 from worker.evaluation.host import host_line
-from worker.evaluation.reports import require_report_folder, write_report
+from worker.evaluation.reports import emit_report, require_report_folder, table_stream
 from worker.evaluation.timing import service_times
 from worker.inference.detections import Detections
 from worker.model.card import resolve_alert_classes
@@ -308,10 +306,6 @@ def run(args: argparse.Namespace) -> int:
         written = write_gallery(save_dir, rows, models)
         report["gallery"] = {"index": str(save_dir / "index.html"), "disagreements": len(written),
                              "images": [str(p) for p in written]}
-    print(host, _table(report), sep="\n", file=sys.stderr if args.json else sys.stdout)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        print(text)
-    if args.out:
-        write_report(args.out, text + "\n")
+    print(host, _table(report), sep="\n", file=table_stream(args.json))
+    emit_report(report, as_json=args.json, out=args.out)
     return 1 if any(r.error for r in rows) else 0

@@ -35,7 +35,7 @@ from worker.evaluation.agreement import box_f1
 from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
 from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, evaluate_model
 from worker.evaluation.host import cpu_flags, host_line, speed_index
-from worker.evaluation.reports import require_report_folder, write_report
+from worker.evaluation.reports import emit_report, require_report_folder, table_stream, write_report
 from worker.evaluation.timing import measure_decode_floor, measure_latency, percentile_ms, random_input
 from worker.tools.options import int_list
 
@@ -735,7 +735,7 @@ def run(args: argparse.Namespace) -> int:
         choice = choose(measured, args.budget_ms, args.max_drop, cameras=args.cameras, interval=args.interval,
                         tolerance=tolerance)
 
-    human = sys.stderr if args.json else sys.stdout
+    human = table_stream(args.json)
     accuracy_kind = ((f"mAP50 on --data vs the .pt (ultralytics val, validate's gate: mAP50 drop <= {GATE_MAP50:g}, "
                       f"mAP50-95 drop <= {GATE_MAP:g})" if scores else
                       f"mAP50 on --data vs the first FP32 model (served path; lossless: drop <= {GATE_MAP50:g})")
@@ -769,9 +769,5 @@ def run(args: argparse.Namespace) -> int:
               "export_s": export_s, "candidates": len(measured), "measure_s": measure_s,
               "accuracy": accuracy_kind, "precisions": list(precisions), "skipped": skipped, **choice.as_dict(),
               "config_fragment": fragment}
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json:
-        print(text, end="")
-    if args.out:
-        write_report(args.out, text)
+    emit_report(report, as_json=args.json, out=args.out)
     return 0 if choice.pick else 1

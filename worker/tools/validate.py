@@ -22,8 +22,6 @@ mAP50-95 by ~2 points on the demo split (many deer at the image border; mAP50 mo
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
 from worker.evaluation.gate import (DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, ModelResult, evaluate_model,
                                     GATE_METRICS, gate_limits, results_table, within_gate)
 from worker.evaluation.host import host_line
-from worker.evaluation.reports import require_report_folder, write_report
+from worker.evaluation.reports import emit_report, require_report_folder, table_stream
 from worker.tools.progress import Progress
 
 # --- the command ----------------------------------------------------------------------------------
@@ -114,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     gated_by = ("ultralytics val of each model (the .pt's own way)" if checkpoints
                 else "the served path (first model is the reference)")
 
-    out = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
+    out = table_stream(args.json)
     print(host, file=out)
     print(f"data {data.yaml} split {args.split}: {len(images)} images, {sum(len(x) for x in labels)} boxes, "
           f"classes {', '.join(data.names)}; conf {args.conf} iou {args.iou} max_det {args.max_det}, "
@@ -141,9 +139,5 @@ def run(args: argparse.Namespace) -> int:
                         "drop": r.drop(reference), "ms_per_image": r.ms_per_image, "skipped": r.skipped}
                        for r in results],
         }
-        text = json.dumps(report, indent=2)
-        if args.json:
-            print(text)
-        if args.out:
-            write_report(args.out, text + "\n")
+        emit_report(report, as_json=args.json, out=args.out)
     return 1 if failed else 0
