@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import rect_speed  # noqa: E402
 from shadow_bench import free_port  # noqa: E402
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 
 
 def _get(url: str) -> tuple[int, bytes]:

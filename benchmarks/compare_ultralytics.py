@@ -39,7 +39,7 @@ import openvino as ov  # noqa: E402
 from worker.inference.build import tune_process  # noqa: E402
 from worker.inference.detector import Detector  # noqa: E402
 from worker.inference.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 from worker.tools.reference import others_compile_pinned  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-models"

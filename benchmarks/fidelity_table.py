@@ -25,7 +25,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import yaml  # noqa: E402
 
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 from worker.tools.reference import checkpoint_imgsz, ultralytics_val  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,7 +37,7 @@ import redis  # noqa: E402
 
 import harness  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 
 DEMO_ZONES = ROOT / "models" / "demo" / "zones.yaml"  # the demo model's threshold (0.25)
 SAMPLES = ROOT / "models" / "demo" / "samples"

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 from worker.tools.export import calibration_tensors, quantize_ir  # noqa: E402
 from worker.tools.reference import stdout_to_stderr, ultralytics_val  # noqa: E402
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from a clone without installing
 
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 
 LONG = {"kills": 50, "restarts": 20, "bad_inputs": 5000, "soak_minutes": 30.0, "partition_rounds": 10,
         "failovers": 10}

@@ -29,7 +29,7 @@ import mqtt_harness as mh  # noqa: E402
 from harness import Pool, RedisServer, free_port, percentile, sample_images, wait_for, worker_env  # noqa: E402
 
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 
 QUEUE = "deer-mqtt-bench"
 

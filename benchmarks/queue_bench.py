@@ -43,7 +43,7 @@ saves the job); per kind one job in flight (e2e and service p50) and a one-worke
   (default: the loop before issue 14) on the same three for comparison;
   one-in-flight service p50 (demo INT8, batch 4 configured), before (--before, from git archive) vs after, alternated;
   priority: a high-priority snapshot's wait, in batches, over 100 of them against a standing backlog.
-  The JSON records the host (`host`: doctor.host_line with its speed index), printed first.
+  The JSON records the host (`host`: worker.evaluation.host.host_line with its speed index), printed first.
 
     .venv/bin/python benchmarks/queue_bench.py --consumer-loop [--before COMMIT] [--json FILE]
 
@@ -78,7 +78,7 @@ from worker.jobqueue.connections import SERIALIZER, connect  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
 from worker.tools.embedded import embedded_redis  # noqa: E402
 from worker.inference.runtime import CompileOptions, compile_model, load_spec  # noqa: E402
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 
 SNAPSHOT = ROOT / "models" / "demo" / "samples" / "day_1920x1080_deer.jpg"
 QUEUE = "bench-snapshots"

@@ -33,9 +33,10 @@ import cv2  # noqa: E402
 
 from worker.cameras import CameraSettings  # noqa: E402
 from worker.inference.detector import Detector  # noqa: E402
-from worker.tools.doctor import host_line  # noqa: E402
+from worker.evaluation.host import host_line  # noqa: E402
 from worker.tools.reference import others_compile_pinned, parity_counts, ultralytics_predict  # noqa: E402
-from worker.tools.validate import evaluate_model, label_path, load_data_yaml, read_labels  # noqa: E402
+from worker.evaluation.dataset import label_path, load_data_yaml, read_labels  # noqa: E402
+from worker.evaluation.gate import evaluate_model  # noqa: E402
 
 DEMO_FP32 = ROOT / "models" / "demo" / "deer-yolo26n_openvino_model"
 PARITY_CONF, PARITY_IOU = 0.25, 0.65  # tests/inference/test_parity.py's settings

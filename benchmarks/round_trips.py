@@ -38,7 +38,7 @@ from worker.constants import DEFAULT_RESULTS_STREAM  # noqa: E402
 from worker.jobqueue.connections import SERIALIZER  # noqa: E402
 from worker.jobqueue.consumer import DeerWorker  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
-from worker.tools.doctor import host_line  # noqa: E402
+from worker.evaluation.host import host_line  # noqa: E402
 from worker.tools.embedded import embedded_redis  # noqa: E402
 
 QUEUE = "bench-round-trips"

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from worker.constants import SHADOW_DISAGREEMENTS_STREAM  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 
 DEMO = ROOT / "models" / "demo"
 QUEUE, STREAM = "bench-shadow", "bench-shadow:results"

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from worker.inference.build import tune_process  # noqa: E402
-from worker.tools.doctor import host_line, speed_index  # noqa: E402
+from worker.evaluation.host import host_line, speed_index  # noqa: E402
 from worker.tools.options import expand_images  # noqa: E402
 from worker.tools.tune import SAMPLES, Candidate, measure_through_queue  # noqa: E402
 

@@ -70,6 +70,23 @@ FAILURES = [
     ("run-model-unloadable", ["run", "--model", "{tmp}", "--redis", DEAD_REDIS], NO_METRICS, 2, "model_load"),
     ("run-burst-redis-down", ["run", "--burst", "--redis", DEAD_REDIS, "--model", str(FP32_MODEL)], QUICK_BURST, 2,
      "redis_unavailable"),
+    # option values the parser checks: a threshold that would find nothing, a negative time or count, a batch
+    # the worker does not drain
+    ("detect-conf-out-of-range", ["detect", SAMPLE, "--conf", "7"], {}, 2, "usage"),
+    ("detect-conf-zero", ["detect", SAMPLE, "--conf", "0"], {}, 2, "usage"),
+    ("enqueue-conf-out-of-range", ["enqueue", SAMPLE, "--camera", "c1", "--conf", "1.5"], {}, 2, "usage"),
+    ("enqueue-negative-max-age", ["enqueue", SAMPLE, "--camera", "c1", "--max-age", "-1"], {}, 2, "usage"),
+    ("enqueue-negative-wait", ["enqueue", SAMPLE, "--camera", "c1", "--wait", "-2"], {}, 2, "usage"),
+    ("gateway-negative-timeout", ["gateway", "--timeout", "-5"], {}, 2, "usage"),
+    ("run-negative-worker-index", ["run", "--worker-index", "-1"], {}, 2, "usage"),
+    ("bench-batch-not-allowed", ["bench", "--batch", "1,3"], {}, 2, "usage"),
+    ("bench-seconds-nan", ["bench", "--seconds", "nan"], {}, 2, "usage"),
+    ("tune-batch-not-allowed", ["tune", "--batch", "2"], {}, 2, "usage"),
+    ("validate-conf-out-of-range", ["validate", "--model", "m", "--data", "d.yaml", "--conf", "2"], {}, 2, "usage"),
+    ("compare-negative-threads", ["compare", "--model", "a", "--model", "b", "--threads", "-1"], {}, 2, "usage"),
+    ("reload-zero-timeout", ["reload", "--model", "x", "--timeout", "0"], {}, 2, "usage"),
+    ("export-deer-class-the-model-lacks", ["export", str(DEMO / "deer-yolo26n.pt"), "--deer-class", "elk"], {}, 2,
+     "usage"),
 ]
 
 
@@ -275,8 +292,10 @@ def test_demo_serves_the_model_it_names():
 
 
 def test_demo_serves_the_demo_package_by_default():
-    """Without --model or --config: models/demo as its card serves it, not configs/worker.yaml's static INT8 IR."""
-    out = _cli("demo", str(SAMPLES / "day_640x360_deer.jpg"), "--embedded", "fakeredis", "--json")
+    """Without --model or --config: models/demo as its card serves it, whatever model the environment names
+    (configs/worker.yaml names models/demo too, so only another model in the environment can tell)."""
+    out = _cli("demo", str(SAMPLES / "day_640x360_deer.jpg"), "--embedded", "fakeredis", "--json",
+               env={"DEER_WORKER_MODEL": str(RAW_MODEL)})
     [message] = [json.loads(line) for line in out.stdout.splitlines()]
     served = json.loads((DEMO / "MODEL_CARD.json").read_text())["serve"]
     assert message["model"]["name"] == served.removesuffix("_openvino_model"), message["model"]

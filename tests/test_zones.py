@@ -19,7 +19,7 @@ from worker.serve.metrics import MAX_ZONE_LABELS, WorkerMetrics
 from worker.zones import Zone, anchor_points, place, points_in_polygon
 
 CONTEXT = outcomes.JobContext(job_id="j1", camera_id="cam1", captured_at=1.0, worker="w0",
-                              model=ModelInfo("m", "1", "int8", "f32"), queue_wait=0.0)
+                              model=ModelInfo("m", "1", "int8", "f32", ("deer",)), queue_wait=0.0)
 SQUARE = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
 
 

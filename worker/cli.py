@@ -61,11 +61,11 @@ def _global_options(top_level: bool) -> argparse.ArgumentParser:
 def _add_model_args(p: argparse.ArgumentParser,
                     default: str = "the config's, the demo INT8 model") -> None:
     from worker.config import DEFAULT_CONFIG
-    from worker.tools.options import add_precision
+    from worker.tools.options import add_precision, count
 
     p.add_argument("--model", help=f"OpenVINO IR directory or .xml (default: {default})")
     add_precision(p, None, "inference precision (default f32: this CPU would silently use bf16 otherwise)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (0 = all cores)")
+    p.add_argument("--threads", type=count, default=None, help="inference threads (0 = all cores)")
     p.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
 
 
@@ -262,7 +262,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from worker.constants import BATCH_MODES
-    from worker.tools.options import add_images, add_output
+    from worker.tools.options import add_images, add_output, confidence, count, positive_number, seconds
 
     parser = _Parser(prog="deer-worker", description=__doc__, parents=[_global_options(top_level=True)],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--camera", help="camera id whose settings (ROI, CLAHE, threshold) apply")
     p.add_argument("--zones", help="camera settings file (default: the config's zones, configs/zones.yaml)")
-    p.add_argument("--conf", type=float, default=None, help="confidence threshold (overrides the camera's)")
+    p.add_argument("--conf", type=confidence, default=None, help="confidence threshold (overrides the camera's)")
     add_output(p)
     p.add_argument("--save-dir", help="write annotated images here (<stem>.jpg; same stems get -2, -3, ...)")
 
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="worker processes (default: the config's workers, 1 = this process, as systemd runs)")
-    p.add_argument("--worker-index", type=int, default=None,
+    p.add_argument("--worker-index", type=count, default=None,
                    help="index of this worker (metrics port offset, name); one worker only")
     p.add_argument("--batch", choices=BATCH_MODES, default=None,
                    help="drain up to 4 queued jobs per run: 4, 1, or auto (4 only where warm-up shows it pays)")
@@ -305,16 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="worker.yaml (limits and TTLs)")
     p.add_argument("--by-path", action="store_true", help="send the file path, not the bytes (same host only)")
     p.add_argument("--inline", action="store_true", help="put the bytes in the job as base64 (default: a Redis key)")
-    p.add_argument("--wait", type=float, default=0, help="wait this many seconds for the results and print them")
+    p.add_argument("--wait", type=seconds, default=0, help="wait this many seconds for the results and print them")
     p.add_argument("--json", action="store_true", help="print each enqueued job as a JSON line")
     p.add_argument("--priority", choices=["normal", "high"], default="normal",
                    help="high: at the front of the queue, ahead of a backlog (motion, doorbell, on demand)")
-    p.add_argument("--conf", type=float, help="confidence threshold for these jobs (job contract v2)")
+    p.add_argument("--conf", type=confidence, help="confidence threshold for these jobs (job contract v2)")
     p.add_argument("--classes", type=lambda text: [c for c in text.split(",") if c],
                    help="comma-separated class names to keep, e.g. deer,person (job contract v2)")
     p.add_argument("--camera-settings", type=json.loads,
                    help='JSON override of the camera\'s zones.yaml entry, e.g. \'{"clahe": true}\' (contract v2)')
-    p.add_argument("--max-age", type=float, help="seconds: drop these jobs if not taken within it (contract v2)")
+    p.add_argument("--max-age", type=positive_number, help="seconds: drop these jobs if not taken within it (contract v2)")
 
     p = command("demo", "embedded Redis + workers + the sample snapshots, end to end", cmd_demo)
     add_images(p, "snapshots or folders to send (default: models/demo/samples)", legacy="--images")
@@ -332,11 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("gateway", "HTTP front to the queue: the ml-detector's POST /detect and the Deepstack API "
                 "(gateway extra)", cmd_gateway)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; 0.0.0.0 in a container)")
-    p.add_argument("--port", type=int, default=8001, help="port (default 8001, the ml-detector's)")
+    p.add_argument("--port", type=count, default=8001, help="port (default 8001, the ml-detector's)")
     p.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://, redis+sentinel://)")
     p.add_argument("--queue", help="queue name")
     p.add_argument("--config", help="worker.yaml (queue, results stream, limits, zones)")
-    p.add_argument("--timeout", type=float, default=25.0,
+    p.add_argument("--timeout", type=positive_number, default=25.0,
                    help="seconds a request waits for its result (504 after), also its job's max_age (default 25)")
     p.add_argument("--max-waiting", type=_positive_int, default=64,
                    help="requests in hand at once; one more gets 429 at once (default 64)")
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt", help="broker URL, mqtt://user:password@host:1883 or mqtts://... (default: the config's)")
     p.add_argument("--redis", dest="redis_url", help="Redis URL (default: the config's, else worker.yaml's)")
     p.add_argument("--config", help="bridge settings, configs/mqtt.yaml (default: that file when present)")
-    p.add_argument("--metrics-port", type=int, default=None, help="port of /metrics and /healthz (0 = off)")
+    p.add_argument("--metrics-port", type=count, default=None, help="port of /metrics and /healthz (0 = off)")
 
     # Model lifecycle (issue 17): the desired model is state in Redis; each waits for every worker's answer.
     for name, help_text, rollback in (

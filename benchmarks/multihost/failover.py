@@ -51,7 +51,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "reliability"), str(ROOT)]
 import harness  # noqa: E402
 import netlab  # noqa: E402
 from partition import messages, wait_worker, worker_name_prefix  # noqa: E402
-from worker.tools.doctor import host_line  # noqa: E402
+from worker.evaluation.host import host_line  # noqa: E402
 
 WORKER = HERE / "host_worker.py"
 PRODUCER = HERE / "producer_driver.py"

@@ -40,7 +40,7 @@ from host_worker import BATCH_ENDED  # noqa: E402
 import netlab  # noqa: E402
 from worker.jobqueue.connections import SERIALIZER  # noqa: E402
 from worker.jobqueue.producer import enqueue_snapshot  # noqa: E402
-from worker.tools.doctor import host_line  # noqa: E402
+from worker.evaluation.host import host_line  # noqa: E402
 
 DRIVER = HERE / "host_worker.py"
 QUEUE = "deer-multihost"

@@ -39,7 +39,7 @@ from harness import (ROOT, SAMPLES, RedisServer, account, free_port, log, result
 
 from worker.jobqueue.connections import SERIALIZER
 from worker.constants import DEFAULT_MAX_SNAPSHOT_BYTES, JOB_FUNCTION
-from worker.tools.doctor import host_line  # noqa: E402
+from worker.evaluation.host import host_line  # noqa: E402
 
 QUEUE = "bad-inputs"
 OK, FAILED = "ok", "failed"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from harness import (QUEUE, Pool, Producer, RedisServer, account, log, registered_workers, seeded,
                      unaccounted_failures, wait_all_ended, wait_for, worker_env)
-from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
+from worker.evaluation.host import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 
 def _released(conn, job_id: str, dead_name: str) -> bool:

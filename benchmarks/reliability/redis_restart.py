@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness import (STREAM, Pool, Producer, RedisServer, account, log, registered_workers, unaccounted_failures,
                      wait_all_ended, wait_for, worker_env)
-from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
+from worker.evaluation.host import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 
 def _first_finished_after(conn, since: float, last_id: bytes | None, workers: set[str]) -> dict[str, float]:

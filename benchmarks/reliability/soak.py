@@ -28,7 +28,7 @@ import redis
 from harness import (QUEUE, STREAM, Pool, Producer, RedisServer, account, fd_count, log, percentile,
                      registered_workers, result_messages, rss_bytes, sample_images, unaccounted_failures,
                      wait_all_ended, wait_for, worker_env)
-from worker.tools.doctor import host_line  # noqa: E402 - harness puts the repo on sys.path
+from worker.evaluation.host import host_line  # noqa: E402 - harness puts the repo on sys.path
 
 IMAGES = ("day_1920x1080_deer.jpg", "night_1920x1080_deer.jpg", "day_640x360_empty.jpg", "night_640x360_deer.jpg",
           "day_1920x1080_empty.jpg")

@@ -13,7 +13,7 @@ from worker.jobqueue.results import ModelInfo
 from worker.serve.metrics import WorkerMetrics
 
 CONTEXT = outcomes.JobContext(job_id="j1", camera_id="cam1", captured_at=1.5, worker="w0",
-                              model=ModelInfo("m", "1", "int8", "f32"), queue_wait=0.25)
+                              model=ModelInfo("m", "1", "int8", "f32", ("deer",)), queue_wait=0.25)
 
 
 class Recorder:

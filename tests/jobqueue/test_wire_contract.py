@@ -38,7 +38,7 @@ CHANNEL, STREAM = "deer:results", "deer:results:stream"  # where the old worker 
 VOLATILE = {"finished_at", "worker"}
 JOB_TIMESTAMPS = {"created_at", "enqueued_at"}
 # Result fields added since v1 (additive only: old consumers ignore them; README's result schema lists them).
-ADDITIVE = {"result": {"zones"}, "result.detections[]": {"zones"}}
+ADDITIVE = {"result": {"zones", "alert_classes"}, "result.detections[]": {"zones"}}
 SNAPSHOT_KEY = re.compile(r"deer:snap:[0-9a-f]{32}")
 BOX_STEP, CONFIDENCE_STEP = 0.1, 1e-4  # the result JSON's rounding (detections.to_json)
 # INT8 kernels round differently on AVX2-only and VNNI/AVX-512 hosts (v2's recording on AVX2 read 0.4505
@@ -65,10 +65,16 @@ def load_fixture(conn) -> None:
     assert sorted(k.decode() for k in conn.keys("*")) == JOB["redis_keys"]
 
 
+# The model the recording served (record_v1.py: the then default `model:` of configs/worker.yaml), pinned here so
+# the recorded comparison does not move with the shipped default (models/demo since its card serves another IR).
+RECORDED_MODEL = "models/demo/deer-yolo26n_int8_openvino_model"
+
+
 def fixture_config():
     """The new worker's settings, as record_v1.py configured the old one."""
     return load_config(ROOT / "configs" / "worker.yaml", env={}, overrides={
-        "redis_url": URL, "max_age": 1e12, "metrics_port": 0, "zones": "models/demo/zones.yaml"})
+        "redis_url": URL, "max_age": 1e12, "metrics_port": 0, "zones": "models/demo/zones.yaml",
+        "model": RECORDED_MODEL})
 
 
 def serve_burst() -> None:

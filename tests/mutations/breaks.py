@@ -119,9 +119,9 @@ BREAKS += [
           "abs(dscores[same][best] - score) <= 0.01", "abs(dscores[same][best] - score) <= 1.0",
           "tests/tools/test_reference.py::test_each_tolerance_is_a_mismatch_past_it",
           "parity counts a box whose score moved as matched: a reduced decode or an export would pass parity"),
-    Break("host-line-drops-vnni", "worker/tools/doctor.py",
+    Break("host-line-drops-vnni", "worker/evaluation/host.py",
           'HOST_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")',
           'HOST_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx_vnni", "avx512_bf16", "amx_tile")',
-          "tests/tools/test_doctor.py::test_host_line_names_the_cpu_and_its_isa_flags",
+          "tests/evaluation/test_host.py::test_host_line_names_the_cpu_and_its_isa_flags",
           "the host line beside every figure no longer says whether the CPU has AVX-512 VNNI (INT8 ~2x apart)"),
 ]

@@ -51,7 +51,7 @@ CLI_BREAKS = [
     Break("demo-model-ignored", "worker/tools/demo.py", '"model": config.model, ', "",
           T + "test_demo_serves_the_model_it_names", "demo --model prints one model while its workers serve the config's"),
     Break("demo-config-model", "worker/cli.py", "        args.model = DEMO_MODEL\n", "        pass\n",
-          T + "test_demo_serves_the_demo_package_by_default", "demo serves configs/worker.yaml's static INT8 IR"),
+          T + "test_demo_serves_the_demo_package_by_default", "demo serves the model the config or environment names"),
     Break("demo-json-ignored", "worker/cli.py", "json_lines=args.json)", "json_lines=False)",
           T + "test_demo_json_is_one_result_message_a_line_on_stdout", "demo --json prints the human lines"),
     Break("workers-zero-accepted", "worker/cli.py", "    if value < 1:\n", "    if value < 0:\n",

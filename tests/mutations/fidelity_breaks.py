@@ -90,7 +90,7 @@ FIDELITY_BREAKS = [
           'limits = gate_limits(args.max_drop_map50, DEFAULT_MAX_DROP_MAP)',
           VALIDATE + "test_gate_limits_are_options",
           "--max-drop-map is accepted and ignored"),
-    Break("validate-pt-gated-on-served-scores", "worker/tools/validate.py",
+    Break("validate-pt-gated-on-served-scores", "worker/evaluation/gate.py",
           "        if self.ultralytics is not None:\n            return {k: self.ultralytics[k] for k in GATE_METRICS}\n",
           "        if self.metrics is None:\n            return {k: self.ultralytics[k] for k in GATE_METRICS}\n",
           VALIDATE + "test_a_pt_is_the_reference_and_irs_gate_on_ultralytics_scores",

@@ -20,6 +20,7 @@ import run  # noqa: E402
 from breaks import Break  # noqa: E402
 
 COMPARE = "tests/tools/test_compare.py::"
+AGREEMENT, AGREEMENT_T = "worker/evaluation/agreement.py", "tests/evaluation/test_agreement.py::"
 STATE = "tests/serve/test_model_state.py::"
 PROMOTE = "tests/tools/test_promote.py::"
 SHADOW = "tests/serve/test_shadow.py::"
@@ -29,22 +30,22 @@ GATEWAY = "tests/serve/test_gateway.py::"
 
 LIFECYCLE_BREAKS = [
     # --- compare ---------------------------------------------------------------------------------------
-    Break("compare-ignores-class", "worker/tools/compare.py",
+    Break("compare-ignores-class", AGREEMENT,
           "iou = np.where(a.class_id[:, None] == b.class_id[None, :], iou, 0.0)", "pass",
-          COMPARE + "test_matching_pairs_same_class_boxes_at_iou_half",
+          AGREEMENT_T + "test_matching_pairs_same_class_boxes_at_iou_half",
           "a deer box and a person box in the same place count as the same object"),
-    Break("compare-loose-match", "worker/tools/compare.py",
+    Break("compare-loose-match", AGREEMENT,
           "        if iou[i, j] < match_iou:", "        if iou[i, j] < 0.0:",
-          COMPARE + "test_matching_pairs_same_class_boxes_at_iou_half",
+          AGREEMENT_T + "test_matching_pairs_same_class_boxes_at_iou_half",
           "boxes that barely overlap are paired"),
-    Break("compare-deer-table", "worker/tools/compare.py",
+    Break("compare-deer-table", AGREEMENT,
           '"a_only" if deer_a else "b_only" if deer_b', '"b_only" if deer_a else "a_only" if deer_b',
-          COMPARE + "test_deer_decision_table_and_summary",
+          AGREEMENT_T + "test_deer_decision_table_and_summary",
           "which model saw the deer is swapped"),
-    Break("compare-agrees-ignores-boxes", "worker/tools/compare.py",
+    Break("compare-agrees-ignores-boxes", AGREEMENT,
           'return self.deer in ("both", "neither") and not self.a_unmatched and not self.b_unmatched',
           'return self.deer in ("both", "neither")',
-          COMPARE + "test_matching_pairs_same_class_boxes_at_iou_half",
+          AGREEMENT_T + "test_matching_pairs_same_class_boxes_at_iou_half",
           "a box only one model found is not a disagreement (the gallery hides it)"),
     Break("compare-gallery-one-side", "worker/tools/compare.py",
           "            panel = draw(image, detections)", "            panel = image.copy()",
@@ -54,13 +55,13 @@ LIFECYCLE_BREAKS = [
           "key=lambda r: -r.agreement.severity)", "key=lambda r: r.agreement.severity)",
           COMPARE + "test_fp32_vs_int8_on_the_samples_writes_json_and_a_side_by_side_gallery",
           "the least interesting disagreement comes first"),
-    Break("compare-self-nonzero-delta", "worker/tools/compare.py",
+    Break("compare-self-nonzero-delta", AGREEMENT,
           "[round(float(b.confidence[j] - a.confidence[i]), 4) for i, j, _ in pairs]",
           "[round(float(b.confidence[j] - a.confidence[i] + 0.01), 4) for i, j, _ in pairs]",
           COMPARE + "test_a_model_compared_with_itself_agrees_completely",
           "identical answers report a confidence difference"),
     Break("compare-pt-ignores-its-card", "worker/tools/compare.py",
-          '            if json.loads(card.read_text()).get("checkpoint") != pt.name:',
+          '            if ModelCard.read(pt.parent).checkpoint != pt.name:',
           '            if True:',
           COMPARE + "test_a_checkpoint_against_its_served_ir_agrees_within_the_parity_tolerance",
           "a .pt runs without what its model card records (threshold, NMS IoU, CLAHE, version)"),
@@ -132,7 +133,7 @@ LIFECYCLE_BREAKS = [
           "a reload every worker refused is reported as serving"),
     # --- promote: export, the no-loss gate vs production, reload, rollback ------------------------------
     Break("promote-gate-ignores-drop", "worker/tools/promote.py",
-          "    passed = validate.within_gate(drop, validate.gate_limits(args.max_drop_map50, args.max_drop_map))",
+          "    passed = accuracy_gate.within_gate(drop, accuracy_gate.gate_limits(args.max_drop_map50, args.max_drop_map))",
           "    passed = True",
           PROMOTE + "test_a_worse_model_fails_the_gate_exit_3_and_nothing_is_reloaded",
           "a model that loses accuracy against production is promoted"),

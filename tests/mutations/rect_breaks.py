@@ -21,7 +21,7 @@ from breaks import Break  # noqa: E402
 
 RECT, PARITY, CONFIG = "tests/inference/test_rect.py::", "tests/inference/test_parity_pt.py::", "tests/test_config.py::"
 ADMISSION = "tests/jobqueue/test_admission.py::"
-PRE, DET, RUNTIME = "worker/inference/preprocess.py", "worker/inference/detector.py", "worker/inference/runtime.py"
+PRE, DET, CARD = "worker/inference/preprocess.py", "worker/inference/detector.py", "worker/model/card.py"
 
 RECT_BREAKS = [
     # --- the input shape and the letterbox ---------------------------------------------------------------
@@ -78,7 +78,7 @@ RECT_BREAKS = [
           "with_model_defaults(settings or CameraSettings(), self.spec.preprocessing, None)",
           RECT + "test_an_export_folder_serves_its_card_ir_with_the_models_preprocessing",
           "the model card's threshold not the default"),
-    Break("card-clip-assumed", RUNTIME,
+    Break("card-clip-assumed", CARD,
           "float(clip) if clip is not None else defaults.clahe_clip", "defaults.clahe_clip",
           RECT + "test_an_export_folder_serves_its_card_ir_with_the_models_preprocessing",
           "clip 2.0 assumed for a model trained with 3.0"),
@@ -86,7 +86,7 @@ RECT_BREAKS = [
           "                check_against_model(settings, self.spec.preprocessing)\n", "",
           RECT + "test_a_camera_contradicting_the_model_is_refused_at_load_unless_forced[camera0]",
           "clahe: false on a CLAHE model served without a word"),
-    Break("clip-never-required", RUNTIME, '        if raw["clahe"] and clip is None:', "        if False:",
+    Break("clip-never-required", CARD, "    if clahe and clip is None:", "    if False:",
           RECT + "test_a_bare_ir_knows_its_preprocessing_from_metadata",
           "a CLAHE model without a recorded clip served with an assumed one"),
     Break("shapes-unvalidated", "worker/config.py", "                parse_shape(shape)\n", "                pass\n",

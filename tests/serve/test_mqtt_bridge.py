@@ -250,7 +250,7 @@ def test_redis_lost_between_the_publish_and_the_save_repeats_nothing(tmp_path):
     bridge = Bridge(BridgeConfig(mqtt_url=broker.url(), client_id="bridge-save", metrics_port=0), worker)
     recorder = mh.Recorder(broker.port, filters=("deer-worker/+/result",))
     admin = redis_server.client()
-    model = ModelInfo("demo", "1", "fp32", "f32")
+    model = ModelInfo("demo", "1", "fp32", "f32", ("deer",))
 
     def result(job_id: str) -> None:
         admin.xadd(worker.results_stream, {"result": encode(build_message(

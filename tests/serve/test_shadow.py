@@ -117,7 +117,8 @@ def _runner(detector, redis_conn, metrics=None, **kwargs):
 def _offer(runner, detector, image: str, primary_image: str | None = None) -> None:
     primary = detector.detect(sample(primary_image or image), BOOK.get("cam1")).detections
     runner.offer(job_id=f"job-{image}", camera_id="cam1", label="backyard", data=sample(image),
-                 settings=BOOK.get("cam1"), primary=primary, primary_model="primary (v)")
+                 settings=BOOK.get("cam1"), primary=primary, primary_model="primary (v)",
+                 primary_alert_classes=detector.spec.alert_classes)
 
 
 def _value(metrics, name: str, labels: dict) -> float:
@@ -169,7 +170,7 @@ def test_an_exception_in_the_shadow_is_counted_never_raised(redis_conn, fp32_det
     runner, metrics = _runner(stand_in, redis_conn)
     _offer(runner, fp32_detector, "night_640x360_deer.jpg")
     runner.offer(job_id="j", camera_id="cam1", label="backyard", data=b"x", settings=None, primary=None,
-                 primary_model="p")
+                 primary_model="p", primary_alert_classes=("deer",))
     assert runner.run_pending(lambda: False) == 2
     assert _value(metrics, "deer_worker_shadow_errors_total", {"camera": "backyard"}) == 2
     assert _value(metrics, "deer_worker_shadow_service_seconds_count", {"camera": "backyard"}) == 0

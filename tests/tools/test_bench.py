@@ -122,11 +122,12 @@ def test_decode_floor_is_a_full_decode_of_each_snapshot():
     import time
 
     from worker.config import resolve_path
+    from worker.evaluation.timing import measure_decode_floor
     from worker.inference.imagecodec import decode
 
     samples = resolve_path("models/demo/samples")
     small, large = ((samples / name).read_bytes() for name in ("day_640x360_deer.jpg", "day_1920x1080_deer.jpg"))
-    floor_small, floor_large = bench.measure_decode_floor([small]), bench.measure_decode_floor([large])
+    floor_small, floor_large = measure_decode_floor([small]), measure_decode_floor([large])
     assert floor_small["images"] == 1 and 0 < floor_small["p50_ms"] <= floor_small["p95_ms"]
     # nine times the pixels: a full decode costs more
     assert floor_large["p50_ms"] > 2 * floor_small["p50_ms"]

@@ -1,4 +1,4 @@
-"""deer-worker compare: the agreement measure, the demo FP32 vs INT8 through the command line, and a trained
+"""deer-worker compare: the demo FP32 vs INT8 through the command line, and a trained
 .pt (ultralytics PyTorch predict) against its served IR and itself."""
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import pytest
 
 from conftest import DEMO, DEMO_CONF, FP32_MODEL, INT8_MODEL, SAMPLES
 from worker.cli import main
-from worker.inference.detections import Detections
-from worker.tools.compare import agreement, summarize
 
 NAMES = ("deer", "person")
 CHECKPOINT = DEMO / "deer-yolo26n.pt"
@@ -21,36 +19,6 @@ RAW_FP32 = DEMO / "deer-yolo26n_dynamic_raw_fp32_openvino_model"
 # tests/inference/test_parity_pt.py): same class, IoU >= 0.99, confidence within 0.01, for >= 99% of the
 # boxes clear of the threshold by 0.01.
 PARITY_IOU, PARITY_CONFIDENCE, PARITY_SHARE = 0.99, 0.01, 0.99
-
-
-def dets(*rows: tuple[float, float, float, float, float, int]) -> Detections:
-    if not rows:
-        return Detections.empty(NAMES)
-    array = np.array(rows, np.float32)
-    return Detections(array[:, :4], array[:, 4], array[:, 5].astype(np.int32), NAMES)
-
-
-# --- the measure ------------------------------------------------------------------------------------
-def test_matching_pairs_same_class_boxes_at_iou_half():
-    a = dets((0, 0, 100, 100, 0.9, 0), (200, 200, 300, 300, 0.8, 1), (500, 500, 520, 520, 0.7, 0))
-    b = dets((10, 0, 100, 100, 0.6, 0), (200, 200, 300, 300, 0.8, 0))  # second box: same place, other class
-    result = agreement(a, b)
-    assert result.deer == "both"
-    assert (result.matched, result.a_unmatched, result.b_unmatched) == (1, 2, 1)
-    assert result.ious == [0.9] and result.confidence_deltas == [pytest.approx(-0.3, abs=1e-4)]
-    assert not result.agrees
-
-
-def test_deer_decision_table_and_summary():
-    deer, person, none = dets((0, 0, 10, 10, 0.9, 0)), dets((0, 0, 10, 10, 0.9, 1)), dets()
-    outcomes = [agreement(deer, deer), agreement(deer, person), agreement(none, deer), agreement(person, person)]
-    assert [o.deer for o in outcomes] == ["both", "a_only", "b_only", "neither"]
-    summary = summarize(outcomes)
-    assert summary["deer_detected"] == {"both": 1, "a_only": 1, "b_only": 1, "neither": 1}
-    assert summary["deer_agreement"] == 0.5 and summary["images_agreeing"] == 2
-    assert summary["boxes"] == {"matched": 2, "a_only": 1, "b_only": 2, "mean_iou": 1.0}
-    # a differing deer decision outranks box differences in the gallery's order
-    assert outcomes[1].severity > outcomes[2].severity - 10 > 0 and outcomes[0].severity == 0
 
 
 # --- the command ------------------------------------------------------------------------------------

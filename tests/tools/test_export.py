@@ -137,12 +137,12 @@ def test_gate_verdict_limits_both_metrics(accuracy, within):
     assert ok is within and delta["mAP50"] == pytest.approx(accuracy[0] - 0.95)
 
 
-def _parse(*argv):
+def _parse(*argv, pt=DEMO / "deer-yolo26n.pt"):
     import argparse
 
     parser = argparse.ArgumentParser()
     export.add_arguments(parser)
-    return parser.parse_args([str(DEMO / "deer-yolo26n.pt"), *argv])
+    return parser.parse_args([str(pt), *argv])
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -152,6 +152,13 @@ def _parse(*argv):
     (["--conf", "1.5"], "--conf must be in"),
     (["--heads", "raw,fancy"], "--heads"),
     (["--int8"], "--int8 needs --data"),
+    (["--iou", "0"], "--iou must be in"),
+    (["--fraction", "1.5"], "--fraction must be in"),
+    (["--max-calibration", "0"], "--max-calibration must be at least 1"),
+    (["--max-drop-map50", "-0.1"], "--max-drop-map50 must be a fraction"),
+    (["--imgsz", "16"], "--imgsz must be at least 32"),
+    (["--deer-class", ","], "--deer-class: give a class name"),
+    (["--deer-class", "deer,elk"], r"--deer-class deer,elk: alert class \['elk'\] not among the model's classes \['deer'\]"),
 ])
 def test_bad_export_options_are_refused_before_exporting(argv, message):
     from worker.errors import UsageError
@@ -238,3 +245,71 @@ def test_demo_folder_card_names_a_dynamic_ir_to_serve_and_every_ir_knows_its_pre
             -entry["delta_vs_pt"]["mAP50"] <= card["gate"]["max_drop_map50"] + 1e-9
             and -entry["delta_vs_pt"]["mAP50-95"] <= card["gate"]["max_drop_map"] + 1e-9)
     assert card["irs"][card["serve"]]["within_gate"], "the demo serves an IR that keeps the .pt's accuracy"
+
+
+# --- the alert classes, checked against the checkpoint before anything slow -------------------------------
+def renamed_checkpoint(folder, names: dict):
+    """The demo checkpoint with its class(es) renamed: a one-class model whose class is not spelled deer."""
+    import torch
+
+    ckpt = torch.load(str(DEMO / "deer-yolo26n.pt"), map_location="cpu", weights_only=False)
+    for key in ("model", "ema"):
+        if ckpt.get(key) is not None:
+            ckpt[key].names = dict(names)
+    path = folder / "blob-yolo26n.pt"
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def blob_pt(tmp_path_factory):
+    pytest.importorskip("torch")
+    return renamed_checkpoint(tmp_path_factory.mktemp("blob"), {0: "blob"})
+
+
+@pytest.mark.parametrize("argv, alert_classes", [
+    ([], ("blob",)),  # one class, no deer: it alerts on its class
+    (["--deer-class", "Blob"], ("blob",)),  # named in any case, recorded as the model spells it
+    (["--deer-class", "blob,blob", "--deer-class", "BLOB"], ("blob",)),  # comma-separated and repeatable
+])
+def test_the_alert_classes_resolve_against_the_checkpoint(blob_pt, argv, alert_classes):
+    checked = export._checked_inputs(_parse(*argv, pt=blob_pt))
+    assert checked.names == ("blob",) and checked.alert_classes == alert_classes and checked.imgsz == 320
+
+
+def test_a_deer_class_the_model_lacks_stops_within_seconds_naming_its_classes(blob_pt, tmp_path):
+    import time
+
+    started = time.monotonic()
+    result = _cli("export", str(blob_pt), "--deer-class", "deer", "--out", str(tmp_path / "out"))
+    took = time.monotonic() - started
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0] == ("deer-worker: usage: --deer-class deer: alert class ['deer'] not among the model's classes "
+                        "['blob']"), lines
+    assert not (tmp_path / "out").exists() and took < 60  # nothing exported: the checkpoint read only
+
+
+@pytest.mark.reference
+def test_a_blob_model_exported_with_its_class_serves_deer_detected(blob_pt, tmp_path):
+    """End to end: export (one static raw FP32 IR, nothing measured), the card and IR record the alert class,
+    and the worker's result for a deer snapshot says deer_detected."""
+    from worker.inference.detector import Detector
+    from worker.jobqueue.results import ModelInfo, build_message
+    from worker.model.card import ModelCard
+
+    out = tmp_path / "blob"
+    result = _cli("export", str(blob_pt), "--deer-class", "blob", "--static", "--heads", "raw", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = ModelCard.read(out)
+    assert card.alert_classes == ("blob",) and json.loads((out / "MODEL_CARD.json").read_text())["schema_version"] == 2
+    meta = yaml.safe_load((out / card.serve / "metadata.yaml").read_text())
+    assert meta["deer_worker"]["alert_classes"] == ["blob"]
+    detector = Detector(out)
+    assert detector.spec.alert_classes == ("blob",)
+    served = detector.detect((DEMO / "samples" / "night_640x360_deer.jpg").read_bytes(), confidence=0.25)
+    info = ModelInfo(detector.spec.name, detector.spec.version, detector.spec.weights, detector.precision,
+                     detector.spec.alert_classes)
+    message = build_message(status="ok", job_id="j", camera_id="c", captured_at=None, worker="w", model=info,
+                            detections=served.detections)
+    assert message["deer_detected"] is True and {d["class_name"] for d in message["detections"]} == {"blob"}

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import FP32_MODEL
 from worker.config import load_config
 from worker.errors import MissingFileError
-from worker.inference.detections import Detections
 from worker.tools import tune
 from worker.tools.tune import Candidate, Measurement
 
@@ -198,7 +196,7 @@ def test_weights_reuse_a_finished_export(tmp_path):
     folder = tmp_path / "cache" / f"model-{digest}" / "320-nodata"
     folder.mkdir(parents=True)
     (folder / "MODEL_CARD.json").write_text(json.dumps({
-        "imgsz": 320, "reference": None, "val_split": None,
+        "imgsz": 320, "reference": None, "val_split": None, "serve": "m_dynamic_raw_fp32_openvino_model",
         "irs": {"m_dynamic_raw_fp32_openvino_model": {"head": "raw", "weights": "fp32", "dynamic": True},
                 "m_dynamic_end2end_fp32_openvino_model": {"head": "end2end", "weights": "fp32", "dynamic": True}}}))
     models, scores = tune.exported_models(pt, [320], None, tmp_path / "cache", log=lambda _: None)
@@ -207,19 +205,6 @@ def test_weights_reuse_a_finished_export(tmp_path):
     assert all(s["imgsz"] == 320 and s["accuracy"] is None for s in scores.values())
     with pytest.raises(MissingFileError, match="data yaml .* not found"):
         tune.exported_models(pt, [320], str(tmp_path / "no.yaml"), tmp_path / "cache", log=lambda _: None)
-
-
-def test_agreement_counts_matched_boxes_of_the_reference():
-    def dets(*boxes):
-        return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), 0.9, np.float32),
-                          np.zeros(len(boxes), np.int32), ("deer",))
-
-    same = [dets([0, 0, 10, 10]), dets()]
-    assert tune.agreement(same, same) == 1.0
-    assert tune.agreement([dets(), dets()], [dets(), dets()]) == 1.0
-    # one of two reference boxes found, nothing extra: F1 = 2*1 / (2*1 + 1)
-    assert tune.agreement([dets([0, 0, 10, 10], [50, 50, 60, 60])], [dets([1, 1, 10, 10])]) == pytest.approx(2 / 3)
-    assert tune.agreement([dets([0, 0, 10, 10])], [dets([30, 30, 40, 40])]) == 0.0
 
 
 def test_real_run_on_the_demo_irs_picks_a_config_the_worker_loads(tmp_path, capsys):

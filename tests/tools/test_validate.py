@@ -1,4 +1,4 @@
-"""deer-worker validate: data yaml parsing, the gate, and agreement with ultralytics val on the demo model."""
+"""deer-worker validate: the gate through the command, and agreement with ultralytics val on the demo model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from conftest import DEMO, FP32_MODEL, INT8_MODEL
 from worker.tools import validate
 from worker.errors import ConfigError
-from worker.tools.evaluation import DetectionMetrics
+from worker.evaluation.metrics import DetectionMetrics
 from worker.tools.reference import others_compile_pinned
 
 HELDOUT_YAML = DEMO / "heldout.yaml"
@@ -31,58 +31,6 @@ def write_dataset(root: Path, yaml_text: str) -> Path:
     path = root / "data.yaml"
     path.write_text(yaml_text)
     return path
-
-
-# --- data yaml --------------------------------------------------------------------------------------
-def test_yaml_paths_are_relative_to_the_yaml_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir("/")
-    data = validate.load_data_yaml(write_dataset(tmp_path, "path: ds\nval: images/val\nnames: {0: deer}\n"))
-    assert data.names == ("deer",) and data.root == tmp_path / "ds"
-    assert data.images("val") == [tmp_path / "ds" / "images" / "val" / "a.jpg"]
-    with pytest.raises(ConfigError, match="no 'test' split"):
-        data.images("test")
-
-
-def test_yaml_without_path_uses_its_directory_and_list_names(tmp_path):
-    (tmp_path / "ds").mkdir()
-    data = validate.load_data_yaml(write_dataset(tmp_path, "val: ds/images/val\nnames: [deer, fox]\n"))
-    assert data.root == tmp_path and data.names == ("deer", "fox")
-    assert len(data.images("val")) == 1
-
-
-def test_heldout_yaml_works_from_any_cwd(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    data = validate.load_data_yaml(HELDOUT_YAML)
-    assert data.names == ("deer",)
-    images = data.images("val")
-    assert len(images) == 50 and all(p.is_relative_to(DEMO / "heldout" / "images") for p in images)
-
-
-def test_cwd_or_repo_root_relative_path_is_found(monkeypatch, tmp_path):
-    """ultralytics resolves a relative `path` against the cwd; such yamls work here from anywhere."""
-    path = tmp_path / "d.yaml"
-    path.write_text("path: models/demo/heldout\nval: images\nnames: [deer]\n")
-    monkeypatch.chdir(tmp_path)
-    assert validate.load_data_yaml(path).root == DEMO / "heldout"  # not next to the yaml, not in the cwd
-
-
-@pytest.mark.parametrize("text, message", [
-    ("val: x\n", "names"),
-    ("val: x\nnc: 2\nnames: [deer]\n", "nc: 2 but 1 names"),
-    ("path: nowhere\nval: x\nnames: [deer]\n", "not found"),
-    ("- a\n", "expected a mapping"),
-])
-def test_bad_yaml_is_named(tmp_path, text, message):
-    path = tmp_path / "d.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
-        validate.load_data_yaml(path)
-
-
-def test_nc_only_yaml(tmp_path):
-    path = tmp_path / "d.yaml"
-    path.write_text("val: x\nnc: 2\n")
-    assert validate.load_data_yaml(path).names == ("class_0", "class_1")
 
 
 # --- the gate ---------------------------------------------------------------------------------------

@@ -29,6 +29,11 @@ class Detections:
     def name_of(self, class_id: int) -> str:
         return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else str(class_id)
 
+    def any_of(self, class_names: tuple[str, ...]) -> bool:
+        """Whether any detection is of one of these classes (by name, as the model spells them)."""
+        ids = [i for i, name in enumerate(self.class_names) if name in class_names]
+        return bool(np.isin(self.class_id, ids).any())
+
     def filter(self, mask: np.ndarray) -> Detections:
         return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.class_names)
 

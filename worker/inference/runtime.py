@@ -3,17 +3,16 @@ hint) for one job in flight; a two-stream twin (ConcurrentRunner) runs a backlog
 
 A model is a directory as ultralytics exports it (`*.xml`, `*.bin`, `metadata.yaml`), a bare `.xml`
 with explicit settings, or an export folder whose MODEL_CARD.json names the IR directory to `serve`.
-What the model was trained with (CLAHE, its clip and tiles, the deer class, the default confidence)
-comes from the card, or from the `deer_worker:` mapping in the IR's metadata.yaml. The uint8 HWC BGR input is converted to what the network wants
+What the model was trained with (CLAHE, its clip and tiles, the alert classes, the default confidence)
+comes from its card (worker/model/card.py): MODEL_CARD.json, or the `deer_worker:` mapping in the IR's
+metadata.yaml; a plain ultralytics IR has neither and gets the defaults. The uint8 HWC BGR input is converted to what the network wants
 (float, RGB, /255, NCHW) by a PrePostProcessor compiled into the graph.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ import yaml
 from worker.constants import PRECISIONS
 from worker.errors import ModelLoadError
 from worker.inference.preprocess import Preprocessing
+from worker.model.card import CARD_FILE, ModelCard, has_card, no_alert_warning, resolve_alert_classes
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +42,13 @@ class ModelSpec:
     dynamic: bool = False  # input [?,3,?,?]: reshaped and compiled per (shape, batch)
     preprocessing: Preprocessing | None = None  # None: the model records none (cameras decide)
     confidence: float | None = None  # the model's default threshold, where it records one
-    deer_class: str | None = None
+    alert_classes: tuple[str, ...] = ()  # the model's classes whose detection is `deer_detected` (resolved at load)
     iou: float | None = None  # the NMS IoU the model card records (the raw head's default), where it records one
     card: Path | None = None  # the MODEL_CARD.json followed, if any
 
     @property
     def num_classes(self) -> int:
         return len(self.names)
-
-
-MODEL_CARD = "MODEL_CARD.json"
 
 
 def files_sha256(*paths: Path) -> str:
@@ -62,17 +59,6 @@ def files_sha256(*paths: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def _read_card(folder: Path) -> dict:
-    card_path = folder / MODEL_CARD
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{card_path}: not a readable JSON model card ({exc})") from exc
-    if not isinstance(card, dict) or not isinstance(card.get("serve"), str) or not card["serve"]:
-        raise ModelLoadError(f"{card_path}: needs \"serve\": the IR directory (inside the folder) to serve")
-    return card
 
 
 def _find_xml(path: Path) -> Path:
@@ -101,41 +87,6 @@ def _read_metadata(xml: Path) -> dict:
     return meta
 
 
-def _model_facts(card: dict, where: str) -> tuple[Preprocessing | None, float | None, str | None, str, float | None]:
-    """(preprocessing, confidence, deer class, version, NMS IoU) from a model card or a `deer_worker:` mapping."""
-    raw = card.get("preprocessing", card)  # the card nests it; a flat deer_worker mapping is accepted too
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{where}: preprocessing: expected a mapping")
-    preprocessing = None
-    if "clahe" in raw:
-        clip, tiles = raw.get("clahe_clip"), raw.get("clahe_tiles")
-        if not isinstance(raw["clahe"], bool):
-            raise ModelLoadError(f"{where}: clahe: expected true or false, got {raw['clahe']!r}")
-        if raw["clahe"] and clip is None:
-            # the user's data was made with clip 3.0 while their detector used 2.0: never assume one
-            raise ModelLoadError(f"{where}: clahe is on but clahe_clip is not recorded; re-export with --clahe-clip")
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
-                                 or not math.isfinite(clip) or clip <= 0):
-            raise ModelLoadError(f"{where}: clahe_clip: expected a number > 0, got {clip!r}")
-        if tiles is not None and (not isinstance(tiles, list) or len(tiles) != 2
-                                  or not all(isinstance(t, int) and t > 0 for t in tiles)):
-            raise ModelLoadError(f"{where}: clahe_tiles: expected [columns, rows] > 0, got {tiles!r}")
-        defaults = Preprocessing()
-        preprocessing = Preprocessing(raw["clahe"], float(clip) if clip is not None else defaults.clahe_clip,
-                                      tuple(tiles) if tiles else defaults.clahe_tiles)
-    confidence = card.get("confidence")
-    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
-                                   or not 0 < confidence <= 1):
-        raise ModelLoadError(f"{where}: confidence: expected a number in (0, 1], got {confidence!r}")
-    iou = card.get("iou")
-    if iou is not None and (isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0 < iou <= 1):
-        raise ModelLoadError(f"{where}: iou: expected a number in (0, 1], got {iou!r}")
-    deer_class = card.get("deer_class")
-    return preprocessing, None if confidence is None else float(confidence), \
-        None if deer_class is None else str(deer_class), str(card.get("version") or ""), \
-        None if iou is None else float(iou)
-
-
 def _is_quantized(model: ov.Model) -> bool:
     return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
 
@@ -143,12 +94,13 @@ def _is_quantized(model: ov.Model) -> bool:
 def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: int | None = None,
               end2end: bool | None = None) -> tuple[ModelSpec, ov.Model]:
     """Read and check a model; explicit arguments fill in (or must agree with) metadata.yaml."""
-    path, card = Path(path), None
-    if path.is_dir() and (path / MODEL_CARD).exists():
-        card = _read_card(path)
-        path = path / card["serve"]
+    path, card_path = Path(path), None
+    if has_card(path):
+        card_path = path / CARD_FILE
+        card = ModelCard.read(path)
+        path = path / card.serve
         if not path.exists():
-            raise ModelLoadError(f"{path.parent / MODEL_CARD}: serve names {card['serve']!r}, which is not in the folder")
+            raise ModelLoadError(f"{card_path}: serve names {card.serve!r}, which is not in the folder")
     xml = _find_xml(path)
     bin_path = xml.with_suffix(".bin")
     if not bin_path.exists():
@@ -206,13 +158,16 @@ def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: 
     if not names:
         raise ModelLoadError(f"{xml}: no class names ({meta_path.name} missing or has no 'names'); pass names")
 
-    facts_source, facts_where = (card, str(path.parent / MODEL_CARD)) if card is not None else \
-        (meta.get("deer_worker") or {}, f"{meta_path}: deer_worker")
-    if not isinstance(facts_source, dict):
-        raise ModelLoadError(f"{facts_where}: expected a mapping")
-    preprocessing, confidence, deer_class, card_version, card_iou = _model_facts(facts_source, facts_where)
-    if deer_class is not None and deer_class not in names:
-        raise ModelLoadError(f"{facts_where}: deer_class {deer_class!r} is not among the model's names {list(names)}")
+    if card_path is None:
+        card = ModelCard.from_ir_metadata(meta, str(meta_path))
+    where = str(card_path) if card_path is not None else f"{meta_path}: deer_worker"
+    try:
+        alert_classes = resolve_alert_classes(card.alert_classes, names)
+    except ValueError as exc:
+        raise ModelLoadError(f"{where}: {exc}") from None
+    warning = no_alert_warning(alert_classes, names)
+    if warning:
+        log.warning("%s: %s", xml, warning)
     spec = ModelSpec(
         xml=xml,
         name=str(meta.get("name") or xml.parent.name.removesuffix("_openvino_model") or xml.stem),
@@ -220,10 +175,10 @@ def load_spec(path: str | Path, *, names: tuple[str, ...] | None = None, imgsz: 
         imgsz=imgsz_hw,
         end2end=end2end,
         weights="int8" if _is_quantized(model) else "fp32",
-        version=card_version or str(meta.get("model_version") or meta.get("date") or ""),
+        version=card.version or str(meta.get("model_version") or meta.get("date") or ""),
         dynamic=not (in_shape[2].is_static and in_shape[3].is_static),
-        preprocessing=preprocessing, confidence=confidence, deer_class=deer_class, iou=card_iou,
-        card=path.parent / MODEL_CARD if card is not None else None,
+        preprocessing=card.preprocessing, confidence=card.confidence, alert_classes=alert_classes, iou=card.iou,
+        card=card_path,
     )
     return spec, model
 

@@ -112,7 +112,7 @@ class DeerWorker(BatchWorker):
     def model_info(self) -> ModelInfo:
         # Read per job, not kept: a model switch replaces self.detector between batches.
         spec = self.detector.spec
-        return ModelInfo(spec.name, spec.version, spec.weights, self.detector.precision)
+        return ModelInfo(spec.name, spec.version, spec.weights, self.detector.precision, spec.alert_classes)
 
     def work(self, *args, **kwargs) -> bool:
         # The service builds a new DeerWorker after each lost Redis: each loop's thread ends with it.
@@ -275,7 +275,8 @@ class DeerWorker(BatchWorker):
                 self.shadow.offer(job_id=item.job.id, camera_id=item.snapshot.camera_id,
                                   label=item.settings.label if item.settings else "other", data=item.data,
                                   settings=item.settings, primary=item.result.detections,
-                                  primary_model=f"{self.detector.spec.name} ({self.detector.spec.version})")
+                                  primary_model=f"{self.detector.spec.name} ({self.detector.spec.version})",
+                                  primary_alert_classes=self.detector.spec.alert_classes)
 
     def publish(self, taken: list[_Taken]) -> None:
         """Each job's result, once, by the run that still owns the job (one script call for the batch)."""

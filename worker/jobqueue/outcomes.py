@@ -71,7 +71,7 @@ def ok(context: JobContext, result: DetectionResult, settings: CameraSettings | 
     message["zones"] = placement.zones
     if settings.require_zone:
         message["deer_detected"] = deer_detected(placement.detections.filter(
-            np.array([bool(names) for names in placement.zones_of], bool)))
+            np.array([bool(names) for names in placement.zones_of], bool)), context.model.alert_classes)
     hits = tuple(name for names in placement.zones_of for name in names)
     detected = tuple(detection["class_name"] for detection in message["detections"])  # after ignore zones
     return Outcome("ok", "none", message, camera_label=settings.label, zone_hits=hits, detected=detected)

@@ -11,22 +11,19 @@ from typing import Any
 from worker.constants import PAYLOAD_VERSION
 from worker.inference.detections import Detections
 
-DEER_CLASS = "deer"
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
     version: str
     weights: str  # fp32 | int8
     precision: str  # inference precision the CPU runs: f32 | bf16
+    alert_classes: tuple[str, ...]  # the served model's classes that are `deer_detected` (its card decides)
 
 
-def deer_detected(detections: Detections) -> bool:
-    """True if a deer is among the detections; for models without a deer class, any detection counts."""
-    if DEER_CLASS in detections.class_names:
-        return bool((detections.class_id == detections.class_names.index(DEER_CLASS)).any())
-    return len(detections) > 0
+def deer_detected(detections: Detections, alert_classes: tuple[str, ...]) -> bool:
+    """The alarm: one of the served model's alert classes among the detections the result reports. Decided
+    here, once per result; the gateway and the MQTT bridge read it from the message."""
+    return detections.any_of(alert_classes)
 
 
 def _ms(seconds: dict[str, float]) -> dict[str, float]:
@@ -44,10 +41,12 @@ def build_message(*, status: str, job_id: str, camera_id: str, captured_at: floa
         "model": {"name": model.name, "version": model.version, "weights": model.weights,
                   "precision": model.precision},
         "worker": worker, "batch_size": batch_size,
-        "deer_detected": deer_detected(detections) if detections is not None else False,
+        "deer_detected": deer_detected(detections, model.alert_classes) if detections is not None else False,
         "detections": detections.to_json() if detections is not None else [],
         "timings_ms": _ms(timings or {}),
     }
+    if status == "ok":  # additive: what deer_detected was decided by (a consumer's confidence of the alarm reads it)
+        message["alert_classes"] = list(model.alert_classes)
     if image_size is not None:
         message["image"] = {"width": image_size[0], "height": image_size[1]}
     if error_kind is not None:

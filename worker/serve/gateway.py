@@ -53,7 +53,6 @@ DEFAULT_CAMERA = "http"  # camera id of a /detect request without one: zones.yam
 DEEPSTACK_CAMERA = "deepstack"  # Frigate posts region crops, never a whole camera frame
 API_KEY_HEADER = "x-api-key"
 DEEPSTACK_PATH = "/v1/vision/detection"
-DEER_CLASS = "deer"  # the ml-detector's deer_detected is true for this class name only
 
 # Result error kinds that are the client's image or fields (400), not the service's trouble (5xx).
 CLIENT_ERROR_KINDS = frozenset({errors.InputError.kind, errors.PayloadError.kind}
@@ -97,13 +96,15 @@ class _Metrics:
                              registry=self.registry)
 
 
-def _detect_json(message: dict[str, Any], threshold: float) -> dict[str, Any]:
-    """A result message as the user's ml-detector answered: 4-decimal confidences, 2-decimal boxes."""
+def detect_answer(message: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """A result message as the user's ml-detector answered: 4-decimal confidences, 2-decimal boxes. Its
+    deer_detected is the worker's, decided by the model that served it (its alert classes), never recomputed
+    here: this gateway may not know that model, and a reload may change it between two answers."""
     detections = [{"class": d["class_name"], "class_id": d["class_id"], "confidence": round(d["confidence"], 4),
                    "bbox": dict(zip(("x1", "y1", "x2", "y2"), (round(v, 2) for v in d["box"])))}
                   for d in message.get("detections", [])]
     image = message.get("image", {})
-    return {"deer_detected": any(d["class"] == DEER_CLASS for d in detections), "num_detections": len(detections),
+    return {"deer_detected": bool(message.get("deer_detected")), "num_detections": len(detections),
             "detections": detections, "image_size": {"width": image.get("width"), "height": image.get("height")},
             "confidence_threshold": threshold, "model_version": message.get("model", {}).get("version", "")}
 
@@ -245,7 +246,7 @@ class Gateway:
             message = await self._run_job(data, camera_id, conf)
         except GatewayError as exc:
             return self._answer("detect", exc.status, {"detail": str(exc), "error_kind": exc.kind}, exc.kind)
-        return self._answer("detect", 200, _detect_json(message, self._threshold(camera_id, conf)))
+        return self._answer("detect", 200, detect_answer(message, self._threshold(camera_id, conf)))
 
     async def detect_batch(self, request: Request) -> JSONResponse:
         try:
@@ -269,7 +270,7 @@ class Gateway:
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                results.append({"filename": name, "success": True, "result": _detect_json(outcome, threshold)})
+                results.append({"filename": name, "success": True, "result": detect_answer(outcome, threshold)})
         body = {"total_images": len(results), "successful": sum(r["success"] for r in results),
                 "deer_detected_count": sum(r["success"] and r["result"]["deer_detected"] for r in results),
                 "results": results}

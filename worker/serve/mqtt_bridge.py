@@ -170,7 +170,10 @@ def topic_id(text: str) -> str:
 
 
 def best_deer_confidence(result: dict) -> float:
-    scores = [d.get("confidence", 0.0) for d in result.get("detections") or [] if d.get("class_name") == "deer"]
+    """The confidence topic: the best detection of the classes that raised the alarm, as the worker's result
+    names them (`alert_classes`); a result of an older worker, without them, means the class named deer."""
+    alert = set(result.get("alert_classes") or ("deer",))
+    scores = [d.get("confidence", 0.0) for d in result.get("detections") or [] if d.get("class_name") in alert]
     return max(scores, default=0.0)
 
 

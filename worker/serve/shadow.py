@@ -14,9 +14,9 @@ It never delays, changes or fails a primary result:
 - any exception in the shadow (offer or run) is logged and counted (deer_worker_shadow_errors_total),
   never raised into the consumer.
 
-The answers are compared with compare.py's measure (`agreement`: deer_detected both / primary_only /
+The answers are compared with worker.evaluation.agreement (deer_detected both / primary_only /
 shadow_only / neither, same-class boxes matched at IoU >= 0.5): counted per camera, matched IoU and
-confidence deltas observed, the shadow's service time observed, and every disagreement written with both
+confidence deltas observed (each model's deer decision by its own alert classes), the shadow's service time observed, and every disagreement written with both
 answers to the capped stream SHADOW_DISAGREEMENTS_STREAM.
 """
 
@@ -37,7 +37,7 @@ from worker.constants import (
     SHADOW_PENDING,
     SHADOW_STREAM_MAXLEN,
 )
-from worker.tools.compare import agreement
+from worker.evaluation.agreement import agreement
 
 log = logging.getLogger(__name__)
 OUTCOME_NAMES = {"both": "both", "a_only": "primary_only", "b_only": "shadow_only", "neither": "neither"}
@@ -52,6 +52,7 @@ class ShadowItem:
     settings: object  # the CameraSettings the primary ran with
     primary: object  # the primary's Detections
     primary_model: str
+    primary_alert_classes: tuple[str, ...]  # the primary model's alert classes (its deer decision)
     held_at: float = field(default_factory=time.monotonic)
 
 
@@ -82,7 +83,7 @@ class ShadowRunner:
 
     # --- the consumer's two hooks -----------------------------------------------------------------
     def offer(self, *, job_id: str, camera_id: str, label: str, data: bytes, settings, primary,
-              primary_model: str) -> None:
+              primary_model: str, primary_alert_classes: tuple[str, ...]) -> None:
         """A published, ok snapshot: held for the shadow when sampled. Never raises."""
         try:
             if data is None or self.draw() >= self.sample:
@@ -90,7 +91,8 @@ class ShadowRunner:
             if len(self.pending) >= self.capacity:
                 dropped = self.pending.popleft()
                 self._skipped(dropped, "backlog")
-            self.pending.append(ShadowItem(job_id, camera_id, label, data, settings, primary, primary_model))
+            self.pending.append(ShadowItem(job_id, camera_id, label, data, settings, primary, primary_model,
+                                           primary_alert_classes))
         except Exception as exc:  # noqa: BLE001 - the shadow never fails a job
             self._error(label, exc)
 
@@ -122,7 +124,8 @@ class ShadowRunner:
             started = time.perf_counter()
             result = self.detector.detect(item.data, item.settings)
             seconds = time.perf_counter() - started
-            found = agreement(item.primary, result.detections)
+            found = agreement(item.primary, result.detections, alert_a=item.primary_alert_classes,
+                              alert_b=self.detector.spec.alert_classes)
             outcome = OUTCOME_NAMES[found.deer]
             if self.metrics:
                 self.metrics.observe_shadow(item.label, outcome=outcome, ious=found.ious,

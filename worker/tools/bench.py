@@ -14,17 +14,18 @@ Timings on a shared host are noisy: compare figures from the same run, not acros
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from worker.evaluation.host import host_line
+from worker.evaluation.reports import emit_report, require_report_folder, table_stream
+from worker.evaluation.timing import latency_summary, measure_decode_floor, measure_latency, random_input
+
 DEMO_MODELS = ("models/demo/deer-yolo26n_openvino_model", "models/demo/deer-yolo26n_int8_openvino_model")
 SAMPLES = "models/demo/samples"
-_WARMUP_RUNS = 3  # the first inferences allocate and tune kernels; benchmark_app reports them apart too
 
 
 # --- measurements ---------------------------------------------------------------------------------
@@ -39,37 +40,6 @@ def memory_mb(status: Path = Path("/proc/self/status")) -> dict[str, float]:
     except OSError:
         pass
     return out
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
-
-
-def _input_tensor(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
-    # Random pixels like benchmark_app's default fill; a dense CNN's time does not depend on content.
-    return np.random.default_rng(0).integers(0, 256, (batch, imgsz[0], imgsz[1], 3), dtype=np.uint8)
-
-
-def measure_latency(runner, tensor: np.ndarray, seconds: float) -> dict[str, float]:
-    """Synchronous loop on one request with its input set once: pure inference time."""
-    import openvino as ov
-
-    request = runner.request
-    request.set_input_tensor(ov.Tensor(tensor, shared_memory=True))
-    for _ in range(_WARMUP_RUNS):
-        request.infer()
-    times: list[float] = []
-    started = time.perf_counter()
-    while not times or time.perf_counter() - started < seconds:
-        t0 = time.perf_counter()
-        request.infer()
-        times.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - started
-    batch = tensor.shape[0]
-    return {**_percentiles(times), "fps": len(times) / elapsed, "images_per_s": len(times) * batch / elapsed,
-            "iterations": len(times)}
 
 
 def measure_throughput(compiled, tensor: np.ndarray, seconds: float) -> dict[str, float]:
@@ -93,21 +63,6 @@ def measure_throughput(compiled, tensor: np.ndarray, seconds: float) -> dict[str
             "streams": int(compiled.get_property("NUM_STREAMS")), "iterations": count}
 
 
-def measure_decode_floor(snapshots: list[bytes], rounds: int = 3) -> dict[str, float]:
-    """A plain full decode of each snapshot (no reduction, no letterbox), in this process: what is physically
-    left per image once inference is gone, to read the service time against."""
-    from worker.inference.imagecodec import decode
-
-    times = []
-    for _ in range(rounds):
-        for data in snapshots:
-            t0 = time.perf_counter()
-            decode(data)
-            times.append(time.perf_counter() - t0)
-    stats = _percentiles(times)
-    return {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "images": len(snapshots)}
-
-
 def measure_service(detector, snapshots: list[bytes], seconds: float) -> dict[str, float]:
     """Detector.detect over the snapshots, round-robin, for `seconds` (at least one pass)."""
     for data in snapshots[:2]:
@@ -117,7 +72,7 @@ def measure_service(detector, snapshots: list[bytes], seconds: float) -> dict[st
     while len(times) < len(snapshots) or time.perf_counter() - started < seconds:
         result = detector.detect(snapshots[len(times) % len(snapshots)])
         times.append(result.timings.total)
-    stats = _percentiles(times)
+    stats = latency_summary(times)
     return {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "mean_ms": stats["mean_ms"],
             "images": len(snapshots), "iterations": len(times)}
 
@@ -174,7 +129,7 @@ def bench_model(model: str | Path, configs: list[Config], snapshots: list[bytes]
         served = WorkerConfig(model=str(path), threads=cfg.threads, precision=cfg.precision, batch="1")
         options = compile_options(served)
         shape = raw_input_shape(spec)
-        tensor = _input_tensor(cfg.batch, shape)
+        tensor = random_input(cfg.batch, shape)
         log(f"  {spec.name} {cfg.precision} threads={cfg.threads} batch={cfg.batch} {shape[0]}x{shape[1]}: latency")
         runner = compile_model(ov_model, spec, cfg.batch, options, ov.Core(), shape=shape)
         runs = inference_precision(runner)
@@ -276,16 +231,6 @@ def plot(results: list[Result], path: str) -> bool:
 
 
 # --- the command ----------------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
-
-
 def _precision_list(text: str) -> list[str]:
     from worker.constants import PRECISIONS
 
@@ -297,23 +242,23 @@ def _precision_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_images, add_output
+    from worker.tools.options import add_images, add_output, batch_sizes, int_list, positive_number
 
     add_images(parser, "snapshots (files or folders) for the service-time run (default: the demo samples)",
                legacy="--images")
     parser.add_argument("--model", action="append",
                         help="OpenVINO IR directory or .xml; repeat for several (default: the demo FP32 and INT8)")
-    parser.add_argument("--threads", type=_int_list, default=[0], help="comma list, 0 = all cores (default 0)")
-    parser.add_argument("--batch", type=_int_list, default=[1, 4],
+    parser.add_argument("--threads", type=int_list, default=[0], help="comma list, 0 = all cores (default 0)")
+    parser.add_argument("--batch", type=batch_sizes, default=[1, 4],
                         help="comma list of static batch sizes (default 1,4)")
     parser.add_argument("--precision", type=_precision_list, default=["f32"],
                         help="comma list of f32, bf16, f16, default (default f32, as served)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default 10)")
+    parser.add_argument("--seconds", type=positive_number, default=10.0, help="per measurement (default 10)")
     add_output(parser, report=True)
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart (needs matplotlib)")
 
 
-def _default_models() -> list[str]:
+def default_models() -> list[str]:
     from worker.config import resolve_path
     from worker.errors import ConfigError
 
@@ -334,15 +279,14 @@ def run(args: argparse.Namespace) -> int:
     import openvino as ov
 
     from worker.errors import UsageError
-    from worker.tools.doctor import host_line
-    from worker.tools.options import images_of, require_report_folder, write_report
+    from worker.tools.options import images_of
     from worker.tools.progress import note
 
     host = host_line()  # as the run starts: CPU, ISA and load decide every figure below
     if any(b < 1 for b in args.batch):
         raise UsageError("bench: --batch sizes must be >= 1")
     require_report_folder(args.out)
-    models = args.model or _default_models()
+    models = args.model or default_models()
     snapshots = _snapshots(images_of(args))  # a missing image fails here, before minutes of measuring
     configs = [Config(p, t, b) for p in args.precision for t in args.threads for b in args.batch]
     baseline = memory_mb()
@@ -356,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     memory = {"baseline": baseline.get("rss"), **memory_mb()}
     floor = measure_decode_floor(snapshots) if snapshots else None
 
-    human = sys.stderr if args.json else sys.stdout  # --json: stdout carries the JSON alone
+    human = table_stream(args.json)
     print(host, file=human)
     print(table(results), file=human)
     print("latency: one request, latency hint (as served); tput: throughput hint, "
@@ -383,9 +327,5 @@ def run(args: argparse.Namespace) -> int:
     report = {"host": host, "openvino": ov.get_version(), "seconds": args.seconds, "snapshots": len(snapshots),
               "results": [r.as_dict() for r in results], "speedups": speedups(results),
               "batch_gains": batch_gains(results), "memory_mb": memory, "decode_floor": floor}
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json:
-        print(text, end="")
-    if args.out:
-        write_report(args.out, text)
+    emit_report(report, as_json=args.json, out=args.out)
     return 0

@@ -18,114 +18,22 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from worker.constants import DEFAULT_MAX_DETECTIONS
 from worker.errors import ConfigError, DeerWorkerError
+from worker.evaluation import gate as accuracy_gate
+from worker.evaluation.agreement import MATCH_IOU, Agreement, agreement, summarize
+from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
+from worker.evaluation.host import host_line
+from worker.evaluation.reports import emit_report, require_report_folder, table_stream
+from worker.evaluation.timing import service_times
 from worker.inference.detections import Detections
-from worker.jobqueue.results import deer_detected
-
-MATCH_IOU = 0.5  # boxes of the two models are the same object at this IoU or more (the mAP50 criterion)
-DEER_OUTCOMES = ("both", "a_only", "b_only", "neither")
-
-
-# --- the agreement measure --------------------------------------------------------------------------
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) xyxy -> (N, M) IoU."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)), np.float32)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-@dataclass
-class Agreement:
-    """How two answers for one snapshot agree."""
-
-    deer: str  # one of DEER_OUTCOMES
-    matched: int  # boxes paired at IoU >= MATCH_IOU, same class
-    a_unmatched: int  # boxes only A found
-    b_unmatched: int
-    ious: list[float] = field(default_factory=list)  # of the matched pairs
-    confidence_deltas: list[float] = field(default_factory=list)  # B - A, of the matched pairs
-
-    @property
-    def agrees(self) -> bool:
-        return self.deer in ("both", "neither") and not self.a_unmatched and not self.b_unmatched
-
-    @property
-    def severity(self) -> float:
-        """How badly the answers disagree, for sorting a gallery: a deer decision that differs outweighs
-        any number of box differences; then unmatched boxes; then how loosely matched boxes overlap."""
-        return (10.0 * (self.deer in ("a_only", "b_only")) + self.a_unmatched + self.b_unmatched
-                + sum(1.0 - iou for iou in self.ious) + sum(abs(d) for d in self.confidence_deltas))
-
-
-def agreement(a: Detections, b: Detections, *, match_iou: float = MATCH_IOU) -> Agreement:
-    """Greedy pairing, highest IoU first, of same-class boxes at IoU >= match_iou."""
-    deer_a, deer_b = deer_detected(a), deer_detected(b)
-    deer = "both" if deer_a and deer_b else "a_only" if deer_a else "b_only" if deer_b else "neither"
-    iou = box_iou(a.xyxy, b.xyxy)
-    if iou.size:
-        iou = np.where(a.class_id[:, None] == b.class_id[None, :], iou, 0.0)
-    pairs: list[tuple[int, int, float]] = []
-    used_a, used_b = set(), set()
-    for flat in np.argsort(-iou, axis=None) if iou.size else []:
-        i, j = divmod(int(flat), iou.shape[1])
-        if iou[i, j] < match_iou:
-            break
-        if i in used_a or j in used_b:
-            continue
-        used_a.add(i)
-        used_b.add(j)
-        pairs.append((i, j, float(iou[i, j])))
-    return Agreement(deer, len(pairs), len(a) - len(pairs), len(b) - len(pairs),
-                     [round(p[2], 4) for p in pairs],
-                     [round(float(b.confidence[j] - a.confidence[i]), 4) for i, j, _ in pairs])
-
-
-def _percentiles(values: list[float], points=(5, 50, 95)) -> dict[str, float | None]:
-    if not values:
-        return {f"p{p}": None for p in points}
-    return {f"p{p}": round(float(np.percentile(values, p)), 4) for p in points}
-
-
-def summarize(agreements: list[Agreement]) -> dict:
-    """Totals over images: the deer decision table, box matching, IoU and confidence delta distribution."""
-    deer = {outcome: sum(a.deer == outcome for a in agreements) for outcome in DEER_OUTCOMES}
-    ious = [iou for a in agreements for iou in a.ious]
-    deltas = [d for a in agreements for d in a.confidence_deltas]
-    images = len(agreements)
-    return {
-        "images": images,
-        "deer_detected": deer,
-        "deer_agreement": round((deer["both"] + deer["neither"]) / images, 4) if images else None,
-        "images_agreeing": sum(a.agrees for a in agreements),
-        "boxes": {"matched": sum(a.matched for a in agreements),
-                  "a_only": sum(a.a_unmatched for a in agreements),
-                  "b_only": sum(a.b_unmatched for a in agreements),
-                  "mean_iou": round(float(np.mean(ious)), 4) if ious else None},
-        "confidence_delta": {"mean": round(float(np.mean(deltas)), 4) if deltas else None,
-                             "max_abs": round(float(np.max(np.abs(deltas))), 4) if deltas else None,
-                             **_percentiles(deltas)},
-    }
-
-
-def service_times(seconds: list[float]) -> dict[str, float | None]:
-    ms = [s * 1e3 for s in seconds]
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2) if ms else None,
-            "p95_ms": round(float(np.percentile(ms, 95)), 2) if ms else None}
-
+from worker.model.card import resolve_alert_classes
 
 # --- running the two models -------------------------------------------------------------------------
 @dataclass
@@ -142,6 +50,7 @@ class CheckpointSpec:
     name: str
     version: str
     names: tuple[str, ...]
+    alert_classes: tuple[str, ...]  # as the card beside it resolves them, else the default rule
     weights: str = "pt"
 
 
@@ -166,7 +75,8 @@ class CheckpointModel:
         card = self._card_spec(pt)
         self.yolo = ultralytics_model(pt)
         names = tuple(str(self.yolo.names[k]) for k in sorted(self.yolo.names))
-        self.spec = CheckpointSpec(pt.stem, card.version if card else "", names)
+        self.spec = CheckpointSpec(pt.stem, card.version if card else "", names,
+                                   card.alert_classes if card else resolve_alert_classes(None, names))
         self.preprocessing, self.confidence = (card.preprocessing, card.confidence) if card else (None, None)
         self.iou = config.iou or (card.iou if card and card.iou is not None else DEFAULT_IOU)
         self.imgsz, self.max_pixels = checkpoint_imgsz(pt), config.max_pixels
@@ -176,13 +86,16 @@ class CheckpointModel:
     @staticmethod
     def _card_spec(pt: Path):
         """The served model's spec of the model card beside `pt`, when that card names `pt` as its checkpoint."""
-        from worker.inference.runtime import MODEL_CARD, load_spec
+        from worker.errors import ModelLoadError
+        from worker.inference.runtime import load_spec
+        from worker.model.card import ModelCard, has_card
 
-        card = pt.parent / MODEL_CARD
+        if not has_card(pt.parent):
+            return None
         try:
-            if json.loads(card.read_text()).get("checkpoint") != pt.name:
+            if ModelCard.read(pt.parent).checkpoint != pt.name:
                 return None
-        except (OSError, ValueError, AttributeError):
+        except ModelLoadError:
             return None
         return load_spec(pt.parent)[0]
 
@@ -239,6 +152,7 @@ def compare_models(config, model_a: str, model_b: str, images: list[Path], *, ca
     settings = book.get(camera or "")
     for detector in detectors:
         detector.check_cameras(book)
+    alerts = [detector.spec.alert_classes for detector in detectors]  # each model's own deer decision
     times: list[list[float]] = [[], []]
     rows: list[ImageComparison] = []
     for image in images:
@@ -252,7 +166,7 @@ def compare_models(config, model_a: str, model_b: str, images: list[Path], *, ca
         except (OSError, DeerWorkerError) as exc:
             rows.append(ImageComparison(str(image), None, error=f"{getattr(exc, 'kind', 'io')}: {exc}"))
         else:
-            rows.append(ImageComparison(str(image), agreement(*answers), *answers))
+            rows.append(ImageComparison(str(image), agreement(*answers, alert_a=alerts[0], alert_b=alerts[1]), *answers))
         if progress:
             progress.step()
     models = [{"model": str(path), "name": d.spec.name, "version": d.spec.version, "weights": d.spec.weights,
@@ -305,7 +219,7 @@ def write_gallery(save_dir: Path, rows: list[ImageComparison], models: dict) -> 
 # --- the command ------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from worker.config import DEFAULT_CONFIG
-    from worker.tools.options import add_images, add_output, add_precision
+    from worker.tools.options import add_images, add_output, add_precision, count
 
     parser.add_argument("--model", action="append", required=True,
                         help="an OpenVINO IR directory / .xml, a model folder, or a trained .pt (run by ultralytics "
@@ -318,7 +232,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", choices=["val", "test", "train", "minival"],
                         help="split of --data (default val)")
     add_precision(parser, "f32", "inference precision of both models (default f32)")
-    parser.add_argument("--threads", type=int, default=None, help="inference threads (0 = all cores)")
+    parser.add_argument("--threads", type=count, default=None, help="inference threads (0 = all cores)")
     parser.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
     parser.add_argument("--save-dir", help="write a side-by-side image of every disagreement and index.html here")
     add_output(parser, report=True)
@@ -347,8 +261,7 @@ def run(args: argparse.Namespace) -> int:
     """0 = compared; 1 = some images could not be read. Config errors raise (exit 2)."""
     from worker.config import default_config_path, load_config
     from worker.errors import UsageError
-    from worker.tools.doctor import host_line
-    from worker.tools.options import expand_images, images_of, make_dir, require_report_folder, write_report
+    from worker.tools.options import expand_images, images_of, make_dir
     from worker.tools.progress import Progress
 
     host = host_line()  # as the run starts (the service times depend on it)
@@ -362,13 +275,11 @@ def run(args: argparse.Namespace) -> int:
     images = expand_images(images_of(args), missing_ok=True)
     validation = None
     if args.data:
-        from worker.tools import validate
-
-        data = validate.load_data_yaml(args.data)
+        data = load_data_yaml(args.data)
         split_images = data.images(args.split)
-        labels = [validate.read_labels(validate.label_path(i), len(data.names)) for i in split_images]
+        labels = [read_labels(label_path(i), len(data.names)) for i in split_images]
         progress = Progress(2 * len(split_images), "validate")
-        scored = [validate.evaluate_model(m, split_images, labels, data.names, precision=args.precision,
+        scored = [accuracy_gate.evaluate_model(m, split_images, labels, data.names, precision=args.precision,
                                           threads=args.threads or 0, progress=progress) for m in args.model]
         validation = {"data": str(data.yaml), "split": args.split,
                       "models": [{"model": r.model, "metrics": r.metrics.as_dict(), "drop": r.drop(scored[0])}
@@ -395,10 +306,6 @@ def run(args: argparse.Namespace) -> int:
         written = write_gallery(save_dir, rows, models)
         report["gallery"] = {"index": str(save_dir / "index.html"), "disagreements": len(written),
                              "images": [str(p) for p in written]}
-    print(host, _table(report), sep="\n", file=sys.stderr if args.json else sys.stdout)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        print(text)
-    if args.out:
-        write_report(args.out, text + "\n")
+    print(host, _table(report), sep="\n", file=table_stream(args.json))
+    emit_report(report, as_json=args.json, out=args.out)
     return 1 if any(r.error for r in rows) else 0

@@ -26,7 +26,7 @@ from worker.jobqueue.producer import enqueue_snapshot
 log = logging.getLogger(__name__)
 SAMPLES_DIR = "models/demo/samples"
 DEMO_ZONES = "models/demo/zones.yaml"  # the demo model's threshold (0.25), not a production camera file
-DEMO_MODEL = "models/demo"  # the package: MODEL_CARD.json's serve (raw head + NMS; INT8 since v3), not the config's static INT8 end2end
+DEMO_MODEL = "models/demo"  # the package: MODEL_CARD.json's serve (raw head + NMS; INT8 since v3), whatever the config names
 STAGES = ("queue_wait", "decode", "preprocess", "infer", "postprocess", "total", "end_to_end")
 
 
@@ -45,7 +45,7 @@ def latency_table(messages: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def _wait_for_workers(connection, queue: str, pool: WorkerPool, count: int, timeout: float) -> None:
+def wait_for_workers(connection, queue: str, pool: WorkerPool, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while Worker.count(connection=connection, queue=_queue(connection, queue)) < count:
         for child in pool.children.values():
@@ -92,7 +92,7 @@ def _demo(config, config_path, url, kind, workers, images, repeat, timeout, log_
                       log_level=log_level)
     pool.start()
     try:
-        _wait_for_workers(connection, config.queue, pool, workers, timeout)
+        wait_for_workers(connection, config.queue, pool, workers, timeout)
         pending: dict[str, tuple[Path, float]] = {}
         for round_ in range(repeat):
             for image in images:

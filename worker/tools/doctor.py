@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from worker.config import redact_url as _redact
+from worker.evaluation.host import CPUINFO, read_cpuinfo
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 REDIS_TIMEOUT = 2.0  # seconds; a reachable Redis answers in milliseconds
-_CPUINFO = Path("/proc/cpuinfo")
 _CPU_SYSFS = Path("/sys/devices/system/cpu")
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 _SAMPLES = "models/demo/samples"
@@ -39,73 +39,9 @@ class Finding:
 
 
 # --- host -----------------------------------------------------------------------------------------
-def _cpuinfo(path: Path = _CPUINFO) -> list[dict[str, str]]:
-    """/proc/cpuinfo -> one dict per logical CPU."""
-    cpus, current = [], {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            if current:
-                cpus.append(current)
-            current = {}
-            continue
-        key, _, value = line.partition(":")
-        current[key.strip()] = value.strip()
-    if current:
-        cpus.append(current)
-    return cpus
-
-
-def cpu_flags(path: Path = _CPUINFO) -> set[str]:
-    """The first logical CPU's /proc/cpuinfo flags (an OSError where there is no such file)."""
-    cpus = _cpuinfo(path)
-    return set(cpus[0].get("flags", "").split()) if cpus else set()
-
-
-# The flags that decide INT8 / bf16 speed, in the order the host line names them.
-HOST_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
-_SPEED_INDEX_MODEL = "models/demo/deer-yolo26n_openvino_model"
-
-
-def host_line(speed: str = "", path: Path = _CPUINFO) -> str:
-    """The line to put beside every figure: CPU model, the ISA flags above, usable cores, 1-min load, an
-    optional speed index, UTC time. AVX2-only and AVX-512 VNNI hosts both occur and differ ~2x in INT8,
-    so a figure without this line cannot be compared. Same format as the dev host's host-fingerprint."""
+def check_cpu(path: Path = CPUINFO) -> Finding:
     try:
-        cpus = _cpuinfo(path)
-    except OSError:
-        cpus = []
-    name = cpus[0].get("model name", "unknown CPU") if cpus else "unknown CPU"
-    flags = set(cpus[0].get("flags", "").split()) if cpus else set()
-    isa = " ".join(f for f in HOST_ISA_FLAGS if f in flags) or "no avx2"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    fields = [f"host: {name}", isa, f"{cores} cores", f"load {os.getloadavg()[0]:.2f}"]
-    return " | ".join([*fields, *([speed] if speed else []), time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())])
-
-
-def speed_index(model: str = _SPEED_INDEX_MODEL, seconds: int = 5) -> str:
-    """benchmark_app's latency median of an FP32 IR, f32 pinned, for host_line: how fast this host is
-    right now (this shared host's speed moves several-fold within a day). Costs `seconds`."""
-    import re
-    import subprocess
-
-    from worker.config import resolve_path
-
-    tool = Path(sys.executable).parent / "benchmark_app"
-    xml = next(iter(sorted(resolve_path(model).glob("*.xml"))), None)
-    if not tool.exists() or xml is None:
-        return "no speed index (no benchmark_app or no model)"
-    try:
-        out = subprocess.run([str(tool), "-m", str(xml), "-d", "CPU", "-hint", "latency", "-infer_precision", "f32",
-                              "-t", str(seconds)], capture_output=True, text=True, timeout=60 + seconds).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        out = ""
-    found = re.findall(r"Median:\s+([\d.]+) ms", out)
-    return (f"speed index {found[-1] if found else '?'} ms ({xml.parent.name}, f32, benchmark_app latency median)")
-
-
-def check_cpu(path: Path = _CPUINFO) -> Finding:
-    try:
-        cpus = _cpuinfo(path)
+        cpus = read_cpuinfo(path)
     except OSError as exc:
         return Finding(WARN, "cpu", f"cannot read {path} ({exc.strerror})", "run doctor on the Linux host itself")
     if not cpus:
@@ -134,9 +70,9 @@ def _cpu_quota(path: Path = _CGROUP_CPU_MAX) -> float | None:
         return None
 
 
-def check_cores(cpuinfo: Path = _CPUINFO, cpu_max: Path = _CGROUP_CPU_MAX) -> Finding:
+def check_cores(cpuinfo: Path = CPUINFO, cpu_max: Path = _CGROUP_CPU_MAX) -> Finding:
     try:
-        cpus = _cpuinfo(cpuinfo)
+        cpus = read_cpuinfo(cpuinfo)
     except OSError:
         cpus = []
     threads = len(cpus) or os.cpu_count() or 1

@@ -1,6 +1,7 @@
 """`deer-worker export`: a trained ultralytics `.pt` -> a model folder: dynamic-shape IRs with both heads
 (end-to-end one-to-one `nms=False`, and the raw one-to-many head the worker follows with NMS), FP32 and
-(--int8) INT8, and a MODEL_CARD.json naming the IR to serve (`serve`) and the model's own preprocessing.
+(--int8) INT8, and a MODEL_CARD.json (worker/model/card.py) naming the IR to serve (`serve`), the model's own
+preprocessing and its alert classes (--deer-class: the classes whose detection is `deer_detected`).
 
 Needs the `export` extra (ultralytics, torch, nncf); the worker itself never imports this module.
 With --data, every IR is scored against the .pt the way ultralytics `val` scores it (the reference the
@@ -20,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -28,13 +30,15 @@ import yaml
 
 from worker.constants import DEFAULT_IOU
 from worker.errors import ConfigError, MissingDependencyError, MissingFileError, UsageError
+from worker.evaluation.dataset import label_path, load_data_yaml
+from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, gate_limits, within_gate
 from worker.inference.imagecodec import decode
 from worker.inference.preprocess import Preprocessing, apply_clahe, input_shape, prepare, prepare_rect
 from worker.inference.runtime import files_sha256
+from worker.model.card import ModelCard, no_alert_warning, resolve_alert_classes
 from worker.tools.options import make_dir
 from worker.tools.progress import Progress, note
-from worker.tools.reference import checkpoint_imgsz
-from worker.tools.validate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, gate_limits, within_gate
+from worker.tools.reference import checkpoint_facts
 
 IGNORED_SCOPES = ("none", "head")  # "head": ultralytics' own choice (Sigmoids + the Detect head stay float)
 DEFAULT_IGNORED_SCOPE = "none"  # measured faster with equal accuracy on the demo model; see models/demo/README.md
@@ -52,8 +56,6 @@ def ir_dir_name(stem: str, head: str, weights: str, dynamic: bool = True) -> str
 def dataset_images(data_yaml: str | Path, split: str = "train", fraction: float = 1.0) -> list[Path]:
     """Images of an ultralytics data yaml split, `fraction` of them spread evenly (datasets are often
     sorted by scene, so the first N would calibrate on one scene)."""
-    from worker.tools.validate import load_data_yaml
-
     images = load_data_yaml(data_yaml).images(split)
     if not images:
         raise ConfigError(f"{data_yaml}: split '{split}' has no images")
@@ -162,21 +164,18 @@ def export_fp32(pt: Path, out_dir: Path, *, imgsz: int, batch: int = 1, end2end:
     return out_dir
 
 
-def write_ir_metadata(ir_dir: Path, deer_worker: dict) -> None:
-    """Add the `deer_worker:` mapping (preprocessing, deer_class, confidence) to an IR's metadata.yaml,
-    so a bare IR dir knows what the model expects."""
+def write_ir_metadata(ir_dir: Path, card: ModelCard) -> None:
+    """Add the card's `deer_worker:` mapping (preprocessing, alert classes, confidence) to an IR's
+    metadata.yaml, so a bare IR dir knows what the model expects."""
     path = ir_dir / "metadata.yaml"
     meta = yaml.safe_load(path.read_text())
-    meta["deer_worker"] = deer_worker
+    meta["deer_worker"] = card.ir_metadata()
     path.write_text(yaml.safe_dump(meta, sort_keys=False))
 
 
 def clahe_dataset(data_yaml: Path, split: str, clip: float, tiles: tuple[int, int], work: Path) -> Path:
     """A copy of one split with the model's CLAHE applied (labels linked), for ultralytics val, which cannot
     apply it: the .pt and the IRs are scored on what the model sees in the user's pipeline."""
-    from worker.tools.evaluation import label_path
-    from worker.tools.validate import load_data_yaml
-
     spec = load_data_yaml(data_yaml)
     images_dir, labels_dir = work / "images", work / "labels"
     images_dir.mkdir(parents=True)
@@ -257,7 +256,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-preprocessed", action="store_true",
                    help=f"the --data images are already CLAHE-processed: do not apply it again (or put "
                         f"{PREPROCESSED_KEY}: true in the data yaml)")
-    p.add_argument("--deer-class", default="deer", help="the class name that means deer (default deer)")
+    p.add_argument("--deer-class", action="append", metavar="NAME[,NAME]",
+                   help="the class(es) whose detection is deer_detected (repeatable or comma-separated; default: "
+                        "the class named deer in any case, else a one-class model's only class, else none)")
     p.add_argument("--conf", type=float, default=0.25, help="the model's default confidence threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=DEFAULT_IOU, help=f"NMS IoU the raw head is served with (default {DEFAULT_IOU})")
     p.add_argument("--fraction", type=float, default=0.5, help="share of the train split used to calibrate")
@@ -279,9 +280,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output(p)
 
 
-def _checked_inputs(args: argparse.Namespace) -> tuple[Path, list[Path], list[str]]:
-    """Everything that can be wrong with the inputs, found before the minutes-long export:
-    -> (the checkpoint, the calibration images (empty without --int8), the heads)."""
+@dataclass(frozen=True)
+class CheckedInputs:
+    pt: Path
+    imgsz: int
+    names: tuple[str, ...]  # the checkpoint's classes
+    alert_classes: tuple[str, ...]  # resolved against them
+    calibration_images: list[Path]  # empty without --int8
+    heads: list[str]
+
+
+def _split_names(values: list[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    if not names:
+        raise UsageError("--deer-class: give a class name")
+    return names
+
+
+def _checked_inputs(args: argparse.Namespace) -> CheckedInputs:
+    """Everything that can be wrong with the inputs, found in seconds, before the minutes-long export."""
     pt = Path(args.pt).expanduser().resolve()
     if not pt.is_file():
         raise MissingFileError(f"checkpoint {args.pt} not found: pass the trained ultralytics .pt")
@@ -294,31 +313,49 @@ def _checked_inputs(args: argparse.Namespace) -> tuple[Path, list[Path], list[st
         raise UsageError("--clahe-clip without --clahe: say --clahe if the model was trained on CLAHE images")
     if args.clahe_clip is not None and args.clahe_clip <= 0:
         raise UsageError(f"--clahe-clip must be > 0, got {args.clahe_clip}")
-    if not 0 < args.conf <= 1:
-        raise UsageError(f"--conf must be in (0, 1], got {args.conf}")
+    for flag, value in (("--conf", args.conf), ("--iou", args.iou), ("--fraction", args.fraction)):
+        if not 0 < value <= 1:
+            raise UsageError(f"{flag} must be in (0, 1], got {value}")
+    for flag, value in (("--max-drop-map50", args.max_drop_map50), ("--max-drop-map", args.max_drop_map)):
+        if not 0 <= value < 1:
+            raise UsageError(f"{flag} must be a fraction in [0, 1), got {value}")
+    if args.max_calibration < 1:
+        raise UsageError(f"--max-calibration must be at least 1, got {args.max_calibration}")
+    if args.imgsz is not None and args.imgsz < 32:
+        raise UsageError(f"--imgsz must be at least 32 (the model's stride), got {args.imgsz}")
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     if not heads or any(h not in HEADS for h in heads):
         raise UsageError(f"--heads {args.heads!r}: choose from {', '.join(HEADS)}")
+    wanted = _split_names(args.deer_class)
     require_export_extra(args.int8)
+    trained_imgsz, names = checkpoint_facts(pt)
+    if not names:
+        raise UsageError(f"{args.pt}: the checkpoint records no class names: not a trained ultralytics detector")
+    try:
+        alert_classes = resolve_alert_classes(wanted, names)
+    except ValueError as exc:
+        raise UsageError(f"--deer-class {','.join(wanted)}: {exc}") from None
+    warning = no_alert_warning(alert_classes, names)
+    if warning:
+        note(f"export: {warning}")
     images = dataset_images(args.data, args.split, args.fraction)[: args.max_calibration] if args.int8 else []
     if args.data:
-        from worker.tools.validate import load_data_yaml
-
         load_data_yaml(args.data).images(args.val_split)  # a missing val split fails now, not after the export
-    return pt, images, heads
+    return CheckedInputs(pt, args.imgsz or trained_imgsz, names, alert_classes, images, heads)
 
 
 def run(args: argparse.Namespace) -> int:
-    pt, calibration_images, heads = _checked_inputs(args)
+    checked = _checked_inputs(args)
+    pt, calibration_images, heads, imgsz = checked.pt, checked.calibration_images, checked.heads, checked.imgsz
     stem = pt.stem
-    imgsz = args.imgsz or checkpoint_imgsz(pt)
     out = make_dir(args.out or f"models/{stem}", "output folder")
     started = time.time()
     dynamic = not args.static
     preprocessed = data_is_preprocessed(args.data, args.data_preprocessed)
-    preprocessing = {"clahe": args.clahe, "clahe_clip": args.clahe_clip,
-                     "clahe_tiles": list(args.clahe_tiles), "data_preprocessed": preprocessed}
-    deer_worker = {"preprocessing": preprocessing, "deer_class": args.deer_class, "confidence": args.conf}
+    facts = ModelCard(  # what the model is, known before anything is measured; the card adds what export measures
+        name=args.name or stem, version=args.model_version or args.name or stem, imgsz=imgsz,
+        preprocessing=Preprocessing(args.clahe, args.clahe_clip or Preprocessing().clahe_clip, tuple(args.clahe_tiles)),
+        data_preprocessed=preprocessed, alert_classes=checked.alert_classes, confidence=args.conf, iou=args.iou)
     model_clahe = (args.clahe_clip, tuple(args.clahe_tiles)) if args.clahe else None
     data_clahe = None if preprocessed else model_clahe  # never apply CLAHE twice
 
@@ -350,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
                               "calibration_split": args.split, "calibration_shapes": [list(s) for s in shapes],
                               "ignored_scope": args.ignored_scope, "preset": "mixed"}
     for name in irs:
-        write_ir_metadata(out / name, deer_worker)
+        write_ir_metadata(out / name, facts)
         irs[name]["size_mb"] = _size_mb(out / name)
 
     speed_shape = calibration_shapes(imgsz)[0] if dynamic else (imgsz, imgsz)
@@ -362,13 +399,13 @@ def run(args: argparse.Namespace) -> int:
         reference = _score_against_pt(pt, args, imgsz, out, irs, data_clahe)
     serve, reason = choose_serve(irs, reference is not None)
     checkpoint = str(pt.relative_to(out.resolve())) if pt.is_relative_to(out.resolve()) else str(pt)  # movable folder
-    card = {"name": args.name or stem, "version": args.model_version or args.name or stem, "serve": serve,
-            "serve_reason": reason, "checkpoint": checkpoint, "checkpoint_sha256": files_sha256(pt), "imgsz": imgsz,
-            "preprocessing": preprocessing, "deer_class": args.deer_class, "confidence": args.conf, "iou": args.iou,
-            "data": str(Path(args.data).resolve()) if args.data else None, "val_split": args.val_split if args.data else None,
-            "gate": {"max_drop_map50": args.max_drop_map50, "max_drop_map": args.max_drop_map},
-            "irs": irs, "reference": reference, "wall_s": round(time.time() - started, 1)}
-    (out / "MODEL_CARD.json").write_text(json.dumps(card, indent=2) + "\n")
+    written = replace(facts, serve=serve, serve_reason=reason, checkpoint=checkpoint, checkpoint_sha256=files_sha256(pt),
+                      data=str(Path(args.data).resolve()) if args.data else None,
+                      val_split=args.val_split if args.data else None,
+                      gate={"max_drop_map50": args.max_drop_map50, "max_drop_map": args.max_drop_map},
+                      irs=irs, reference=reference, wall_s=round(time.time() - started, 1))
+    written.write(out)
+    card = written.to_dict()
     markdown = card_markdown(card)
     print(json.dumps(card, indent=2) if args.json else markdown, end="\n" if args.json else "")
     return 0

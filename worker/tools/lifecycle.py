@@ -17,12 +17,13 @@ RELOAD_FAILED_EXIT = 4
 
 def add_reload_arguments(parser: argparse.ArgumentParser, *, rollback: bool = False) -> None:
     from worker.config import DEFAULT_CONFIG
+    from worker.tools.options import positive_number
 
     if not rollback:
         parser.add_argument("--model", required=True,
                             help="a model folder or IR directory name under the config's models_dir, or a path "
                                  "(every host must have it at that place)")
-    parser.add_argument("--timeout", type=float, default=120.0,
+    parser.add_argument("--timeout", type=positive_number, default=120.0,
                         help="seconds to wait for every live worker's answer (default 120: load + warm-up)")
     parser.add_argument("--redis", dest="redis_url", help="Redis URL (default: the config's)")
     parser.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")

@@ -103,20 +103,61 @@ def expand_images(paths: list[str] | list[Path], *, missing_ok: bool = False) ->
     return files
 
 
-def require_report_folder(path: str | Path | None) -> None:
-    """A report's folder exists: checked when a command starts, not after minutes of measuring."""
-    if path is not None and not Path(path).parent.is_dir():
-        raise MissingFileError(f"cannot write {path}: folder {Path(path).parent} does not exist")
-
-
-def write_report(path: str | Path, text: str) -> None:
-    """Write a report file; a missing folder or an unwritable place is one clear error, not a traceback."""
-    path = Path(path)
-    require_report_folder(path)
+def int_list(text: str) -> list[int]:
     try:
-        path.write_text(text)
-    except OSError as exc:
-        raise PermissionDeniedError(f"cannot write {path} ({exc.strerror}): choose a writable path") from None
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _number(text: str, kind, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def confidence(text: str) -> float:
+    """A confidence threshold: a number in (0, 1] (a value like 7 would silently find nothing)."""
+    value = _number(text, float, "a number in (0, 1]")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration or timeout: a number of seconds >= 0."""
+    value = _number(text, float, "a number of seconds")
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A number > 0 (seconds, milliseconds)."""
+    value = _number(text, float, "a number")
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    """A count, a port or an index: a whole number >= 0."""
+    value = _number(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def batch_sizes(text: str) -> list[int]:
+    """Comma-separated batch sizes from the worker's drain batches, 1 and 4."""
+    values = int_list(text)
+    if set(values) - {1, 4}:
+        raise argparse.ArgumentTypeError(f"batch sizes are 1 and 4 (the worker's drain batch), got {text!r}")
+    return values
 
 
 def make_dir(path: str | Path, what: str) -> Path:

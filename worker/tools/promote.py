@@ -26,12 +26,18 @@ import sys
 import time
 from pathlib import Path
 
+from worker.evaluation import gate as accuracy_gate
+from worker.evaluation.agreement import summarize
+from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
+from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50
+from worker.model.card import CARD_FILE, ModelCard, has_card
+
 PROMOTED_EXIT, GATE_FAILED_EXIT, RELOAD_FAILED_EXIT = 0, 3, 4
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from worker.config import DEFAULT_CONFIG
-    from worker.tools.validate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50
+    from worker.tools.options import positive_number
 
     p.add_argument("model", metavar="MODEL", help="the trained ultralytics .pt (export extra), or a model folder "
                                                   "`deer-worker export` wrote (with its MODEL_CARD.json)")
@@ -51,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest mAP50 drop vs production, a fraction (default 0.003 = 0.3 points)")
     p.add_argument("--max-drop-map", type=float, default=DEFAULT_MAX_DROP_MAP,
                    help="largest mAP50-95 drop vs production, a fraction (default 0.005 = 0.5 points)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every live worker's answer")
+    p.add_argument("--timeout", type=positive_number, default=120.0, help="seconds to wait for every live worker's answer")
     p.add_argument("--redis", dest="redis_url", help="Redis URL (default: the config's)")
     p.add_argument("--config", help=f"worker.yaml (default {DEFAULT_CONFIG} when present)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout (the steps go to stderr)")
@@ -76,7 +82,7 @@ def _reload_name(config, folder: Path) -> str:
     return folder.name if folder.parent == models_dir else str(folder)
 
 
-def _export(args: argparse.Namespace, pt: Path, out: Path, log) -> dict:
+def _export(args: argparse.Namespace, pt: Path, out: Path, log) -> ModelCard:
     from worker.tools import export
 
     parser = argparse.ArgumentParser(prog="deer-worker export")
@@ -92,7 +98,7 @@ def _export(args: argparse.Namespace, pt: Path, out: Path, log) -> dict:
         export.run(export_args)
     finally:
         sys.stdout = real_stdout
-    return json.loads((out / "MODEL_CARD.json").read_text())
+    return ModelCard.read(out)
 
 
 def gate(production: str, candidate: str, args: argparse.Namespace, precision: str) -> tuple[bool, list, dict, str]:
@@ -101,21 +107,20 @@ def gate(production: str, candidate: str, args: argparse.Namespace, precision: s
     from worker.tools import validate
     from worker.tools.progress import Progress
 
-    data = validate.load_data_yaml(args.data)
+    data = load_data_yaml(args.data)
     images = data.images(args.split)
-    labels = [validate.read_labels(validate.label_path(i), len(data.names)) for i in images]
+    labels = [read_labels(label_path(i), len(data.names)) for i in images]
     progress = Progress(2 * len(images), "gate")
-    results = [validate.evaluate_model(m, images, labels, data.names, precision=precision, progress=progress)
+    results = [accuracy_gate.evaluate_model(m, images, labels, data.names, precision=precision, progress=progress)
                for m in (production, candidate)]
     drop = results[1].drop(results[0])
-    passed = validate.within_gate(drop, validate.gate_limits(args.max_drop_map50, args.max_drop_map))
-    return passed, results, drop, validate._table(results)
+    passed = accuracy_gate.within_gate(drop, accuracy_gate.gate_limits(args.max_drop_map50, args.max_drop_map))
+    return passed, results, drop, accuracy_gate.results_table(results)
 
 
 def run(args: argparse.Namespace) -> int:
     from worker.config import default_config_path, load_config
     from worker.errors import MissingFileError, UsageError
-    from worker.inference.runtime import MODEL_CARD
     from worker.jobqueue.connections import connect
     from worker.serve.model_state import read_desired, resolve_model, set_desired, wait_for_answers
     from worker.tools import validate
@@ -124,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
     log = sys.stderr if args.json else sys.stdout
     config = load_config(default_config_path(args.config), overrides={"redis_url": args.redis_url})
     source = Path(args.model).expanduser()
-    is_folder = source.is_dir() and (source / MODEL_CARD).exists()
+    is_folder = has_card(source)
     if not is_folder and not (source.is_file() and source.suffix == ".pt"):
-        raise MissingFileError(f"{args.model}: not a trained .pt nor a model folder with {MODEL_CARD}")
-    validate.load_data_yaml(args.data).images(args.split)  # a bad data yaml fails before the export
+        raise MissingFileError(f"{args.model}: not a trained .pt nor a model folder with {CARD_FILE}")
+    load_data_yaml(args.data).images(args.split)  # a bad data yaml fails before the export
     snapshots = None
     if args.snapshots:
         from worker.tools.options import expand_images
@@ -146,34 +151,33 @@ def run(args: argparse.Namespace) -> int:
 
     if is_folder:
         folder = source.resolve()
-        card = json.loads((folder / MODEL_CARD).read_text())
-        if args.model_version and args.model_version != card.get("version"):
+        card = ModelCard.read(folder)
+        if args.model_version and args.model_version != card.version:
             raise UsageError(f"--version {args.model_version!r}: {folder} is exported already with version "
-                             f"{card.get('version')!r}; export again to change it")
+                             f"{card.version!r}; export again to change it")
     else:
         stem = args.name or source.stem
         folder = Path(args.out).expanduser() if args.out else \
             config.resolve(config.models_dir) / _slug(f"{stem}-{args.model_version or time.strftime('%Y%m%d-%H%M%S')}")
-        if (folder / MODEL_CARD).exists():
+        if has_card(folder):
             raise UsageError(f"{folder} holds an exported model already: promote never overwrites one "
                              "(rollback may need it); give another --version or --out")
         print(f"promote: exporting {source} -> {folder}", file=log, flush=True)
         card = _export(args, source.resolve(), folder, log)
-    report["candidate"] = {"folder": str(folder), "name": card.get("name"), "version": card.get("version"),
-                           "serve": card.get("serve")}
+    report["candidate"] = {"folder": str(folder), "name": card.name, "version": card.version, "serve": card.serve}
 
     # 2. the gate: no loss against production, and no IR that loses against its own .pt
-    print(f"promote: gate: {card.get('version')} vs production {production} on {args.data} ({args.split})",
+    print(f"promote: gate: {card.version} vs production {production} on {args.data} ({args.split})",
           file=log, flush=True)
     passed, results, drop, table = gate(str(production_path), str(folder), args, config.precision)
     print(table, file=log)
-    served = card.get("irs", {}).get(card.get("serve"), {})
+    served = card.irs.get(card.serve, {})
     reasons = []
     if not passed:
         reasons.append(f"drops mAP50 {drop['mAP50'] * 100:.2f} / mAP50-95 {drop['mAP50-95'] * 100:.2f} points vs "
                        f"production (limits {args.max_drop_map50 * 100:g} / {args.max_drop_map * 100:g})")
     if served.get("within_gate") is False:
-        reasons.append(f"its served IR {card['serve']} is outside export's gate vs its own .pt")
+        reasons.append(f"its served IR {card.serve} is outside export's gate vs its own .pt")
     report["gate"] = {"passed": not reasons, "reasons": reasons,
                       "max_drop": {"mAP50": args.max_drop_map50, "mAP50-95": args.max_drop_map},
                       "models": [{"model": r.model, "name": r.name, "role": role,
@@ -182,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 3. the stored snapshots, for a person to read (not gated)
     if snapshots and not reasons:
-        from worker.tools.compare import compare_models, summarize
+        from worker.tools.compare import compare_models
 
         rows, models = compare_models(config, str(production_path), str(folder), snapshots)
         report["compare"] = {"models": models,
@@ -195,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     if reasons:
         report.update(status="gate_failed", exit=GATE_FAILED_EXIT, wall_s=round(time.time() - started, 1))
         _print(report, args.json)
-        print(f"deer-worker: gate_failed: {card.get('version')} not promoted: {'; '.join(reasons)}; "
+        print(f"deer-worker: gate_failed: {card.version} not promoted: {'; '.join(reasons)}; "
               f"{production} keeps serving", file=sys.stderr)
         return GATE_FAILED_EXIT
 
@@ -219,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         return RELOAD_FAILED_EXIT
     report.update(status="promoted", exit=PROMOTED_EXIT, wall_s=round(time.time() - started, 1))
     _print(report, args.json)
-    print(f"promote: {card.get('version')} serves on {len(reload['workers'])} worker(s); "
+    print(f"promote: {card.version} serves on {len(reload['workers'])} worker(s); "
           f"`deer-worker rollback` returns to {production}", file=log)
     return PROMOTED_EXIT
 

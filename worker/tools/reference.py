@@ -64,13 +64,22 @@ def ultralytics_val(model: str | Path, data: str | Path, imgsz: int, *, precisio
             "precision": round(float(box.mp), 4), "recall": round(float(box.mr), 4)}
 
 
-def checkpoint_imgsz(pt: str | Path) -> int:
-    """The imgsz an ultralytics .pt was trained at (640 when the checkpoint does not say)."""
+def checkpoint_facts(pt: str | Path) -> tuple[int, tuple[str, ...]]:
+    """(the imgsz an ultralytics .pt was trained at (640 when it does not say), its class names in id
+    order), read in seconds: what export checks its inputs against before the minutes of exporting."""
     import torch
 
     ckpt = torch.load(str(pt), map_location="cpu", weights_only=False)
     imgsz = (ckpt.get("train_args") or {}).get("imgsz", 640)
-    return int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz)
+    model = ckpt.get("ema") or ckpt.get("model")
+    raw = getattr(model, "names", None) or {}
+    names = tuple(str(raw[k]) for k in sorted(raw)) if isinstance(raw, dict) else tuple(str(n) for n in raw)
+    return int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz), names
+
+
+def checkpoint_imgsz(pt: str | Path) -> int:
+    """The imgsz an ultralytics .pt was trained at (640 when the checkpoint does not say)."""
+    return checkpoint_facts(pt)[0]
 
 
 # --- parity: is our output the reference's, box by box? ---------------------------------------------

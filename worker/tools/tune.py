@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.tools.validate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50
+from worker.evaluation.agreement import box_f1
+from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
+from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, evaluate_model
+from worker.evaluation.host import cpu_flags, host_line, speed_index
+from worker.evaluation.reports import emit_report, require_report_folder, table_stream, write_report
+from worker.evaluation.timing import measure_decode_floor, measure_latency, percentile_ms, random_input
+from worker.tools.options import int_list
 
 SAMPLES = "models/demo/samples"
 # Differences below this are the measurement's noise, not a loss: "lossless" means a drop within it.
@@ -132,7 +138,6 @@ def candidates(models: list[dict], cores: int, *, precisions=("f32",), batches=(
 def bf16_native(flags: set[str] | None = None) -> bool:
     """Does this CPU (or one with these /proc/cpuinfo `flags`) compute in bf16 natively?"""
     if flags is None:
-        from worker.tools.doctor import cpu_flags
 
         try:
             flags = cpu_flags()
@@ -246,23 +251,7 @@ def config_fragment(choice: Choice, host: str = "", shapes: list[str] | None = N
 
 
 # --- accuracy without labels ----------------------------------------------------------------------
-def agreement(reference: list, other: list) -> float:
-    """F1 of `other`'s boxes against `reference`'s over all snapshots, paired by `compare`'s measure
-    (worker.tools.compare.agreement, IoU >= 0.5); 1.0 when both find nothing anywhere."""
-    from worker.tools.compare import agreement as pair_boxes
-
-    matched = unmatched = 0
-    for ref, det in zip(reference, other):
-        pairs = pair_boxes(ref, det)
-        matched, unmatched = matched + pairs.matched, unmatched + pairs.a_unmatched + pairs.b_unmatched
-    return 1.0 if matched + unmatched == 0 else 2 * matched / (2 * matched + unmatched)
-
-
 # --- measuring -------------------------------------------------------------------------------------
-def _percentile_ms(seconds: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(seconds) * 1e3, q))
-
-
 @dataclass
 class InProcess:
     """One model at one thread count and decode setting, batch 1 and (if asked) batch 4."""
@@ -277,7 +266,6 @@ def measure_in_process(model: str, threads: int, reduced: bool, snapshots: list[
                        batch4: bool, precision: str = "f32") -> InProcess:
     from worker.config import WorkerConfig
     from worker.inference.build import build_detector
-    from worker.tools.bench import _input_tensor, measure_latency
 
     served = WorkerConfig(model=model, threads=threads, precision=precision, reduced_decode=reduced)
     detector = build_detector(served, batch="4" if batch4 else "1")
@@ -288,7 +276,7 @@ def measure_in_process(model: str, threads: int, reduced: bool, snapshots: list[
         t0 = time.perf_counter()
         detector.detect(snapshots[len(times) % len(snapshots)])
         times.append(time.perf_counter() - t0)
-    one = (_percentile_ms(times, 50), _percentile_ms(times, 95), len(times) / sum(times))
+    one = (percentile_ms(times, 50), percentile_ms(times, 95), len(times) / sum(times))
     four = None
     if batch4 and detector.max_batch >= 4:
         group = [(snapshots[i % len(snapshots)], None) for i in range(4)]
@@ -298,11 +286,11 @@ def measure_in_process(model: str, threads: int, reduced: bool, snapshots: list[
             t0 = time.perf_counter()
             detector.detect_batch(group)
             batches.append(time.perf_counter() - t0)
-        four = (_percentile_ms(batches, 50), _percentile_ms(batches, 95), 4 * len(batches) / sum(batches))
+        four = (percentile_ms(batches, 50), percentile_ms(batches, 95), 4 * len(batches) / sum(batches))
     from worker.inference.runtime import inference_precision
 
     shape, runner = _batch1_runner(detector)
-    limit = measure_latency(runner, _input_tensor(1, shape), min(seconds, 2.0))["p50_ms"]
+    limit = measure_latency(runner, random_input(1, shape), min(seconds, 2.0))["p50_ms"]
     return InProcess(detections, one, four, limit, inference_precision(runner))
 
 
@@ -325,7 +313,7 @@ def measure_through_queue(candidate: Candidate, images: list[Path], seconds: flo
     from worker.jobqueue.connections import connect
     from worker.jobqueue.producer import enqueue_snapshot
     from worker.serve.pool import WorkerPool
-    from worker.tools.demo import _wait_for_workers
+    from worker.tools.demo import wait_for_workers
     from worker.tools.embedded import embedded_redis
 
     config = WorkerConfig(model=candidate.model, threads=candidate.threads, precision=candidate.precision,
@@ -360,7 +348,7 @@ def measure_through_queue(candidate: Candidate, images: list[Path], seconds: flo
         pool = WorkerPool(config, None, settings, candidate.workers, log_level="WARNING")
         pool.start()
         try:
-            _wait_for_workers(connection, config.queue, pool, candidate.workers, 120.0)
+            wait_for_workers(connection, config.queue, pool, candidate.workers, 120.0)
             serve(candidate.workers)  # each worker's first job pays for lazy set-up
             latencies: list[float] = []
             started = time.perf_counter()
@@ -372,7 +360,7 @@ def measure_through_queue(candidate: Candidate, images: list[Path], seconds: flo
             pool.stop(config.job_timeout + 10)
             pubsub.close()
     rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
-    return _percentile_ms(latencies, 50), _percentile_ms(latencies, 95), rate
+    return percentile_ms(latencies, 50), percentile_ms(latencies, 95), rate
 
 
 def model_facts(model: str) -> dict:
@@ -398,7 +386,6 @@ def measure_all(models: list[dict], snapshots: list[bytes], *, cores: int, budge
     is large enough for it to change the decode."""
     from worker.inference.imagecodec import choose_reduction, read_header
 
-    from worker.tools.bench import measure_decode_floor
 
     floor = measure_decode_floor(snapshots)["p50_ms"]
     skipped: list[str] = []
@@ -427,7 +414,7 @@ def measure_all(models: list[dict], snapshots: list[bytes], *, cores: int, budge
                     if accuracy_of:
                         accuracy, drop, drop_map = accuracy_of(m, reduced, precision)
                     else:
-                        accuracy = agreement(reference, run.detections)
+                        accuracy = box_f1(reference, run.detections)
                         drop, drop_map = 1.0 - accuracy, None
                     # bf16 changes the numerics: only labels can show it keeps the accuracy
                     verified = precision == "f32" or accuracy_of is not None
@@ -474,6 +461,7 @@ def exported_models(weights: Path, imgsizes: list[int], data: str | None, cache:
     import subprocess
 
     from worker.errors import DeerWorkerError, MissingFileError
+    from worker.model.card import CARD_FILE, ModelCard
 
     if not weights.is_file():
         raise MissingFileError(f"checkpoint {weights} not found: pass the trained ultralytics .pt")
@@ -488,7 +476,7 @@ def exported_models(weights: Path, imgsizes: list[int], data: str | None, cache:
     scores: dict[str, dict] = {}
     for imgsz in imgsizes:
         folder = cache / f"{weights.stem}-{digest}" / f"{imgsz}-{tag}"
-        card_path = folder / "MODEL_CARD.json"
+        card_path = folder / CARD_FILE
         if not card_path.exists():
             log(f"tune: exporting {weights.name} at {imgsz} with deer-worker export (dynamic IRs, both heads, "
                 f"FP32{' and INT8, scored against the .pt on ' + data if data else ''}) into {folder}")
@@ -500,12 +488,12 @@ def exported_models(weights: Path, imgsizes: list[int], data: str | None, cache:
                 raise DeerWorkerError(f"tune: deer-worker export of {weights.name} at {imgsz} failed: {last}")
         else:
             log(f"tune: re-using the export in {folder}")
-        card = json.loads(card_path.read_text())
-        for name, entry in card["irs"].items():
+        card = ModelCard.read(folder)
+        for name, entry in card.irs.items():
             ir = str(folder / name)
             models.append(ir)
-            scores[ir] = {"reference": card.get("reference"), "accuracy": entry.get("accuracy"), "imgsz": card["imgsz"],
-                          "data": data, "val_split": card.get("val_split") or "val"}
+            scores[ir] = {"reference": card.reference, "accuracy": entry.get("accuracy"), "imgsz": card.imgsz,
+                          "data": data, "val_split": card.val_split or "val"}
     return models, scores
 
 
@@ -520,7 +508,6 @@ class LabelledAccuracy:
     Without `scores` (IRs given): the served path, against the first model at f32 with a full decode."""
 
     def __init__(self, data: str, scores: dict[str, dict] | None = None, reference_model: str | None = None):
-        from worker.tools.validate import label_path, load_data_yaml, read_labels
 
         self.data, self.scores, self.reference_model = data, scores or {}, reference_model
         self.spec = load_data_yaml(data)
@@ -530,7 +517,6 @@ class LabelledAccuracy:
         self._uval: dict = {}
 
     def served(self, model: str, reduced: bool, precision: str) -> tuple[float, float]:
-        from worker.tools.validate import evaluate_model
 
         key = (model, reduced, precision)
         if key not in self._served:
@@ -542,16 +528,16 @@ class LabelledAccuracy:
     def uval(self, model: str, precision: str) -> tuple[float, float]:
         key = (model, precision)
         if key not in self._uval:
-            card = self.scores[model]
-            if precision == "f32" and card.get("accuracy"):
-                scored = card["accuracy"]
+            exported = self.scores[model]  # what the export's card recorded of this IR
+            if precision == "f32" and exported.get("accuracy"):
+                scored = exported["accuracy"]
             else:
                 from worker.tools.reference import ultralytics_val
 
                 omp = os.environ.get("OMP_NUM_THREADS")  # ultralytics' import sets it to 1 for the whole process
                 try:
-                    scored = ultralytics_val(model, self.data, card["imgsz"], precision=precision,
-                                             split=card["val_split"])
+                    scored = ultralytics_val(model, self.data, exported["imgsz"], precision=precision,
+                                             split=exported["val_split"])
                 finally:
                     if omp is None:
                         os.environ.pop("OMP_NUM_THREADS", None)
@@ -663,25 +649,15 @@ def plot(choice: Choice, path: str) -> bool:
 
 # --- the command ----------------------------------------------------------------------------------
 def _imgsizes(text: str) -> list[int]:
-    from worker.tools.bench import _int_list
 
-    values = _int_list(text)
+    values = int_list(text)
     if any(v < 32 or v % 32 for v in values):
         raise argparse.ArgumentTypeError(f"sizes must be multiples of 32, got {text!r}")
     return values
 
 
-def _batches(text: str) -> list[int]:
-    from worker.tools.bench import _int_list
-
-    values = _int_list(text)
-    if not values or set(values) - {1, 4}:
-        raise argparse.ArgumentTypeError(f"batch sizes are 1 and 4 (the worker's drain batch), got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_images, add_output
+    from worker.tools.options import add_images, add_output, batch_sizes, count, positive_number
 
     add_images(parser, "your snapshots (files or folders; default: the demo samples)")
     source = parser.add_mutually_exclusive_group()
@@ -691,15 +667,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--weights", metavar="MODEL.pt", help="export candidates from this checkpoint (export extra)")
     parser.add_argument("--imgsz", type=_imgsizes, default=[640], help="with --weights: sizes to export (default 640)")
     parser.add_argument("--data", help="ultralytics data yaml: accuracy as mAP50 on its val split (validate's measure)")
-    parser.add_argument("--budget-ms", type=float, default=40.0, help="p95 latency per snapshot to meet (default 40)")
+    parser.add_argument("--budget-ms", type=positive_number, default=40.0, help="p95 latency per snapshot to meet (default 40)")
     parser.add_argument("--max-drop", type=float, default=0.0,
                         help="accuracy loss allowed vs the reference, as a fraction (default 0: lossless)")
-    parser.add_argument("--cameras", type=int, help="cameras to serve (with --interval: headroom)")
-    parser.add_argument("--interval", type=float, help="seconds between one camera's snapshots")
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
+    parser.add_argument("--cameras", type=count, help="cameras to serve (with --interval: headroom)")
+    parser.add_argument("--interval", type=positive_number, help="seconds between one camera's snapshots")
+    parser.add_argument("--seconds", type=positive_number, default=DEFAULT_SECONDS,
                         help=f"per in-process measurement (default {DEFAULT_SECONDS:g})")
-    parser.add_argument("--batch", type=_batches, default=[1, 4], help="batch sizes to try, 1 and/or 4 (default 1,4)")
-    parser.add_argument("--max-workers", type=int, help="most worker processes to try (default: one per core)")
+    parser.add_argument("--batch", type=batch_sizes, default=[1, 4], help="batch sizes to try, 1 and/or 4 (default 1,4)")
+    parser.add_argument("--max-workers", type=count, help="most worker processes to try (default: one per core)")
     parser.add_argument("--no-queue", action="store_true", help="skip the re-measure of the pick through a queue")
     parser.add_argument("--no-bf16", action="store_true",
                         help="f32 only, also where the CPU has bf16 (default: bf16 candidates beside f32 there)")
@@ -711,9 +687,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from worker.config import PROJECT_ROOT, resolve_path
     from worker.errors import UsageError
-    from worker.tools.bench import _default_models
-    from worker.tools.doctor import host_line, speed_index
-    from worker.tools.options import expand_images, images_of, require_report_folder, write_report
+    from worker.tools.bench import default_models
+    from worker.tools.options import expand_images, images_of
     from worker.tools.progress import note
 
     if args.budget_ms <= 0 or args.max_drop < 0 or args.seconds <= 0:
@@ -733,7 +708,7 @@ def run(args: argparse.Namespace) -> int:
         export_s = round(time.monotonic() - exporting, 1)  # minutes on a first run, ~0 from the cache
         note(f"tune: {len(models)} IRs from {Path(args.weights).name} in {export_s:.0f} s")
     else:
-        models = args.model or _default_models()
+        models = args.model or default_models()
     started = time.monotonic()
     facts = [model_facts(m) for m in models]
     # the reference (first FP32) leads; from a .pt, its own default head (raw: one-to-many + NMS) first
@@ -760,7 +735,7 @@ def run(args: argparse.Namespace) -> int:
         choice = choose(measured, args.budget_ms, args.max_drop, cameras=args.cameras, interval=args.interval,
                         tolerance=tolerance)
 
-    human = sys.stderr if args.json else sys.stdout
+    human = table_stream(args.json)
     accuracy_kind = ((f"mAP50 on --data vs the .pt (ultralytics val, validate's gate: mAP50 drop <= {GATE_MAP50:g}, "
                       f"mAP50-95 drop <= {GATE_MAP:g})" if scores else
                       f"mAP50 on --data vs the first FP32 model (served path; lossless: drop <= {GATE_MAP50:g})")
@@ -794,9 +769,5 @@ def run(args: argparse.Namespace) -> int:
               "export_s": export_s, "candidates": len(measured), "measure_s": measure_s,
               "accuracy": accuracy_kind, "precisions": list(precisions), "skipped": skipped, **choice.as_dict(),
               "config_fragment": fragment}
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json:
-        print(text, end="")
-    if args.out:
-        write_report(args.out, text)
+    emit_report(report, as_json=args.json, out=args.out)
     return 0 if choice.pick else 1

@@ -7,19 +7,16 @@ Follows ultralytics 8.4 step by step, so `deer-worker validate` and `YOLO(...).v
   (np.interp) and integrated with the trapezoid rule;
 - P and R (`ap_per_class`): read at the confidence where the smoothed class-mean F1 curve peaks;
 - only classes with at least one ground-truth box count towards the means.
-Also reads YOLO-format label files (`class cx cy w h` per line, normalised) into pixel boxes.
+Datasets (label files, data yamls) are read by dataset.py.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from worker.inference.detections import Detections
-from worker.errors import ConfigError
 
 # float32 because ultralytics builds them with torch.linspace; a float64 0.55 would flip IoU == 0.55 ties.
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10).astype(np.float32)
@@ -27,12 +24,6 @@ _AP_X = np.linspace(0, 1, 101)  # COCO's 101 recall points
 _CURVE_X = np.linspace(0, 1, 1000)  # confidence grid of the P, R and F1 curves
 _EPS = 1e-16
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # np.trapz is deprecated in numpy 2
-
-# Same list as ultralytics.data.utils.IMG_FORMATS, so both tools see the same files (the detector then
-# refuses what is not JPEG or PNG, and validate reports it).
-IMAGE_SUFFIXES = frozenset({"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff",
-                            "webp", "pfm"})
-
 
 # --- matching -------------------------------------------------------------------------------------
 def box_iou(boxes1: np.ndarray, boxes2: np.ndarray, eps: float = 1e-7) -> np.ndarray:
@@ -226,70 +217,3 @@ class MetricsAccumulator:
             map50=mean(result.ap[:, 0]), map75=mean(result.ap[:, 5]), map50_95=mean(result.ap),
             per_class=per_class,
         )
-
-
-# --- YOLO-format datasets -------------------------------------------------------------------------
-def list_images(source: str | Path) -> list[Path]:
-    """Image files of a split: a directory (searched recursively) or a .txt list, sorted as ultralytics does."""
-    source = Path(source)
-    if source.is_dir():
-        files = [str(p) for p in source.rglob("*.*") if p.is_file()]
-    elif source.is_file() and source.suffix == ".txt":
-        parent = str(source.parent) + os.sep
-        lines = [x.strip() for x in source.read_text().splitlines() if x.strip()]
-        files = [parent + x[2:] if x.startswith("./") else x for x in lines]  # "./" is relative to the list
-    else:
-        raise ConfigError(f"{source}: image directory or list file not found")
-    images = sorted(f for f in files if f.rpartition(".")[-1].lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise ConfigError(f"{source}: no images found")
-    return [Path(f) for f in images]
-
-
-def label_path(image: str | Path) -> Path:
-    """.../images/x.jpg -> .../labels/x.txt (the last `images` directory is swapped, as ultralytics does)."""
-    text = str(image)
-    images_dir, labels_dir = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    return Path(labels_dir.join(text.rsplit(images_dir, 1)).rsplit(".", 1)[0] + ".txt")
-
-
-def read_labels(path: str | Path, num_classes: int | None = None) -> np.ndarray:
-    """A label file -> (M, 5) float32 rows of class, cx, cy, w, h (normalised). Missing file = no boxes.
-
-    Checked like ultralytics' verify_image_label (5 columns, coordinates <= 1.01, integer classes in
-    range), and exact duplicate rows dropped the same way, so both tools count the same instances.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return np.zeros((0, 5), np.float32)
-    try:
-        rows = [line.split() for line in path.read_text(encoding="utf-8-sig").strip().splitlines() if line.strip()]
-        labels = np.array(rows, dtype=np.float32)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not a YOLO label file ({exc})") from None
-    if not len(labels):
-        return np.zeros((0, 5), np.float32)
-    if labels.ndim != 2 or labels.shape[1] != 5:
-        raise ConfigError(f"{path}: every line must be 'class cx cy w h' (5 columns); segments are not supported")
-    if labels[:, 1:].max() > 1.01 or labels[:, 1:].min() < -0.01 or labels[:, 3:].min() < 0:
-        raise ConfigError(f"{path}: coordinates must be normalised to 0..1")
-    if (labels[:, 0] % 1 != 0).any() or labels[:, 0].min() < 0:
-        raise ConfigError(f"{path}: class ids must be non-negative integers")
-    if num_classes is not None and labels[:, 0].max() >= num_classes:
-        raise ConfigError(f"{path}: class {int(labels[:, 0].max())} is out of range for {num_classes} classes")
-    _, unique = np.unique(labels, axis=0, return_index=True)
-    return labels[unique] if len(unique) < len(labels) else labels
-
-
-def labels_to_truth(labels: np.ndarray, width: int, height: int) -> GroundTruth:
-    """(M, 5) normalised class, cx, cy, w, h -> pixel xyxy boxes for an image of width x height."""
-    if not len(labels):
-        return GroundTruth.empty()
-    cx, cy, w, h = (labels[:, i].astype(np.float64) for i in range(1, 5))
-    boxes = np.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], 1)
-    return GroundTruth(boxes.astype(np.float32), labels[:, 0].astype(np.int32))
-
-
-def load_truth(image: str | Path, width: int, height: int, num_classes: int | None = None) -> GroundTruth:
-    """Ground truth of one dataset image from its label file, in that image's pixels."""
-    return labels_to_truth(read_labels(label_path(image), num_classes), width, height)

@@ -1,4 +1,4 @@
-"""worker.tools.evaluation: hand-computed cases, agreement with faster-coco-eval, and (reference) with ultralytics.
+"""worker.evaluation.metrics: hand-computed cases, agreement with faster-coco-eval, and (reference) with ultralytics.
 
 About 0.995: ultralytics' compute_ap samples np.interp(x, mrec, mpre) at 101 points and integrates with
 the trapezoid rule. np.interp at recall 1.0 returns the last sentinel (precision 0), so the final
@@ -11,19 +11,13 @@ import numpy as np
 import pytest
 
 from worker.inference.detections import Detections
-from worker.errors import ConfigError
-from worker.tools.evaluation import (
+from worker.evaluation.metrics import (
     IOU_THRESHOLDS,
     GroundTruth,
     MetricsAccumulator,
     box_iou,
     compute_ap,
-    label_path,
-    labels_to_truth,
-    list_images,
-    load_truth,
     match_predictions,
-    read_labels,
 )
 
 PERFECT_AP = 0.995
@@ -278,54 +272,3 @@ def test_identical_to_ultralytics_detmetrics():
         assert [m.precision, m.recall, m.map50, m.map50_95] == pytest.approx(theirs.box.mean_results(), abs=1e-12)
         assert [c.map50_95 for c in m.per_class] == pytest.approx(list(theirs.box.maps[theirs.box.ap_class_index]),
                                                                   abs=1e-12)
-
-
-# --- YOLO label files -------------------------------------------------------------------------------
-def test_label_files_to_pixel_boxes(tmp_path):
-    (tmp_path / "images" / "sub").mkdir(parents=True)
-    (tmp_path / "labels" / "sub").mkdir(parents=True)
-    for name in ("b.jpg", "a.png", "sub/c.jpeg", "notes.txt"):
-        (tmp_path / "images" / name).write_bytes(b"x")
-    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.25\n1 0.25 0.25 0.1 0.1\n1 0.25 0.25 0.1 0.1\n")
-    images = list_images(tmp_path / "images")
-    assert [p.name for p in images] == ["a.png", "b.jpg", "c.jpeg"]
-    assert label_path(images[0]) == tmp_path / "labels" / "a.txt"
-    assert label_path(images[2]) == tmp_path / "labels" / "sub" / "c.txt"
-    rows = read_labels(label_path(images[0]), num_classes=2)
-    assert len(rows) == 2  # the exact duplicate is dropped, as ultralytics does
-    t = load_truth(images[0], 200, 100, num_classes=2)
-    by_class = {int(c): b.tolist() for c, b in zip(t.classes, t.boxes)}
-    assert by_class[0] == pytest.approx([50, 37.5, 150, 62.5])
-    assert by_class[1] == pytest.approx([40, 20, 60, 30])
-    assert len(load_truth(images[1], 10, 10)) == 0  # no label file = no boxes
-    assert len(labels_to_truth(np.zeros((0, 5), np.float32), 10, 10)) == 0
-
-
-def test_image_list_file(tmp_path):
-    (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "x.jpg").write_bytes(b"x")
-    (tmp_path / "val.txt").write_text("./images/x.jpg\n")
-    assert list_images(tmp_path / "val.txt") == [tmp_path / "images" / "x.jpg"]
-
-
-@pytest.mark.parametrize("content, message", [
-    ("0 0.5 0.5 0.2\n", "5 columns"),
-    ("0 0.5 0.5 1.5 0.2\n", "normalised"),
-    ("0.5 0.5 0.5 0.2 0.2\n", "integers"),
-    ("3 0.5 0.5 0.2 0.2\n", "out of range"),
-    ("deer 0.5 0.5 0.2 0.2\n", "not a YOLO label file"),
-])
-def test_bad_label_files_are_named(tmp_path, content, message):
-    path = tmp_path / "bad.txt"
-    path.write_text(content)
-    with pytest.raises(ConfigError, match=message) as info:
-        read_labels(path, num_classes=1)
-    assert str(path) in str(info.value)
-
-
-def test_missing_image_dir_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
-        list_images(tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no images"):
-        list_images(tmp_path / "empty")
