@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from reliability.harness import Producer, RedisServer, free_port, sample_images  # noqa: E402
-from worker.tools.doctor import host_line  # noqa: E402
+from worker.evaluation.host import host_line  # noqa: E402
 
 MODEL = ROOT / "models" / "demo" / "deer-yolo26n_openvino_model"
 # Code without the burst_redis_wait setting: the module constant it used, set before main() runs.

@@ -104,7 +104,6 @@ def _export(args: argparse.Namespace, pt: Path, out: Path, log) -> ModelCard:
 def gate(production: str, candidate: str, args: argparse.Namespace, precision: str) -> tuple[bool, list, dict, str]:
     """validate's scoring of both on the --data split and its gate; -> (passed, [production, candidate] results,
     the candidate's drop, table)."""
-    from worker.tools import validate
     from worker.tools.progress import Progress
 
     data = load_data_yaml(args.data)
@@ -123,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
     from worker.errors import MissingFileError, UsageError
     from worker.jobqueue.connections import connect
     from worker.serve.model_state import read_desired, resolve_model, set_desired, wait_for_answers
-    from worker.tools import validate
     from worker.tools.lifecycle import live_workers, reload_workers
 
     log = sys.stderr if args.json else sys.stdout

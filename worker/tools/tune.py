@@ -29,7 +29,6 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import numpy as np
 
 from worker.evaluation.agreement import box_f1
 from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
