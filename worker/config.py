@@ -18,7 +18,7 @@ from worker import constants as C
 from worker.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = "models/demo/deer-yolo26n_int8_openvino_model"
+DEFAULT_MODEL = "models/demo"  # the demo package: its card names the IR it serves
 DEFAULT_ZONES = "configs/zones.yaml"
 DEFAULT_CONFIG = "configs/worker.yaml"  # read when no --config is given and it exists
 ENV_PREFIX = "DEER_WORKER_"
