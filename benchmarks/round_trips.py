@@ -34,6 +34,7 @@ from rq.job import get_current_job  # noqa: E402
 
 from worker.cameras import parse_camera_book  # noqa: E402
 from worker.config import WorkerConfig  # noqa: E402
+from worker.jobqueue.rq_compat import subscribe_polling  # noqa: E402
 from worker.constants import DEFAULT_RESULTS_STREAM  # noqa: E402
 from worker.jobqueue.connections import SERIALIZER  # noqa: E402
 from worker.jobqueue.consumer import DeerWorker  # noqa: E402
@@ -91,6 +92,14 @@ def ours(url: str, detector, jobs: int) -> int:
         return count()
 
 
+class _SimpleWorker(SimpleWorker):
+    """RQ's SimpleWorker, its worker-channel thread polling as ours does: RQ's 60 s poll can hold its
+    teardown for a minute (redis-py 8.2 joins that thread). The poll itself sends no command."""
+
+    def subscribe(self) -> None:
+        subscribe_polling(self)
+
+
 def rq_simple_worker(url: str, jobs: int) -> int:
     """Round trips of RQ's burst SimpleWorker over `jobs` fresh jobs of plain_job, same payloads."""
     conn = redis.Redis.from_url(url)
@@ -100,7 +109,7 @@ def rq_simple_worker(url: str, jobs: int) -> int:
         queue.enqueue("round_trips.plain_job", job.args[0])  # the same payload; RQ imports this module by name
         queue.remove(job.id)  # only RQ's jobs stay queued
         job.delete()
-    worker = SimpleWorker([queue], connection=conn, serializer=SERIALIZER, name=f"bench-rq-{time.monotonic_ns()}")
+    worker = _SimpleWorker([queue], connection=conn, serializer=SERIALIZER, name=f"bench-rq-{time.monotonic_ns()}")
     with counting_round_trips(conn) as count:
         worker.work(burst=True)
         return count()

@@ -183,13 +183,13 @@ def test_run_takes_workers_from_the_config_and_the_flag_beats_it(tmp_path, monke
     from worker.cli import build_parser
 
     started = []
-    monkeypatch.setattr(worker.serve.service, "run_worker", lambda config, index, burst: started.append(1) or 0)
+    monkeypatch.setattr(worker.serve.service, "run_worker", lambda config, index, burst, stop: started.append(1) or 0)
 
     class FakePool:
         def __init__(self, config, config_path, overrides, workers, log_level):
             started.append(workers)
 
-        def run_forever(self):
+        def run_forever(self, stop):
             return 0
 
     monkeypatch.setattr(worker.serve.pool, "WorkerPool", FakePool)

@@ -152,14 +152,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if workers == 1:
         from worker.serve.service import run_worker
 
-        return run_worker(config, args.worker_index or 0, burst=args.burst, stop=args.stop)
+        return run_worker(config, args.worker_index or 0, burst=args.burst, stop=getattr(args, "stop", None))
     for given, option in ((args.burst, "--burst"), (args.worker_index is not None, "--worker-index")):
         if given:
             raise UsageError(f"{option} applies to one worker process, not a pool of {workers}: "
                              "add --workers 1, or leave it out")
     from worker.serve.pool import WorkerPool
 
-    return WorkerPool(config, args.config, _overrides(args), workers, log_level=args.log_level).run_forever(args.stop)
+    return WorkerPool(config, args.config, _overrides(args), workers, log_level=args.log_level).run_forever(getattr(args, "stop", None))
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:

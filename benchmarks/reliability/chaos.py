@@ -63,16 +63,22 @@ class Registrations(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            try:
-                for name in registered_workers(self.conn).values():
-                    self.first.setdefault(name, time.time())
-            except Exception:  # noqa: BLE001 - a missed poll only delays a reading
-                pass
+            self.poll()
             self._stop_event.wait(self.every)
 
+    def poll(self) -> None:
+        try:
+            for name in registered_workers(self.conn).values():
+                self.first.setdefault(name, time.time())
+        except Exception:  # noqa: BLE001 - a missed poll only delays a reading
+            pass
+
     def stop(self) -> None:
+        """Stop polling, after one last look: the caller may have seen a registration (the pool whole
+        again) that the thread had not polled yet, and a replacement never recorded reads as none."""
         self._stop_event.set()
         self.join(5)
+        self.poll()
 
     def replacement(self, dead: str, after: float) -> float | None:
         """Seconds from `after` (the kill) to the first registration of a new worker of the same index."""

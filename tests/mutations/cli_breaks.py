@@ -81,7 +81,7 @@ CLI_BREAKS = [
     Break("stop-handler-installed-late", "worker/cli.py", "stop = StopRequest().install()", "stop = StopRequest()",
           "tests/serve/test_exits.py::test_a_stop_during_start_up_exits_0_and_takes_no_job",
           "SIGTERM during start-up ends the process by the signal (or, once RQ's loop runs, after it took a job)"),
-    Break("worker-channel-poll-60", "worker/jobqueue/rq_compat.py", "run_in_thread(sleep_time=PUBSUB_POLL,",
+    Break("worker-channel-poll-60", "worker/jobqueue/rq_compat.py", "run_in_thread(sleep_time=poll,",
           "run_in_thread(sleep_time=60,", "tests/jobqueue/test_rq_compat.py::test_a_stop_is_not_held_by_the_worker_channel_thread",
           "RQ's 60 s worker-channel poll: a stop can hang a minute in RQ's teardown"),
     Break("verbose-no-traceback", "worker/cli.py", "    if verbose:\n        traceback", "    if False:\n        traceback",

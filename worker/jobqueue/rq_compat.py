@@ -9,7 +9,8 @@ What leans on RQ internals:
   worker_key                RQ's key layout of a worker hash
   BatchWorker.stop_was_requested   private _shutdown_requested_date
   BatchWorker.stop_at_first_check  private _stop_requested and _shutdown_requested_date
-  BatchWorker.subscribe            RQ's subscribe re-done with a short poll (private _pubsub_exception_handler)
+  BatchWorker.subscribe / subscribe_polling  RQ's subscribe re-done with a short poll (private
+                                   _pubsub_exception_handler)
   BatchWorker._set_ip_address      private method, overridden
   BatchWorker.set_state            private _state
   BatchWorker.heartbeat            RQ's loop beats three times around every job (behaviour, not API)
@@ -56,6 +57,16 @@ def worker_key(name: str) -> str:
     return BaseWorker.redis_worker_namespace_prefix + name
 
 
+def subscribe_polling(worker: BaseWorker, poll: float = PUBSUB_POLL) -> None:
+    """RQ's BaseWorker.subscribe with the worker-channel thread polling every `poll` s (see
+    BatchWorker.subscribe); for any RQ worker, so a benchmark can run RQ's own SimpleWorker without it."""
+    worker.log.info("Worker %s: subscribing to channel %s", worker.name, worker.pubsub_channel_name)
+    worker.pubsub = worker.connection.pubsub()
+    worker.pubsub.subscribe(**{worker.pubsub_channel_name: worker.handle_payload})
+    worker.pubsub_thread = worker.pubsub.run_in_thread(sleep_time=poll, daemon=True,
+                                                       exception_handler=worker._pubsub_exception_handler)
+
+
 class BatchWorker(SimpleWorker):
     """A SimpleWorker (no fork per job) that holds several started jobs at once, with RQ's per-job
     round trips folded. Subclasses implement execute_job with dequeue_more, register_started and
@@ -80,11 +91,7 @@ class BatchWorker(SimpleWorker):
         cleared its flag went back to wait 60 s for a subscription, and redis-py (8.2) joins it in stop():
         a worker took a minute to exit, past Compose's 10 s grace (seen on a busy host; every time when the
         main thread reaches stop() 0.3 s late)."""
-        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
-        self.pubsub = self.connection.pubsub()
-        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=PUBSUB_POLL, daemon=True,
-                                                       exception_handler=self._pubsub_exception_handler)
+        subscribe_polling(self)
 
     def stop_at_first_check(self) -> None:
         """A stop signal that came before work() installed RQ's handlers (the process took it): work()
