@@ -169,3 +169,35 @@ def make_dir(path: str | Path, what: str) -> Path:
         raise PermissionDeniedError(f"cannot create {what} {path} ({exc.strerror}): choose a writable folder") \
             from None
     return Path(path)
+
+
+def add_isa(parser: argparse.ArgumentParser, default: str, why: str) -> None:
+    """`--isa`: the CPU kernels the measurements use (worker.evaluation.isa); the flag beats $DEER_WORKER_ISA,
+    which beats `default`. main() re-runs the command capped before it does any work (rerun_for_isa)."""
+    from worker.evaluation.isa import CLI_NAMES, ENV
+
+    parser.add_argument("--isa", choices=CLI_NAMES, default=None,
+                        help=f"oneDNN kernels to measure with: avx2 (the user's CPU, via ONEDNN_MAX_CPU_ISA in a "
+                             f"re-run child; a proxy: ratios, not milliseconds) or native (default {default}, "
+                             f"or ${ENV}: {why})")
+    parser.set_defaults(isa_default=default)
+
+
+def rerun_for_isa(args: argparse.Namespace, command: list[str]) -> int | None:
+    """Where the command asked for a cap this process does not run with: probe the cap (it took, capped FP32
+    equals uncapped), then run `command` (this same one) as a child with it -> the child's exit code.
+    None where this process already runs as asked (the child itself, or native): go on here."""
+    from worker.errors import ConfigError
+    from worker.evaluation import isa
+
+    if not hasattr(args, "isa_default"):
+        return None
+    args.isa = isa.resolve(args.isa, args.isa_default)
+    if not isa.needs_rerun(args.isa):
+        return None
+    if args.isa != isa.NATIVE:
+        found = isa.probe(args.isa)  # a separate short child: verbose oneDNN output must not slow the measurement
+        print(f"deer-worker: {found.line()}", file=sys.stderr)
+        if not found.ok:
+            raise ConfigError(f"--isa {args.isa}: {'; '.join(found.problems)}")
+    return isa.run_capped(command, args.isa)
