@@ -24,6 +24,7 @@ from worker.errors import ConfigError
 ENV = "DEER_WORKER_ISA"  # the default target of every measuring command; a --isa flag beats it
 ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"  # what oneDNN itself reads
 CHILD_ENV = "DEER_WORKER_ISA_CHILD"  # set in a re-run child: it never re-runs itself again
+PROBE_ENV = "DEER_WORKER_ISA_PROBE"  # the parent's probe, summarized for the child's proxy note
 NATIVE = "native"
 CAPS = {"avx2": "AVX2", "avx": "AVX"}  # our name -> oneDNN's value
 NAMES = (NATIVE, *CAPS)
@@ -82,14 +83,17 @@ def needs_rerun(isa: str) -> bool:
     return process_cap() != isa
 
 
-def run_capped(command: list[str], isa: str) -> int:
+def run_capped(command: list[str], isa: str, probed: ProbeResult | None = None) -> int:
     """Run `command` (this same command, e.g. [sys.executable, "-m", "worker", *argv]) in a child with the
     cap; its stdout/stderr are this process's. -> its exit code. A child that still lacks the cap (something
     strips the variable) is an error, never another re-run."""
     if os.environ.get(CHILD_ENV):
         raise ConfigError(f"asked for --isa {isa} in a process re-run for it, which runs with {process_cap()}: "
                           f"something between them drops {ONEDNN_ENV}")
-    return subprocess.run(command, env=cap_environment(isa)).returncode
+    env = cap_environment(isa)
+    if probed is not None:  # the child's proxy note says what the probe found
+        env[PROBE_ENV] = probed.summary()
+    return subprocess.run(command, env=env).returncode
 
 
 def proxy_note() -> str:
@@ -97,8 +101,10 @@ def proxy_note() -> str:
     cap = process_cap()
     if cap == NATIVE:
         return ""
+    probed = os.environ.get(PROBE_ENV)
     return (f"isa cap {cap}: {CAPS.get(cap, cap).upper()} kernels via {ONEDNN_ENV}, a proxy for a CPU without "
-            "more: compare ratios, not milliseconds (OpenVINO's own kernels, Python and decode stay native)")
+            "more: compare ratios, not milliseconds (OpenVINO's own kernels, Python and decode stay native)"
+            + (f"; probe: {probed}" if probed else "; not probed"))
 
 
 @dataclass
@@ -113,6 +119,10 @@ class ProbeResult:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def summary(self) -> str:
+        diff = "?" if self.max_abs_diff is None else f"{self.max_abs_diff:.1e}"
+        return f"oneDNN isa:{self.reported or '?'}, capped vs uncapped FP32 max |diff| {diff}"
 
     def line(self) -> str:
         diff = "no comparison" if self.max_abs_diff is None else \

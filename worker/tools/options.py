@@ -197,7 +197,8 @@ def rerun_for_isa(args: argparse.Namespace, command: list[str]) -> int | None:
         return None
     if args.isa != isa.NATIVE:
         found = isa.probe(args.isa)  # a separate short child: verbose oneDNN output must not slow the measurement
-        print(f"deer-worker: {found.line()}", file=sys.stderr)
+        print(found.line(), file=sys.stderr)  # information, not an error: no `deer-worker:` prefix
         if not found.ok:
             raise ConfigError(f"--isa {args.isa}: {'; '.join(found.problems)}")
+        return isa.run_capped(command, args.isa, probed=found)
     return isa.run_capped(command, args.isa)
