@@ -408,14 +408,6 @@ def _command_word(argv: list[str]) -> str | None:
     return None
 
 
-def _this_command(argv: list[str]) -> list[str]:
-    """The command line that runs this same command again: the interpreter's own (its -c or -m, its -X
-    options) when argv is this process's, else `python -m worker` with argv."""
-    if argv == sys.argv[1:] and getattr(sys, "orig_argv", None):
-        return [sys.executable, *sys.orig_argv[1:]]
-    return [sys.executable, "-m", "worker", *argv]
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     stop = None
@@ -429,10 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     args.log_level = args.log_level or ("DEBUG" if args.verbose else "INFO")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        from worker.tools.options import rerun_for_isa
+        from worker.tools.options import rerun_for_isa, this_command
 
         # Before any work: a --isa cap is only real in a process that starts with it (a child).
-        code = rerun_for_isa(args, _this_command(argv))
+        code = rerun_for_isa(args, this_command(argv))
         if code is not None:
             return code
         if args.runs_inference:

@@ -183,6 +183,14 @@ def add_isa(parser: argparse.ArgumentParser, default: str, why: str) -> None:
     parser.set_defaults(isa_default=default)
 
 
+def this_command(argv: list[str], script: str | None = None) -> list[str]:
+    """The command line that runs this same command again: the interpreter's own (its -c or -m, its -X
+    options) when argv is this process's, else `python -m worker` (or `python SCRIPT`) with argv."""
+    if argv == sys.argv[1:] and getattr(sys, "orig_argv", None):
+        return [sys.executable, *sys.orig_argv[1:]]
+    return [sys.executable, *([script] if script else ["-m", "worker"]), *argv]
+
+
 def rerun_for_isa(args: argparse.Namespace, command: list[str]) -> int | None:
     """Where the command asked for a cap this process does not run with: probe the cap (it took, capped FP32
     equals uncapped), then run `command` (this same one) as a child with it -> the child's exit code.
@@ -202,3 +210,14 @@ def rerun_for_isa(args: argparse.Namespace, command: list[str]) -> int | None:
             raise ConfigError(f"--isa {args.isa}: {'; '.join(found.problems)}")
         return isa.run_capped(command, args.isa, probed=found)
     return isa.run_capped(command, args.isa)
+
+
+def rerun_or_fail(args: argparse.Namespace, command: list[str]) -> int | None:
+    """rerun_for_isa for a script outside the CLI (the benchmarks): an expected failure is one line, exit 2."""
+    from worker.errors import DeerWorkerError
+
+    try:
+        return rerun_for_isa(args, command)
+    except DeerWorkerError as exc:
+        print(f"{Path(command[1]).name}: {exc.kind}: {exc}", file=sys.stderr)
+        return 2
