@@ -95,3 +95,8 @@ def test_an_unknown_isa_is_one_usage_line(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deer-worker: usage:") and "--isa" in err[0]
+
+
+def test_no_probe_model_is_a_refusal_that_says_what_to_do(tmp_path):
+    found = isa.probe("avx2", tmp_path)
+    assert not found.ok and "--isa native" in found.problems[0]

@@ -54,6 +54,7 @@ def cap_environment(isa: str, base: dict[str, str] | None = None) -> dict[str, s
     """`base` (default os.environ) with oneDNN capped to `isa` (or uncapped for native), marked as a child."""
     env = dict(os.environ if base is None else base)
     env.pop(ONEDNN_ENV, None)
+    env.pop("ONEDNN_VERBOSE", None)  # it slows every primitive: never in a measuring child
     if isa != NATIVE:
         env[ONEDNN_ENV] = CAPS[check_name(isa)]
     env[ENV] = isa
@@ -171,6 +172,9 @@ def probe(isa: str, model: str | Path = PROBE_MODEL) -> ProbeResult:
     path = resolve_path(str(model))
     xml = path if path.suffix == ".xml" else next(iter(sorted(path.glob("*.xml"))), path / "missing.xml")
     onednn = CAPS[check_name(isa)] if isa != NATIVE else ""
+    if not xml.is_file():
+        return ProbeResult(isa, "", problems=[f"no FP32 IR to probe with at {path}: restore {PROBE_MODEL}, or "
+                                              "measure with --isa native"])
     with tempfile.TemporaryDirectory(prefix="deer-isa-probe-") as tmp:
         capped, native = Path(tmp, "capped.npy"), Path(tmp, "native.npy")
         run = _child(isa, xml, capped, verbose=True)
