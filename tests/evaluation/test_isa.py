@@ -76,17 +76,20 @@ def test_a_child_that_still_lacks_the_cap_fails_instead_of_re_running(monkeypatc
         isa.run_capped([sys.executable, "-c", "pass"], "avx")
 
 
-def test_bench_asked_for_a_cap_re_runs_itself_capped_once():
+def test_bench_asked_for_a_cap_re_runs_itself_capped_once(tmp_path):
     env = {**os.environ, isa.ENV: "avx", "PYTHONPATH": str(ROOT)}
     env.pop(isa.ONEDNN_ENV, None)
     run = subprocess.run([sys.executable, "-m", "worker", "bench", str(SAMPLES / "day_1280x720_deer.png"),
                           "--model", str(FP32_MODEL), "--threads", "1", "--batch", "1", "--precision", "f32",
-                          "--seconds", "0.2", "--json"],
+                          "--seconds", "0.2", "--out", str(tmp_path / "bench.json")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr
-    assert run.stderr.count("isa probe avx: oneDNN reports isa:Intel AVX") == 1  # the parent, once
-    report = json.loads(run.stdout)
-    assert " | isa cap: avx | " in report["host"]  # measured in the capped child
+    table = run.stdout.splitlines()
+    assert " | isa cap: avx | " in table[0]  # measured in the capped child
+    # the proxy note, once (one child), with the parent's probe: oneDNN's header and the FP32 comparison
+    assert [line for line in table if "proxy" in line] == [table[1]]
+    assert "probe: oneDNN isa:Intel AVX, capped vs uncapped FP32 max |diff|" in table[1]
+    assert " | isa cap: avx | " in json.loads((tmp_path / "bench.json").read_text())["host"]
 
 
 def test_an_unknown_isa_is_one_usage_line(capsys):

@@ -205,7 +205,11 @@ def rerun_for_isa(args: argparse.Namespace, command: list[str]) -> int | None:
         return None
     if args.isa != isa.NATIVE:
         found = isa.probe(args.isa)  # a separate short child: verbose oneDNN output must not slow the measurement
-        print(found.line(), file=sys.stderr)  # information, not an error: no `deer-worker:` prefix
+        from worker.tools.progress import note
+
+        # A stage line, on a terminal only (an expected failure stays one line); the capped child's proxy
+        # note repeats the probe's summary beside the figures.
+        note(found.line())
         if not found.ok:
             raise ConfigError(f"--isa {args.isa}: {'; '.join(found.problems)}")
         return isa.run_capped(command, args.isa, probed=found)
