@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from worker.evaluation.host import host_line, speed_index  # noqa: E402
+from worker.evaluation.isa import proxy_note  # noqa: E402
 from worker.tools.export import calibration_tensors, quantize_ir  # noqa: E402
+from worker.tools.options import add_isa, rerun_or_fail, this_command  # noqa: E402
 from worker.tools.reference import stdout_to_stderr, ultralytics_val  # noqa: E402
 
 
@@ -36,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", required=True, help="comma-separated COUNT:mixed|square:none|head")
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--work", default="/tmp/int8-calibration", help="where the INT8 IRs are written")
+    add_isa(parser, "avx2", "as validate: INT8 scores as the user's AVX2 CPU computes them (no VNNI)")
     args = parser.parse_args(argv)
+    rerun = rerun_or_fail(args, this_command(sys.argv[1:] if argv is None else argv, __file__))
+    if rerun is not None:  # scored in a capped child
+        return rerun
 
     fp32 = Path(args.fp32)
     images = sorted(Path(args.calib).glob("*.jpg"))
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                      "d_mAP50-95_points": round((scores["mAP50-95"] - reference["mAP50-95"]) * 100, 2)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"fp32": str(fp32), "fp32_scores": reference, "calib": args.calib, "data": args.data,
-                      "host": host_line(speed_index()), "wall_s": round(time.time() - started, 1), "rows": rows},
+                      "host": host_line(speed_index()), "isa_note": proxy_note(), "wall_s": round(time.time() - started, 1), "rows": rows},
                      indent=2))
     return 0
 

@@ -40,6 +40,8 @@ from worker.inference.build import tune_process  # noqa: E402
 from worker.inference.detector import Detector  # noqa: E402
 from worker.inference.runtime import CompileOptions, load_spec  # noqa: E402
 from worker.evaluation.host import host_line, speed_index  # noqa: E402
+from worker.evaluation.isa import proxy_note  # noqa: E402
+from worker.tools.options import add_isa, rerun_or_fail, this_command  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-models"
 DEMO = ROOT / "models" / "demo"
@@ -172,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per model and snapshot")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     parser.add_argument("--out", help="also write the JSON report to this file")
+    add_isa(parser, "native", "this host; avx2 for the INT8/FP32 and rect/square ratios of an AVX2-only CPU")
     args = parser.parse_args(argv)
+    rerun = rerun_or_fail(args, this_command(sys.argv[1:] if argv is None else argv, __file__))
+    if rerun is not None:  # measured in a capped child
+        return rerun
     tune_process()
-    report: dict = {"host": host_line(speed_index()), "precision": "f32 pinned", "rows": []}
+    report: dict = {"host": host_line(speed_index()), "isa_note": proxy_note(), "precision": "f32 pinned", "rows": []}
     built = models([m.strip() for m in args.models.split(",") if m.strip()])
     for name, weights in built.items():
         for kind, model_dir in weights.items():
@@ -197,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(report["host"])
+        if proxy_note():
+            print(proxy_note())
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0

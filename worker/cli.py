@@ -421,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     args.log_level = args.log_level or ("DEBUG" if args.verbose else "INFO")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        from worker.tools.options import rerun_for_isa, this_command
+
+        # Before any work: a --isa cap is only real in a process that starts with it (a child).
+        code = rerun_for_isa(args, this_command(argv))
+        if code is not None:
+            return code
         if args.runs_inference:
             from worker.inference.build import tune_process
 

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from worker.evaluation.isa import NATIVE, process_cap
+
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -40,7 +42,7 @@ _SPEED_INDEX_MODEL = "models/demo/deer-yolo26n_openvino_model"
 
 def host_line(speed: str = "", path: Path = CPUINFO) -> str:
     """The line to put beside every figure: CPU model, the ISA flags above, usable cores, 1-min load, an
-    optional speed index, UTC time. AVX2-only and AVX-512 VNNI hosts both occur and differ ~2x in INT8,
+    optional speed index, `isa cap: avx2` when oneDNN runs capped, UTC time. AVX2-only and AVX-512 VNNI hosts both occur and differ ~2x in INT8,
     so a figure without this line cannot be compared. Same format as the dev host's host-fingerprint."""
     try:
         cpus = read_cpuinfo(path)
@@ -51,6 +53,9 @@ def host_line(speed: str = "", path: Path = CPUINFO) -> str:
     isa = " ".join(f for f in HOST_ISA_FLAGS if f in flags) or "no avx2"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     fields = [f"host: {name}", isa, f"{cores} cores", f"load {os.getloadavg()[0]:.2f}"]
+    cap = process_cap()
+    if cap != NATIVE:  # oneDNN capped below this CPU: the figures beside this line are a proxy
+        fields.append(f"isa cap: {cap}")
     return " | ".join([*fields, *([speed] if speed else []), time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())])
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.evaluation.host import host_line
+from worker.evaluation.isa import proxy_note
 from worker.evaluation.reports import emit_report, require_report_folder, table_stream
 from worker.evaluation.timing import latency_summary, measure_decode_floor, measure_latency, random_input
 
@@ -242,8 +243,10 @@ def _precision_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_images, add_output, batch_sizes, int_list, positive_number
+    from worker.tools.options import add_images, add_isa, add_output, batch_sizes, int_list, positive_number
 
+    add_isa(parser, "native", "this host as the worker serves on it (it never caps itself); avx2 for the INT8/FP32 "
+                              "ratio an AVX2-only CPU would see")
     add_images(parser, "snapshots (files or folders) for the service-time run (default: the demo samples)",
                legacy="--images")
     parser.add_argument("--model", action="append",
@@ -302,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
 
     human = table_stream(args.json)
     print(host, file=human)
+    if proxy_note():  # capped: every figure below is a proxy
+        print(proxy_note(), file=human)
     print(table(results), file=human)
     print("latency: one request, latency hint (as served); tput: throughput hint, "
           f"{results[0].throughput['requests']} async requests; svc: Detector.detect incl. decode/pre/postprocess",

@@ -30,6 +30,7 @@ from worker.evaluation import gate as accuracy_gate
 from worker.evaluation.agreement import MATCH_IOU, Agreement, agreement, summarize
 from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
 from worker.evaluation.host import host_line
+from worker.evaluation.isa import proxy_note
 from worker.evaluation.reports import emit_report, require_report_folder, table_stream
 from worker.evaluation.timing import service_times
 from worker.inference.detections import Detections
@@ -219,7 +220,10 @@ def write_gallery(save_dir: Path, rows: list[ImageComparison], models: dict) -> 
 # --- the command ------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from worker.config import DEFAULT_CONFIG
-    from worker.tools.options import add_images, add_output, add_precision, count
+    from worker.tools.options import add_images, add_isa, add_output, add_precision, count
+
+    add_isa(parser, "native", "two models as this host's worker serves them; avx2 for the agreement and speed an "
+                              "AVX2-only CPU would see")
 
     parser.add_argument("--model", action="append", required=True,
                         help="an OpenVINO IR directory / .xml, a model folder, or a trained .pt (run by ultralytics "
@@ -306,6 +310,6 @@ def run(args: argparse.Namespace) -> int:
         written = write_gallery(save_dir, rows, models)
         report["gallery"] = {"index": str(save_dir / "index.html"), "disagreements": len(written),
                              "images": [str(p) for p in written]}
-    print(host, _table(report), sep="\n", file=table_stream(args.json))
+    print(host, *([proxy_note()] if proxy_note() else []), _table(report), sep="\n", file=table_stream(args.json))
     emit_report(report, as_json=args.json, out=args.out)
     return 1 if any(r.error for r in rows) else 0

@@ -31,6 +31,7 @@ import yaml
 from worker.constants import DEFAULT_IOU
 from worker.errors import ConfigError, MissingDependencyError, MissingFileError, UsageError
 from worker.evaluation.dataset import label_path, load_data_yaml
+from worker.evaluation.isa import NATIVE, process_cap
 from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, gate_limits, within_gate
 from worker.inference.imagecodec import decode
 from worker.inference.preprocess import Preprocessing, apply_clahe, input_shape, prepare, prepare_rect
@@ -235,9 +236,11 @@ def _tiles(text: str) -> tuple[int, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_output
+    from worker.tools.options import add_isa, add_output
 
     p.add_argument("pt", help="trained ultralytics checkpoint (.pt)")
+    add_isa(p, "avx2", "the user's CPU: the scores and the ms column as AVX2 kernels compute them; the whole export "
+                       "runs capped, so calibration is slower on a bigger CPU")
     p.add_argument("--data", help="ultralytics data yaml: its train split calibrates INT8, its --val-split scores every "
                                   "IR against the .pt (needed with --int8)")
     p.add_argument("--imgsz", type=int, default=None, help="long side of the model input (default: the .pt's training imgsz)")
@@ -392,7 +395,8 @@ def run(args: argparse.Namespace) -> int:
 
     speed_shape = calibration_shapes(imgsz)[0] if dynamic else (imgsz, imgsz)
     for name in irs:
-        irs[name]["latency_ms"] = {"shape": list(speed_shape), "f32_p50": measure_latency_ms(out / name, speed_shape)}
+        irs[name]["latency_ms"] = {"shape": list(speed_shape), "f32_p50": measure_latency_ms(out / name, speed_shape),
+                                   "isa": process_cap()}  # capped (the default, avx2): a proxy, see card_markdown
 
     reference = None
     if args.data:
@@ -463,4 +467,8 @@ def card_markdown(card: dict) -> str:
                   f"{'ok' if e['within_gate'] else 'FAIL':>5}") if acc else f"{'-':>7} {'-':>8} {'-':>7} {'-':>7} {'-':>5}"
         lines.append(f"{name[:60]:<60} {e['head']:<8} {e['weights']:<7} {scores} {e['latency_ms']['f32_p50']:>7.2f}")
     lines.append(f"serve: {card['serve']} ({card['serve_reason']})")
+    capped = {e["latency_ms"].get("isa", NATIVE) for e in card["irs"].values()} - {NATIVE}
+    if capped:  # the ms column was measured with oneDNN capped: its ratios carry over, its milliseconds do not
+        lines.append(f"ms: FP32-precision latency p50 with oneDNN capped to {', '.join(sorted(capped))}, a proxy for "
+                     "a CPU without more (ratios, not milliseconds)")
     return "\n".join(lines) + "\n"

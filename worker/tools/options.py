@@ -169,3 +169,59 @@ def make_dir(path: str | Path, what: str) -> Path:
         raise PermissionDeniedError(f"cannot create {what} {path} ({exc.strerror}): choose a writable folder") \
             from None
     return Path(path)
+
+
+def add_isa(parser: argparse.ArgumentParser, default: str, why: str) -> None:
+    """`--isa`: the CPU kernels the measurements use (worker.evaluation.isa); the flag beats $DEER_WORKER_ISA,
+    which beats `default`. main() re-runs the command capped before it does any work (rerun_for_isa)."""
+    from worker.evaluation.isa import CLI_NAMES, ENV
+
+    parser.add_argument("--isa", choices=CLI_NAMES, default=None,
+                        help=f"oneDNN kernels to measure with: avx2 (the user's CPU, via ONEDNN_MAX_CPU_ISA in a "
+                             f"re-run child; a proxy: ratios, not milliseconds) or native (default {default}, "
+                             f"or ${ENV}: {why})")
+    parser.set_defaults(isa_default=default)
+
+
+def this_command(argv: list[str], script: str | None = None) -> list[str]:
+    """The command line that runs this same command again: the interpreter's own (its -c or -m, its -X
+    options) when argv is this process's, else `python -m worker` (or `python SCRIPT`) with argv."""
+    if argv == sys.argv[1:] and getattr(sys, "orig_argv", None):
+        return [sys.executable, *sys.orig_argv[1:]]
+    return [sys.executable, *([script] if script else ["-m", "worker"]), *argv]
+
+
+def rerun_for_isa(args: argparse.Namespace, command: list[str]) -> int | None:
+    """Where the command asked for a cap this process does not run with: probe the cap (it took, capped FP32
+    equals uncapped), then run `command` (this same one) as a child with it -> the child's exit code.
+    None where this process already runs as asked (the child itself, or native): go on here."""
+    from worker.errors import ConfigError
+    from worker.evaluation import isa
+
+    if not hasattr(args, "isa_default"):
+        return None
+    args.isa = isa.resolve(args.isa, args.isa_default)
+    if not isa.needs_rerun(args.isa):
+        return None
+    if args.isa != isa.NATIVE:
+        found = isa.probe(args.isa)  # a separate short child: verbose oneDNN output must not slow the measurement
+        from worker.tools.progress import note
+
+        # A stage line, on a terminal only (an expected failure stays one line); the capped child's proxy
+        # note repeats the probe's summary beside the figures.
+        note(found.line())
+        if not found.ok:
+            raise ConfigError(f"--isa {args.isa}: {'; '.join(found.problems)}")
+        return isa.run_capped(command, args.isa, probed=found)
+    return isa.run_capped(command, args.isa)
+
+
+def rerun_or_fail(args: argparse.Namespace, command: list[str]) -> int | None:
+    """rerun_for_isa for a script outside the CLI (the benchmarks): an expected failure is one line, exit 2."""
+    from worker.errors import DeerWorkerError
+
+    try:
+        return rerun_for_isa(args, command)
+    except DeerWorkerError as exc:
+        print(f"{Path(command[1]).name}: {exc.kind}: {exc}", file=sys.stderr)
+        return 2

@@ -34,6 +34,7 @@ from worker.evaluation.agreement import box_f1
 from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
 from worker.evaluation.gate import DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, evaluate_model
 from worker.evaluation.host import cpu_flags, host_line, speed_index
+from worker.evaluation.isa import proxy_note
 from worker.evaluation.reports import emit_report, require_report_folder, table_stream, write_report
 from worker.evaluation.timing import measure_decode_floor, measure_latency, percentile_ms, random_input
 from worker.tools.options import int_list
@@ -656,8 +657,10 @@ def _imgsizes(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_images, add_output, batch_sizes, count, positive_number
+    from worker.tools.options import add_images, add_isa, add_output, batch_sizes, count, positive_number
 
+    add_isa(parser, "native", "the setting for the worker on this host, which serves uncapped; avx2 to preview "
+                              "an AVX2-only CPU (a proxy: pick its setting on that CPU)")
     add_images(parser, "your snapshots (files or folders; default: the demo samples)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", action="append", metavar="DIR",
@@ -741,6 +744,8 @@ def run(args: argparse.Namespace) -> int:
                      if args.data else f"agreement with the reference's detections (lossless: drop <= {LOSSLESS_TOLERANCE:g})")
     if host:
         print(host, file=human)
+        if proxy_note():  # capped: every figure below is a proxy
+            print(proxy_note(), file=human)
     measure_s = round(time.monotonic() - started, 1)
     print(f"tune: {len(snapshots)} snapshots, {cores} cores, {len(measured)} candidates measured in "
           f"{measure_s:.0f} s; decode floor {floor:.1f} ms (plain full decode, median)", file=human)

@@ -30,13 +30,16 @@ from worker.evaluation.dataset import label_path, load_data_yaml, read_labels
 from worker.evaluation.gate import (DEFAULT_MAX_DROP_MAP, DEFAULT_MAX_DROP_MAP50, ModelResult, evaluate_model,
                                     GATE_METRICS, gate_limits, results_table, within_gate)
 from worker.evaluation.host import host_line
+from worker.evaluation.isa import proxy_note
 from worker.evaluation.reports import emit_report, require_report_folder, table_stream
 from worker.tools.progress import Progress
 
 # --- the command ----------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.tools.options import add_output, add_precision, confidence, count
+    from worker.tools.options import add_isa, add_output, add_precision, confidence, count
 
+    add_isa(parser, "avx2", "the user's CPU: the gate's scores as AVX2 kernels compute them (INT8 without VNNI "
+                            "differs); ms_per_image is then a proxy")
     parser.add_argument("--model", action="append", required=True,
                         help="OpenVINO IR directory or .xml, or the trained .pt (export extra; then it is the "
                              "reference); repeat to compare (without a .pt the first is the reference)")
@@ -114,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = table_stream(args.json)
     print(host, file=out)
+    if proxy_note():  # capped: every figure below is a proxy
+        print(proxy_note(), file=out)
     print(f"data {data.yaml} split {args.split}: {len(images)} images, {sum(len(x) for x in labels)} boxes, "
           f"classes {', '.join(data.names)}; conf {args.conf} iou {args.iou} max_det {args.max_det}, "
           f"reduced decode {'on' if args.reduced_decode else 'off'}", file=out)
