@@ -39,7 +39,7 @@ def _check(report: dict, restarts: int, caught_up_within: float, reconnect_withi
 
 # A 10 s crash: long enough that RQ's old 60 s reconnect backoff kept workers away for > 5 s after Redis
 # was back; it needs the reconnect and the orphan sweep. A quick clean restart is in the long runs only
-# (-m slow, with the 20 clean restarts): ~1 min of the default suite's 12-minute budget.
+# (-m slow, with the 20 clean restarts): ~1 min of the default suite's 10-minute budget.
 @pytest.mark.parametrize("how, down", [pytest.param("sigterm", 1.0, marks=pytest.mark.slow), ("sigkill", 10.0)])
 def test_workers_come_back_after_a_redis_restart_and_nothing_acknowledged_is_lost(tmp_path, host_pace, how, down):
     report = redis_restart.run_restarts(1, workdir=tmp_path, how=how, down=down, interval=5, rate=20)
