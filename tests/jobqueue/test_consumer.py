@@ -392,18 +392,21 @@ def test_the_next_batch_is_taken_while_one_infers_and_its_heartbeat_covers_the_w
             for i in range(3 * fp32_detector.max_batch)]
     worker = _worker(redis_conn, fp32_detector, f"ahead-{time.monotonic_ns()}")
     registry = StartedJobRegistry(QUEUE, connection=redis_conn)
-    real_infer, seen = worker.infer, []
+    real_infer, real_take_ahead, seen, ahead = worker.infer, worker.take_ahead, [], []
+
+    def take_ahead_seen(batch):
+        ahead.append(real_take_ahead(batch))
+        return ahead[-1]
 
     def infer_and_look(prepared):
-        deadline = time.monotonic() + 10
-        while registry.count < 2 * fp32_detector.max_batch and time.monotonic() < deadline:
-            time.sleep(0.01)  # the preparation thread is taking the next batch
+        if ahead[-1] is not None:  # None: nothing taken ahead (overlap off), which the counts below catch
+            ahead[-1].result(timeout=GENEROUS_BOUND)  # the preparation thread has taken the next batch, if any
         seen.append({member.decode(): score - time.time()
                      for member, score in redis_conn.zrange(registry.key, 0, -1, withscores=True)})
         elapsed.append(time.monotonic() - started)
         return real_infer(prepared)
 
-    worker.infer, elapsed, started = infer_and_look, [], time.monotonic()
+    worker.infer, worker.take_ahead, elapsed, started = infer_and_look, take_ahead_seen, [], time.monotonic()
     worker.work(burst=True)
     batch = fp32_detector.max_batch
     assert [len(s) for s in seen] == [2 * batch, 2 * batch, batch], seen  # never more than one batch ahead
