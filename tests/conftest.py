@@ -59,6 +59,32 @@ def tool(name: str, package: str) -> tuple[str | None, pytest.MarkDecorator]:
     return path, pytest.mark.skipif(path is None, reason=reason)
 
 
+# /proc/cpuinfo of a two-core test CPU: .format(flags="avx2 ...") (the host line's and doctor's tests)
+CPUINFO = """processor\t: 0
+model name\t: Test CPU
+physical id\t: 0
+core id\t: 0
+flags\t\t: fpu sse4_2 {flags}
+
+processor\t: 1
+model name\t: Test CPU
+physical id\t: 0
+core id\t: 0
+flags\t\t: fpu sse4_2 {flags}
+"""
+
+
+def write_dataset(root: Path, yaml_text: str) -> Path:
+    """A one-image data yaml (ds/images/val/a.jpg with one label) written as yaml_text; returns its path."""
+    (root / "ds" / "images" / "val").mkdir(parents=True)
+    (root / "ds" / "labels" / "val").mkdir(parents=True)
+    (root / "ds" / "images" / "val" / "a.jpg").write_bytes(b"x")
+    (root / "ds" / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    path = root / "data.yaml"
+    path.write_text(yaml_text)
+    return path
+
+
 def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
 

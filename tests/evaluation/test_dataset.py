@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import DEMO
+from conftest import DEMO, write_dataset
 from worker.errors import ConfigError
 from worker.evaluation.dataset import label_path, labels_to_truth, list_images, load_data_yaml, load_truth, read_labels
 
 HELDOUT_YAML = DEMO / "heldout.yaml"
-
-
-def write_dataset(root: Path, yaml_text: str) -> Path:
-    (root / "ds" / "images" / "val").mkdir(parents=True)
-    (root / "ds" / "labels" / "val").mkdir(parents=True)
-    (root / "ds" / "images" / "val" / "a.jpg").write_bytes(b"x")
-    (root / "ds" / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    path = root / "data.yaml"
-    path.write_text(yaml_text)
-    return path
 
 
 def test_yaml_paths_are_relative_to_the_yaml_directory(tmp_path, monkeypatch):

@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import re
 
+from conftest import CPUINFO
 from worker.evaluation import host
-
-CPUINFO = """processor\t: 0
-model name\t: Test CPU
-physical id\t: 0
-core id\t: 0
-flags\t\t: fpu sse4_2 {flags}
-
-processor\t: 1
-model name\t: Test CPU
-physical id\t: 0
-core id\t: 0
-flags\t\t: fpu sse4_2 {flags}
-"""
 
 
 def test_host_line_names_the_cpu_and_its_isa_flags(tmp_path):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import FP32_MODEL, TEST_REDIS_URL, _redis_up
+from conftest import CPUINFO, FP32_MODEL, TEST_REDIS_URL, _redis_up
 from worker.tools import doctor
 from worker.tools.doctor import FAIL, OK, WARN
 
@@ -25,19 +25,6 @@ def run_doctor(capsys, *argv: str) -> tuple[int, list[dict]]:
 def by_check(findings: list[dict]) -> dict[str, dict]:
     return {f["check"]: f for f in findings}
 
-
-CPUINFO = """processor\t: 0
-model name\t: Test CPU
-physical id\t: 0
-core id\t: 0
-flags\t\t: fpu sse4_2 {flags}
-
-processor\t: 1
-model name\t: Test CPU
-physical id\t: 0
-core id\t: 0
-flags\t\t: fpu sse4_2 {flags}
-"""
 
 
 # --- host checks on crafted files -------------------------------------------------------------------

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import DEMO, FP32_MODEL, INT8_MODEL
+from conftest import DEMO, FP32_MODEL, INT8_MODEL, write_dataset
 from worker.tools import validate
 from worker.errors import ConfigError
 from worker.evaluation.metrics import DetectionMetrics
@@ -21,16 +20,6 @@ def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     validate.add_arguments(parser)
     return parser.parse_args(list(argv))
-
-
-def write_dataset(root: Path, yaml_text: str) -> Path:
-    (root / "ds" / "images" / "val").mkdir(parents=True)
-    (root / "ds" / "labels" / "val").mkdir(parents=True)
-    (root / "ds" / "images" / "val" / "a.jpg").write_bytes(b"x")
-    (root / "ds" / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    path = root / "data.yaml"
-    path.write_text(yaml_text)
-    return path
 
 
 # --- the gate ---------------------------------------------------------------------------------------
