@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from reliability.harness import Producer, RedisServer, free_port, sample_images  # noqa: E402
 from worker.evaluation.host import host_line  # noqa: E402
+from worker.serve.stopping import catches_sigterm  # noqa: E402
 
 MODEL = ROOT / "models" / "demo" / "deer-yolo26n_openvino_model"
 # Code without the burst_redis_wait setting: the module constant it used, set before main() runs.
@@ -98,16 +99,6 @@ def burst_exits(n: int, tree: Path, wait: float, workdir: Path) -> Tally:
         tally.add(out.returncode, out.stderr, 2)
         print(f"burst {i + 1}/{n}: exit {out.returncode}", file=sys.stderr, flush=True)
     return tally
-
-
-def catches_sigterm(pid: int) -> bool:
-    """Whether the process has a SIGTERM handler installed (SigCgt in /proc/PID/status)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
-    except (OSError, StopIteration):
-        return False
-    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
 
 
 def sigterm_exits(n: int, tree: Path, earliest: float, latest: float, workdir: Path) -> tuple[Tally, int]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,18 @@ def write_dataset(root: Path, yaml_text: str) -> Path:
     path = root / "data.yaml"
     path.write_text(yaml_text)
     return path
+
+
+@contextmanager
+def stop_handlers_kept():
+    """SIGINT and SIGTERM handlers as they were before the block: a worker, RQ's work() or our stop
+    request installs its own in this (pytest's) process."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def sample(name: str) -> bytes:

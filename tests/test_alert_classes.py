@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import DEMO, TEST_REDIS_URL, sample
+from conftest import DEMO, TEST_REDIS_URL, sample, stop_handlers_kept
 from worker.config import load_config
 from worker.inference.detections import Detections
 from worker.inference.preprocess import Preprocessing
@@ -47,12 +46,8 @@ def renamed_model(folder: Path, class_name: str, alert_classes: tuple[str, ...] 
 def served_result(conn, config, jpeg: bytes) -> dict:
     """One snapshot through the queue and a real worker (burst): its result message as streamed."""
     job = enqueue_snapshot(conn, jpeg, "cam1", queue=config.queue)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_handlers_kept():  # the worker installs its own
         assert run_worker(config, 0, burst=True) == 0
-    finally:
-        for sig, handler in handlers.items():  # the worker installs its own
-            signal.signal(sig, handler)
     messages = [json.loads(fields[b"result"]) for _, fields in conn.xrange(config.results_stream)]
     return next(m for m in messages if m["job_id"] == job.id)
 

@@ -15,6 +15,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.webhook import Webhook
 from rq.worker import SimpleWorker
 
+from conftest import stop_handlers_kept
 from private_db import private_db
 from worker.constants import JOB_FUNCTION
 from worker.jobqueue import rq_compat
@@ -74,13 +75,8 @@ def test_stop_was_requested_follows_rqs_shutdown_date(queue):
     worker = _worker(queue)
     worker.register_birth()
     assert not worker.stop_was_requested()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with pytest.raises(StopRequested):  # RQ's SIGTERM handler, as work() installs it, on an idle worker
-            worker.request_stop(signal.SIGTERM, None)
-    finally:
-        for sig, handler in handlers.items():  # it re-arms SIGINT/SIGTERM for a cold stop
-            signal.signal(sig, handler)
+    with stop_handlers_kept(), pytest.raises(StopRequested):  # RQ's handler, as work() installs it, on an idle
+        worker.request_stop(signal.SIGTERM, None)                  # worker (it re-arms them for a cold stop)
     assert worker.stop_was_requested()
 
 
@@ -90,12 +86,8 @@ def test_stop_at_first_check_ends_work_before_any_dequeue(queue):
     job = _enqueue(queue)
     worker = _worker(queue)
     worker.stop_at_first_check()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_handlers_kept():  # work() installs RQ's handlers
         assert worker.work(burst=True) is False
-    finally:
-        for sig, handler in handlers.items():  # work() installs RQ's handlers
-            signal.signal(sig, handler)
     assert worker.stop_was_requested()
     assert job.id in queue.job_ids  # still queued: nothing was taken
 
@@ -119,13 +111,9 @@ def test_a_stop_is_not_held_by_the_worker_channel_thread(queue):
             real_unsubscribe()
 
         worker.unsubscribe = unsubscribe_late
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         started = time.monotonic()
-        try:
+        with stop_handlers_kept():
             worker.work(burst=True)
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
         assert worker.pubsub_thread.sleep_time == rq_compat.PUBSUB_POLL and not worker.pubsub_thread.is_alive()
         return time.monotonic() - started
 

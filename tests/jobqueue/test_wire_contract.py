@@ -13,13 +13,12 @@ import hashlib
 import importlib
 import json
 import re
-import signal
 import time
 import zlib
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, stop_handlers_kept
 from private_db import live_result, private_db
 from worker.cameras import load_camera_book
 from worker.config import load_config
@@ -79,12 +78,8 @@ def fixture_config():
 
 def serve_burst() -> None:
     config = fixture_config()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_handlers_kept():  # the worker installs its own
         assert run_worker(config, 0, burst=True) == 0
-    finally:
-        for sig, handler in handlers.items():  # the worker installs its own
-            signal.signal(sig, handler)
 
 
 def assert_same_shape(new, old, path="result") -> None:

@@ -13,22 +13,13 @@ import sys
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
-from conftest import FP32_MODEL, GENEROUS_BOUND, ROOT, TEST_REDIS_URL, sample, wait_until
+from conftest import FP32_MODEL, GENEROUS_BOUND, ROOT, TEST_REDIS_URL, sample, stop_handlers_kept, wait_until
 from worker.jobqueue.connections import SERIALIZER
 from worker.jobqueue.producer import enqueue_snapshot
+from worker.serve.stopping import catches_sigterm
 
 QUEUE = "test-exits"
 STREAM = "test-exits:results"
-
-
-def _catches_sigterm(pid: int) -> bool:
-    """The process has a handler for SIGTERM (SigCgt in /proc), i.e. our stop request is installed."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
-    except (OSError, StopIteration):
-        return False
-    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
 
 
 def _worker(tmp_path) -> tuple[subprocess.Popen, object]:
@@ -55,7 +46,7 @@ def _stopped(proc, log) -> tuple[int, str]:
 def test_a_stop_during_start_up_exits_0_and_takes_no_job(redis_conn, tmp_path, host_pace):
     job = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
     proc, log = _worker(tmp_path)
-    wait_until(lambda: _catches_sigterm(proc.pid) or proc.poll() is not None, GENEROUS_BOUND,
+    wait_until(lambda: catches_sigterm(proc.pid) or proc.poll() is not None, GENEROUS_BOUND,
                "the worker to take SIGTERM")
     code, text = _stopped(proc, log)  # while it imports or loads the model: it has served nothing
     assert code == 0, text[-2000:]
@@ -89,8 +80,6 @@ def test_a_stop_that_lands_just_before_rqs_loop_ends_it_before_any_job(redis_con
     from worker.serve.service import run_worker
     from worker.serve.stopping import StopRequest
 
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stop = StopRequest().install()
     real_work = DeerWorker.work
 
     def work_after_a_stop(self, *args, **kwargs):
@@ -101,10 +90,8 @@ def test_a_stop_that_lands_just_before_rqs_loop_ends_it_before_any_job(redis_con
     job = enqueue_snapshot(redis_conn, sample("day_640x360_deer.jpg"), "cam1", queue=QUEUE)
     config = replace(WorkerConfig(redis_url=TEST_REDIS_URL, queue=QUEUE, metrics_port=0, model=str(FP32_MODEL)),
                      batch="1", shapes=["16x9"])
-    try:
+    with stop_handlers_kept():
+        stop = StopRequest().install()
         assert run_worker(config, burst=True, stop=stop) == 0
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
     assert stop.requested
     assert job.id in Queue(QUEUE, connection=redis_conn, serializer=SERIALIZER).job_ids  # not taken

@@ -42,3 +42,14 @@ class StopRequest:
         self._forward = to
         if to is not None and self.requested:
             to()
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether process `pid` has a SIGTERM handler installed (SigCgt in /proc/PID/status): a `run` process
+    that does has its stop request in place, so a stop from then on is a clean exit."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
